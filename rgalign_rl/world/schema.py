@@ -1,0 +1,273 @@
+"""The world format (DESIGN.md section 2): reading and validating a world directory.
+
+Every row is checked before anything downstream sees it. Errors are collected, not raised one at a
+time, so a user fixing a world sees all of them at once as ``FILE:LINE: field: what is wrong``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+SPLITS = ("train", "valid", "test")
+MAX_SHOWN_ERRORS = 20
+
+
+@dataclass
+class Problem:
+    file: str
+    line: int  # 1-based; 0 for a problem with the whole file
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field}: {self.message}"
+
+
+class WorldError(ValueError):
+    """A world that fails validation. ``problems`` holds every error found."""
+
+    def __init__(self, root: str | Path, problems: list[Problem]):
+        self.root = str(root)
+        self.problems = problems
+        shown = "\n".join(str(p) for p in problems[:MAX_SHOWN_ERRORS])
+        more = len(problems) - MAX_SHOWN_ERRORS
+        tail = f"\n... and {more} more errors" if more > 0 else ""
+        super().__init__(f"invalid world {self.root} ({len(problems)} errors):\n{shown}{tail}")
+
+
+@dataclass
+class Checker:
+    """Collects problems for one file; the helpers return the value when it is valid, else None."""
+
+    file: str
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, line: int, name: str, message: str) -> None:
+        self.problems.append(Problem(self.file, line, name, message))
+
+    def string(self, row: dict, line: int, name: str, required: bool = True) -> str | None:
+        if name not in row:
+            if required:
+                self.add(line, name, "missing required field")
+            return None
+        value = row[name]
+        if not isinstance(value, str):
+            self.add(line, name, f"expected a string, got {type(value).__name__}")
+            return None
+        if required and not value.strip():
+            self.add(line, name, "must not be empty")
+            return None
+        return value
+
+    def integer(self, row: dict, line: int, name: str) -> int | None:
+        if name not in row:
+            self.add(line, name, "missing required field")
+            return None
+        value = row[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(line, name, f"expected an integer, got {type(value).__name__}")
+            return None
+        return value
+
+    def string_list(self, row: dict, line: int, name: str, required: bool) -> list[str] | None:
+        if name not in row or row[name] is None:
+            if required:
+                self.add(line, name, "missing required field")
+            return None
+        value = row[name]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.add(line, name, "expected a list of strings")
+            return None
+        return value
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yields (line number, parsed row) for a JSONL or Parquet file; a JSON error yields an Exception."""
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        frame = pd.read_parquet(path)
+        for i, row in enumerate(frame.to_dict(orient="records"), start=1):
+            yield i, {k: _from_arrow(v) for k, v in row.items()}
+        return
+    with open(path, encoding="utf-8") as f:
+        for i, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                yield i, json.loads(text)
+            except json.JSONDecodeError as e:
+                yield i, e
+
+
+def _from_arrow(value: Any) -> Any:
+    """Parquet gives numpy arrays and NaN for missing values; turn them back into JSON-like values."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return [_from_arrow(v) for v in value.tolist()]
+    if isinstance(value, dict):
+        return {k: _from_arrow(v) for k, v in value.items() if v is not None}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def check_intents(path: Path) -> tuple[list[dict], list[Problem]]:
+    chk = Checker(path.name)
+    intents: list[dict] = []
+    seen: dict[str, int] = {}
+    for line, row in read_rows(path):
+        if not _is_object(chk, line, row):
+            continue
+        iid = chk.string(row, line, "intent_id")
+        text = chk.string(row, line, "text")
+        topic = chk.string(row, line, "topic", required=False)
+        if iid is not None and iid in seen:
+            chk.add(line, "intent_id", f"duplicate id {iid!r} (first on line {seen[iid]})")
+            continue
+        if iid is not None and text is not None:
+            seen[iid] = line
+            intents.append({"intent_id": iid, "text": text, "topic": topic or ""})
+    if not intents and not chk.problems:
+        chk.add(0, "intent_id", "the knowledge base is empty")
+    return intents, chk.problems
+
+
+def check_samples(path: Path, intent_ids: set[str]) -> tuple[list[dict], list[Problem]]:
+    chk = Checker(path.name)
+    samples: list[dict] = []
+    seen: dict[str, int] = {}
+    with_split = 0
+    for line, row in read_rows(path):
+        if not _is_object(chk, line, row):
+            continue
+        n_before = len(chk.problems)
+        sid = chk.string(row, line, "sample_id")
+        uid = chk.string(row, line, "user_id")
+        ts = chk.integer(row, line, "timestamp")
+        feats = row.get("features")
+        if not isinstance(feats, dict):
+            chk.add(line, "features", "missing required field" if feats is None else "expected an object")
+        else:
+            for name, value in feats.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    chk.add(line, f"features.{name}", f"non-finite number {value}")
+                elif not isinstance(value, (str, int, float, bool)):
+                    chk.add(line, f"features.{name}", f"expected str, int, float or bool, got {type(value).__name__}")
+        chk.string_list(row, line, "behavior", required=False)
+        cands = chk.string_list(row, line, "candidates", required=False)
+        clicked = chk.string_list(row, line, "clicked", required=True)
+        for name, ids in (("candidates", cands), ("clicked", clicked)):
+            for iid in ids or []:
+                if iid not in intent_ids:
+                    chk.add(line, name, f"unknown intent id {iid!r}")
+        if cands is not None:
+            if not cands:
+                chk.add(line, "candidates", "must not be empty (omit it to mean all intents)")
+            if len(set(cands)) != len(cands):
+                chk.add(line, "candidates", "duplicate intent ids")
+            for iid in set(clicked or []) - set(cands):
+                chk.add(line, "clicked", f"intent {iid!r} is not among the candidates")
+        split = row.get("split")
+        if split is not None:
+            with_split += 1
+            if split not in SPLITS:
+                chk.add(line, "split", f"expected one of {', '.join(SPLITS)}, got {split!r}")
+        if sid is not None and sid in seen:
+            chk.add(line, "sample_id", f"duplicate id {sid!r} (first on line {seen[sid]})")
+        elif sid is not None:
+            seen[sid] = line
+        if len(chk.problems) == n_before:
+            samples.append({"sample_id": sid, "user_id": uid, "timestamp": ts, "features": feats,
+                            "behavior": row.get("behavior") or [], "candidates": cands,
+                            "clicked": clicked, "split": split})
+    if not seen and not chk.problems:
+        chk.add(0, "sample_id", "no samples")
+    if 0 < with_split < len(seen):
+        chk.add(0, "split", f"given on {with_split} of {len(seen)} rows: give it on all rows or none")
+    return samples, chk.problems
+
+
+def check_oracle(path: Path, sample_ids: set[str], intent_ids: set[str]) -> tuple[dict, list[Problem]]:
+    chk = Checker(path.name)
+    oracle: dict[str, dict] = {}
+    for line, row in read_rows(path):
+        if not _is_object(chk, line, row):
+            continue
+        sid = chk.string(row, line, "sample_id")
+        if sid is not None and sid not in sample_ids:
+            chk.add(line, "sample_id", f"unknown sample id {sid!r}")
+        elif sid is not None and sid in oracle:
+            chk.add(line, "sample_id", f"duplicate oracle row for {sid!r}")
+        probs = row.get("probs")
+        if not isinstance(probs, dict):
+            chk.add(line, "probs", "missing required field" if probs is None else "expected an object")
+            continue
+        ok = True
+        for iid, p in probs.items():
+            if iid not in intent_ids:
+                chk.add(line, f"probs.{iid}", "unknown intent id")
+                ok = False
+            elif isinstance(p, bool) or not isinstance(p, (int, float)):
+                chk.add(line, f"probs.{iid}", f"expected a number, got {type(p).__name__}")
+                ok = False
+            elif not math.isfinite(p) or not 0.0 <= p <= 1.0:
+                chk.add(line, f"probs.{iid}", f"probability {p} is outside [0, 1]")
+                ok = False
+        needs = chk.string_list(row, line, "needs", required=False)
+        if ok and sid in sample_ids and sid not in oracle:
+            oracle[sid] = {**row, "needs": needs or []}
+    return oracle, chk.problems
+
+
+def check_teachers(path: Path, sample_ids: set[str]) -> tuple[list[dict], list[Problem]]:
+    chk = Checker(path.name)
+    rows: list[dict] = []
+    for line, row in read_rows(path):
+        if not _is_object(chk, line, row):
+            continue
+        sid = chk.string(row, line, "sample_id")
+        teacher = chk.string(row, line, "teacher")
+        query = chk.string(row, line, "query", required=False)
+        if "query" not in row:
+            chk.add(line, "query", "missing required field")
+        if sid is not None and sid not in sample_ids:
+            chk.add(line, "sample_id", f"unknown sample id {sid!r}")
+        elif sid is not None and teacher is not None and query is not None:
+            rows.append({"sample_id": sid, "teacher": teacher, "query": query})
+    return rows, chk.problems
+
+
+def check_meta(path: Path) -> tuple[dict, list[Problem]]:
+    chk = Checker(path.name)
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        chk.add(e.lineno, "(json)", f"invalid JSON: {e.msg}")
+        return {}, chk.problems
+    if not isinstance(meta, dict):
+        chk.add(1, "(file)", "expected a JSON object")
+        return {}, chk.problems
+    for name in ("name", "description"):
+        if name in meta and not isinstance(meta[name], str):
+            chk.add(1, name, "expected a string")
+    feats = meta.get("features", {})
+    if not isinstance(feats, dict) or not all(isinstance(v, str) for v in feats.values()):
+        chk.add(1, "features", "expected an object of feature name -> description")
+    return meta, chk.problems
+
+
+def _is_object(chk: Checker, line: int, row: Any) -> bool:
+    if isinstance(row, Exception):
+        chk.add(line, "(json)", f"invalid JSON: {getattr(row, 'msg', row)}")
+        return False
+    if not isinstance(row, dict):
+        chk.add(line, "(row)", f"expected a JSON object, got {type(row).__name__}")
+        return False
+    return True

@@ -1,0 +1,53 @@
+"""`rgalign world stats`: a world's size and the test metrics of reference rankers."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..metrics import bootstrap_weights, summarize, user_stats
+from .world import World
+
+
+def reference_scores(world: World, seed: int = 0) -> dict[str, np.ndarray]:
+    """[n, C] scores of every sample for the random, popularity (train clicks) and oracle rankers."""
+    ids, mask = world.candidates
+    train = world.indices("train")
+    clicks = np.bincount(np.concatenate([ids[i][world.labels[i] > 0] for i in train] or [np.zeros(0, int)]),
+                         minlength=len(world.intents)).astype(np.float64)
+    out = {"random": np.random.default_rng(seed).random(ids.shape),
+           "popularity": np.where(mask, clicks[np.maximum(ids, 0)], 0.0)}
+    probs = world.oracle_probs()
+    if probs is not None:
+        out["oracle"] = probs
+    return out
+
+
+def split_metrics(world: World, scores: np.ndarray, split: str = "test", boot=None) -> dict:
+    idx = world.indices(split)
+    ids, mask = world.candidates
+    stats = user_stats(scores[idx], world.labels[idx], mask[idx], world.user_codes[idx])
+    return summarize(stats, boot)
+
+
+def world_stats(world: World, headroom: bool = False, seed: int = 0) -> dict:
+    idx = world.indices("test")
+    boot = bootstrap_weights(len(np.unique(world.user_codes[idx])))
+    refs = {name: split_metrics(world, s, "test", boot) for name, s in reference_scores(world).items()}
+    out = {"world": world.name, "sizes": world.sizes(), "reference": refs}
+    if headroom and world.oracle and any(r["needs"] for r in world.oracle.values()):
+        from ..ranker.headroom import measure_headroom
+
+        out["headroom"] = measure_headroom(world, seed=seed)
+    return out
+
+
+def format_table(rows: dict[str, dict], keys=("gauc", "error_rate", "recall@3", "ndcg@3", "mrr")) -> str:
+    """A fixed-width table of metrics with their 95% CIs."""
+    head = f"{'':<18}" + "".join(f"{k:>24}" for k in keys)
+    lines = [head]
+    for name, m in rows.items():
+        cells = []
+        for k in keys:
+            ci = m.get(f"{k}_ci")
+            cells.append(f"{m[k]:.4f} [{ci[0]:.4f},{ci[1]:.4f}]" if ci else f"{m[k]:.4f}")
+        lines.append(f"{name:<18}" + "".join(f"{c:>24}" for c in cells))
+    return "\n".join(lines)

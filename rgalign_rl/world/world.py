@@ -1,0 +1,184 @@
+"""A loaded, validated world and the arrays every model and metric works on."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .schema import (SPLITS, Problem, WorldError, check_intents, check_meta, check_oracle,
+                     check_samples, check_teachers)
+
+
+@dataclass
+class World:
+    root: Path
+    meta: dict
+    intents: list[dict]
+    samples: list[dict]
+    oracle: dict[str, dict] | None = None
+    teachers: list[dict] | None = None
+    intent_index: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.intent_index = {it["intent_id"]: i for i, it in enumerate(self.intents)}
+        if any(s["split"] is None for s in self.samples):
+            assign_temporal_split(self.samples)
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or self.root.name
+
+    @property
+    def feature_descriptions(self) -> dict[str, str]:
+        return self.meta.get("features", {})
+
+    @cached_property
+    def split(self) -> np.ndarray:
+        return np.array([s["split"] for s in self.samples])
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == split)
+
+    @cached_property
+    def user_codes(self) -> np.ndarray:
+        _, codes = np.unique([s["user_id"] for s in self.samples], return_inverse=True)
+        return codes
+
+    @cached_property
+    def candidates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [n, C] with -1 padding, mask [n, C]) over all samples; C = the longest list."""
+        all_ids = np.arange(len(self.intents))
+        lists = [all_ids if s["candidates"] is None else [self.intent_index[c] for c in s["candidates"]]
+                 for s in self.samples]
+        width = max(len(c) for c in lists)
+        ids = np.full((len(lists), width), -1, dtype=np.int64)
+        for i, c in enumerate(lists):
+            ids[i, : len(c)] = c
+        return ids, ids >= 0
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """[n, C] 1.0 where the candidate was clicked."""
+        ids, _ = self.candidates
+        out = np.zeros(ids.shape, dtype=np.float32)
+        for i, s in enumerate(self.samples):
+            clicked = {self.intent_index[c] for c in s["clicked"]}
+            if clicked:
+                out[i] = np.isin(ids[i], list(clicked))
+        return out
+
+    def oracle_probs(self) -> np.ndarray | None:
+        """[n, C] the true click probability of each candidate (0 where the oracle is silent)."""
+        if self.oracle is None:
+            return None
+        ids, mask = self.candidates
+        out = np.zeros(ids.shape, dtype=np.float64)
+        for i, s in enumerate(self.samples):
+            probs = self.oracle.get(s["sample_id"], {}).get("probs", {})
+            for j, iid in enumerate(ids[i][mask[i]]):
+                out[i, j] = probs.get(self.intents[iid]["intent_id"], 0.0)
+        return out
+
+    def dataset(self, split: str | None = None):
+        """The samples (of one split) as a ``datasets.Dataset``; features as a JSON string column
+        because a world's feature names and types are its own."""
+        import datasets
+
+        rows = self.samples if split is None else [s for s in self.samples if s["split"] == split]
+        return datasets.Dataset.from_list([{**s, "features": json.dumps(s["features"], sort_keys=True),
+                                            "candidates": s["candidates"] or []} for s in rows])
+
+    def sizes(self) -> dict:
+        clicked = np.array([len(s["clicked"]) > 0 for s in self.samples])
+        out = {"intents": len(self.intents), "topics": len({i["topic"] for i in self.intents}),
+               "samples": len(self.samples), "users": int(self.user_codes.max()) + 1,
+               "features": len({k for s in self.samples[:1000] for k in s["features"]}),
+               "teacher_rows": len(self.teachers or [])}
+        for split in SPLITS:
+            m = self.split == split
+            out[f"{split}_samples"] = int(m.sum())
+            out[f"{split}_clicked_samples"] = int((m & clicked).sum())
+        return out
+
+
+def assign_temporal_split(samples: list[dict]) -> None:
+    """The last sixth of the time range is test, the sixth before it valid (DESIGN.md section 2)."""
+    ts = np.array([s["timestamp"] for s in samples], dtype=np.float64)
+    lo, span = ts.min(), ts.max() - ts.min()
+    for s, t in zip(samples, ts):
+        s["split"] = "test" if t >= lo + span * 5 / 6 else "valid" if t >= lo + span * 4 / 6 else "train"
+
+
+def find_samples_file(root: Path) -> Path | None:
+    for name in ("samples.jsonl", "samples.parquet"):
+        if (root / name).exists():
+            return root / name
+    return None
+
+
+def load_world(root: str | Path) -> World:
+    """Reads and validates a world directory; raises WorldError listing every problem."""
+    root = Path(root)
+    if not root.is_dir():
+        raise WorldError(root, [Problem(str(root), 0, "(dir)", "no such world directory")])
+    problems: list[Problem] = []
+    if not (root / "intents.jsonl").exists():
+        problems.append(Problem("intents.jsonl", 0, "(file)", "missing"))
+        intents = []
+    else:
+        intents, p = check_intents(root / "intents.jsonl")
+        problems += p
+    intent_ids = {i["intent_id"] for i in intents}
+    samples_path = find_samples_file(root)
+    samples: list[dict] = []
+    if samples_path is None:
+        problems.append(Problem("samples.jsonl", 0, "(file)", "missing (samples.jsonl or samples.parquet)"))
+    else:
+        samples, p = check_samples(samples_path, intent_ids)
+        problems += p
+    sample_ids = {s["sample_id"] for s in samples}
+    oracle = teachers = None
+    meta: dict = {}
+    if (root / "oracle.jsonl").exists():
+        oracle, p = check_oracle(root / "oracle.jsonl", sample_ids, intent_ids)
+        problems += p
+    if (root / "teachers.jsonl").exists():
+        teachers, p = check_teachers(root / "teachers.jsonl", sample_ids)
+        problems += p
+    if (root / "world.json").exists():
+        meta, p = check_meta(root / "world.json")
+        problems += p
+    if problems:
+        raise WorldError(root, problems)
+    return World(root, meta, intents, samples, oracle, teachers)
+
+
+@contextmanager
+def atomic_dir(out: str | Path):
+    """Yields a temporary sibling directory that replaces ``out`` only if the block succeeds, so a
+    failed or interrupted writer never leaves a half-written directory behind."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_jsonl(path: Path, rows) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
