@@ -1,0 +1,53 @@
+"""Reward definitions: one small file each, selected by name (or ``module:attr``) in a YAML config.
+
+A reward is a plain callable object (not an nn.Module: TRL mistakes any nn.Module for an HF reward
+model) with TRL's ``reward_funcs`` signature ``(prompts, completions, **columns) -> list[float]``. The
+same object scores Best-of-N candidates, builds DPO pairs and is PPO's reward.
+
+To add one: drop ``reward/my_reward.py`` with a ``@register("my_reward")`` subclass of ``RankerReward``
+(or any callable class), then set ``reward.name: my_reward`` in the YAML.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+REWARDS: dict[str, type] = {}
+
+
+def register(name: str):
+    def wrap(cls):
+        if name in REWARDS:
+            raise ValueError(f"reward {name!r} is registered twice")
+        cls.name = name
+        REWARDS[name] = cls
+        return cls
+    return wrap
+
+
+def _discover() -> None:
+    for mod in pkgutil.iter_modules(__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def get_reward_class(name: str) -> type:
+    """A registered name, or ``package.module:attr`` for a reward living outside this folder."""
+    if ":" in name:
+        module, attr = name.split(":", 1)
+        return getattr(importlib.import_module(module), attr)
+    _discover()
+    if name not in REWARDS:
+        raise KeyError(f"unknown reward {name!r}; registered: {', '.join(sorted(REWARDS))} (or use module:attr)")
+    return REWARDS[name]
+
+
+def build_reward(config: dict, scorer):
+    """Builds the reward a config names: ``{"name": ..., **options}``; options go to the constructor."""
+    options = {k: v for k, v in config.items() if k not in ("name", "scorer")}
+    return get_reward_class(config["name"])(scorer, **options)
+
+
+def registered() -> list[str]:
+    _discover()
+    return sorted(REWARDS)

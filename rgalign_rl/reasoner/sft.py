@@ -1,0 +1,66 @@
+"""Supervised fine-tuning of a reasoner on (prompt, query) pairs with TRL's SFTTrainer.
+
+Used twice: the warm start on all teachers' queries (the general-purpose LLM before alignment) and
+RG-SFT on Best-of-N winners (``align/best_of_n.py``, NEFTune on).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..world import World, atomic_dir
+from .prompt import build_prompts
+
+
+@dataclass
+class SFTSettings:
+    epochs: float = 2.0
+    lr: float = 2e-3
+    batch_size: int = 64
+    max_pairs: int = 30000        # cap on training pairs (CPU budget); sampled without replacement
+    neftune_noise_alpha: float | None = None
+    max_length: int = 128
+    seed: int = 0
+    threads: int = 2
+
+
+def teacher_pairs(world: World, teachers: list[str] | None = None, split: str = "train") -> list[tuple[int, str]]:
+    """(sample index, query) for every teacher row of a split; test rows are never read."""
+    if split == "test":
+        raise ValueError("teacher rows of the test split are never used for training")
+    allowed = {world.samples[i]["sample_id"]: i for i in world.indices(split)}
+    return [(allowed[t["sample_id"]], t["query"]) for t in world.teachers or []
+            if t["sample_id"] in allowed and (teachers is None or t["teacher"] in teachers) and t["query"].strip()]
+
+
+def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out: str | Path,
+        settings: SFTSettings | None = None, style: str = "compact", log_dir: str | Path | None = None) -> Path:
+    """Fine-tunes the model at ``model_path`` on (sample index, query) pairs; saves to ``out``."""
+    import datasets
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    from .model import load_reasoner
+
+    s = settings or SFTSettings()
+    torch.set_num_threads(s.threads)
+    rng = np.random.default_rng(s.seed)
+    if len(pairs) > s.max_pairs:
+        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), s.max_pairs, replace=False))]
+    model, tok = load_reasoner(model_path)
+    prompts = build_prompts(world, [i for i, _ in pairs], tok, style)
+    data = datasets.Dataset.from_dict({"prompt": prompts, "completion": [" " + q for _, q in pairs]})
+    args = SFTConfig(output_dir=str(log_dir or Path(out).with_name(Path(out).name + ".trainer")),
+                     num_train_epochs=s.epochs, learning_rate=s.lr, per_device_train_batch_size=s.batch_size,
+                     lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=50, save_strategy="no",
+                     report_to="none", bf16=False, use_cpu=True, gradient_checkpointing=False,
+                     max_length=s.max_length, neftune_noise_alpha=s.neftune_noise_alpha, seed=s.seed,
+                     dataset_num_proc=None, disable_tqdm=True)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+    trainer.train()
+    with atomic_dir(out) as tmp:
+        trainer.model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return Path(out)

@@ -1,0 +1,114 @@
+"""The frozen ranker as a scorer of candidate queries: what every reward in ``reward/`` builds on.
+
+For a batch of (request, query) pairs it returns a distribution over each request's candidates and a
+denoised click target:
+- the distribution mixes the frozen QE-Rec's softmax with a text anchor, softmax(cos(query text,
+  intent text) / tau) through the shared text encoder, so that a query's *meaning* counts and not only
+  a path fitted on (teacher query, click) pairs, which inherits the teachers' biases (DESIGN.md s.7);
+- the target averages the click distributions of the request and its k nearest training requests in
+  the ranker's user space: one click is a random draw, and a winner picked on it has often only
+  guessed that draw (DESIGN.md s.6).
+Everything is batched: one text-encoder pass, one reasoner pass and one ranker pass per call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .ranker.train import NEG, RankerData, load_ranker
+from .text_encoder import encode_texts
+from .world import World
+
+
+@dataclass
+class ScorerConfig:
+    neighbours: int = 20            # k nearest training requests whose clicks denoise the target (0 = own click)
+    anchor_weight: float = 0.5      # share of the text anchor in the candidate distribution
+    anchor_temperature: float = 0.05
+    batch_size: int = 1024
+
+
+class FrozenRankerScorer:
+    def __init__(self, world: World, ranker_dir: str | Path, cfg: ScorerConfig | None = None):
+        self.world, self.cfg = world, cfg or ScorerConfig()
+        self.model, self.encoder, self.meta = load_ranker(ranker_dir)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.data = RankerData(world, self.encoder, None)
+        self.index = {s["sample_id"]: i for i, s in enumerate(world.samples)}
+        self.text_emb = self.model.intent.text_emb
+        self.query_source, self.query_mode = self.meta.get("queries", "none"), self.meta.get("query_mode", "text")
+        self._reasoner = None
+        self.targets = self._denoised_targets()
+
+    # ---- targets -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _user_embeddings(self) -> torch.Tensor:
+        out = [self.model.user_embedding(self.data.x[i : i + 4096], self.data.behavior[i : i + 4096])
+               for i in range(0, len(self.world.samples), 4096)]
+        return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+
+    def _denoised_targets(self) -> torch.Tensor:
+        """[n, C] target click distribution over each request's candidates (train and valid requests;
+        test requests get none: no stage may read their clicks)."""
+        w, k = self.world, self.cfg.neighbours
+        K = len(w.intents)
+        ids, mask = w.candidates
+        clicks = np.zeros((len(w.samples), K), np.float32)
+        for i, s in enumerate(w.samples):
+            if s["clicked"] and s["split"] != "test":
+                clicks[i, [w.intent_index[c] for c in s["clicked"]]] = 1.0 / len(s["clicked"])
+        pooled = clicks.copy()
+        if k > 0:
+            train = torch.as_tensor(w.indices("train"))
+            emb = self._user_embeddings()
+            bank, bank_clicks = emb[train], torch.from_numpy(clicks[train.numpy()])
+            for start in range(0, len(w.samples), 2048):
+                rows = torch.arange(start, min(start + 2048, len(w.samples)))
+                sim = emb[rows] @ bank.T
+                sim[train.unsqueeze(0) == rows.unsqueeze(1)] = -2.0  # a request is not its own neighbour
+                nb = sim.topk(k, dim=1).indices
+                pooled[rows.numpy()] += bank_clicks[nb].sum(1).numpy()
+        target = np.take_along_axis(pooled, np.maximum(ids, 0), axis=1) * mask
+        target[w.split == "test"] = 0.0
+        total = target.sum(1, keepdims=True)
+        return torch.from_numpy(np.where(total > 0, target / np.maximum(total, 1e-12), 0.0).astype(np.float32))
+
+    # ---- scoring -------------------------------------------------------------------------------
+    def indices(self, sample_ids) -> np.ndarray:
+        try:
+            return np.array([self.index[s] for s in sample_ids])
+        except KeyError as e:
+            raise KeyError(f"sample_id {e.args[0]!r} is not in world {self.world.root}") from None
+
+    def _query_embedding(self, prompts: list[str], queries: list[str], text: np.ndarray) -> torch.Tensor | None:
+        if self.model.cfg.arch != "qe_rec":
+            return None
+        if not self.query_source.startswith("reasoner:") or self.query_mode == "text":
+            return torch.from_numpy(text)
+        from .reasoner.model import last_token_embedding, load_reasoner
+
+        if self._reasoner is None:  # the frozen snapshot the ranker was trained with
+            self._reasoner = load_reasoner(self.query_source.split(":", 1)[1])
+        last = last_token_embedding(*self._reasoner, prompts, queries)
+        return torch.from_numpy(last if self.query_mode == "last_token" else np.concatenate([last, text], 1))
+
+    @torch.no_grad()
+    def distribution(self, idx: np.ndarray, prompts: list[str], queries: list[str]) -> torch.Tensor:
+        """[B, C] probability of each candidate given the query (padding gets 0)."""
+        text = encode_texts(queries, cache=False)  # completions are mostly new: no disk cache
+        q = self._query_embedding(prompts, queries, text)
+        j = torch.as_tensor(idx)
+        x, b, cand, _ = self.data.batch(j)
+        mask = self.data.mask[j]
+        scores = self.model(x, b, cand, q).masked_fill(~mask, NEG)
+        p = torch.softmax(scores, dim=-1)
+        a = self.cfg.anchor_weight
+        if a > 0:
+            cos = torch.from_numpy(text) @ self.text_emb.T                   # [B, K]
+            anchor = torch.gather(cos, 1, cand) / self.cfg.anchor_temperature
+            p = (1 - a) * p + a * torch.softmax(anchor.masked_fill(~mask, NEG), dim=-1)
+        return p * mask

