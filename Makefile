@@ -25,9 +25,15 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# Until the alignment loop lands (`rgalign run`), the demo runs the first half of the paper on ShopSim:
+# world -> two-tower baseline -> QE-Rec on a teacher's latent queries, each evaluated on the test split.
 demo: $(STAMP)
-	$(BIN)/rgalign world shopsim --out worlds/shop --seed 0 --size default
-	$(BIN)/rgalign run --config recipes/configs/shopsim.yaml --world worlds/shop --out runs/demo --seed 0
+	test -f worlds/shop/world.json || $(BIN)/rgalign world shopsim --out worlds/shop --seed 0 --size default
+	$(BIN)/rgalign world stats worlds/shop --headroom off
+	$(BIN)/rgalign ranker train --world worlds/shop --arch two_tower --out runs/demo/two_tower
+	$(BIN)/rgalign ranker train --world worlds/shop --arch qe_rec --queries teacher:atlas --out runs/demo/qe_rec_atlas
+	$(BIN)/rgalign ranker eval --world worlds/shop --ranker runs/demo/two_tower
+	$(BIN)/rgalign ranker eval --world worlds/shop --ranker runs/demo/qe_rec_atlas
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -x tests

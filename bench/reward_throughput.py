@@ -1,10 +1,12 @@
 """Completions scored per second: the batched reward vs a naive per-sample loop over the same ranker.
 
-    python bench/reward_throughput.py [--world DIR --ranker DIR] [--n 256] [--repeats 5]
+    python bench/reward_throughput.py [--world DIR --ranker DIR] [--n 256] [--repeats 5] [--workload W]
 
 Without --world/--ranker it builds the tiny ShopSim world and a QE-Rec on teacher atlas's queries.
+Workloads: ``teacher`` = n random training teacher queries (mostly distinct texts); ``grpo`` = n/8
+training prompts x 8 samples from a briefly warm-started tiny reasoner (a GRPO batch: many repeats).
 Both paths score the same (prompt, completion, sample_id) triples in the same process; the median of
---repeats runs is reported with the ratio.
+--repeats runs is reported with the ratio, and the share of the batched time spent in the text encoder.
 """
 from __future__ import annotations
 
@@ -38,6 +40,21 @@ def setup(tmp: Path):
     return world_dir, save_ranker(tmp / "ranker", model, enc, {"queries": "teacher:atlas", "query_mode": "text"})
 
 
+def grpo_batch(world, tmp: Path, n_prompts: int, rng):
+    from rgalign_rl.reasoner.model import generate_queries, load_reasoner
+    from rgalign_rl.reasoner.prompt import build_prompts
+    from rgalign_rl.reasoner.sft import SFTSettings, sft, teacher_pairs
+    from rgalign_rl.reasoner.tiny import build_tiny_reasoner
+
+    init = build_tiny_reasoner(world, tmp / "reasoner_init")
+    warm = sft(init, world, teacher_pairs(world), tmp / "reasoner", SFTSettings(epochs=2, max_pairs=3000, batch_size=32, lr=5e-3))
+    model, tok = load_reasoner(warm)
+    idx = rng.choice(world.indices("train"), n_prompts, replace=False)
+    prompts = build_prompts(world, idx, tok)
+    comps = generate_queries(model, tok, prompts, do_sample=True, num_return_sequences=8, seed=0)
+    return ([world.samples[i]["sample_id"] for i in idx for _ in range(8)], comps, [p for p in prompts for _ in range(8)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--world")
@@ -46,6 +63,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workload", choices=["teacher", "grpo"], default="teacher")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp())
@@ -56,9 +74,13 @@ def main() -> None:
     r = reward.build_reward({"name": args.reward}, scorer)
     rng = np.random.default_rng(0)
     train_ids = {world.samples[i]["sample_id"] for i in world.indices("train")}
-    rows = [t for t in world.teachers if t["sample_id"] in train_ids]
-    pick = [rows[i] for i in rng.choice(len(rows), args.n, replace=False)]
-    sids, comps, prompts = [t["sample_id"] for t in pick], [t["query"] for t in pick], [""] * args.n
+    if args.workload == "teacher":
+        rows = [t for t in world.teachers if t["sample_id"] in train_ids]
+        pick = [rows[i] for i in rng.choice(len(rows), args.n, replace=False)]
+        sids, comps, prompts = [t["sample_id"] for t in pick], [t["query"] for t in pick], [""] * args.n
+    else:
+        sids, comps, prompts = grpo_batch(world, tmp, args.n // 8, rng)
+    print(f"{len(set(comps))} distinct texts among {len(comps)} completions")
 
     def batched():
         return r(prompts, comps, sample_id=sids)
@@ -78,6 +100,14 @@ def main() -> None:
     for k in ("batched", "naive"):
         print(f"  {k:8s} {med[k]:.3f} s  {args.n / med[k]:9.1f} completions/s")
     print(f"  ratio    {med['naive'] / med['batched']:.1f}x")
+    from rgalign_rl.text_encoder import encode_texts
+
+    enc = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        encode_texts(comps, cache=False)
+        enc.append(time.perf_counter() - t)
+    print(f"  text encoder share of the batched time: {statistics.median(enc) / med['batched']:.0%}")
 
 
 if __name__ == "__main__":

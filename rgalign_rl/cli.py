@@ -126,6 +126,13 @@ def cmd_reasoner_smollm2(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from .run import run
+
+    run(args.config, args.world, args.out, args.seed, args.overrides, args.resume)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rgalign", description="Ranking-Guided Alignment of an LLM reasoner to a ranker")
     sub = p.add_subparsers(dest="command", required=True)
@@ -185,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--threads", type=int, default=2)
     s.set_defaults(func=cmd_ranker_eval)
+
+    s = sub.add_parser("run", help="the whole closed loop from a YAML config")
+    s.add_argument("--config", required=True)
+    s.add_argument("--world")
+    s.add_argument("--out", default="runs/rgalign")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished stage")
+    s.add_argument("overrides", nargs="*", help="key.path=value, e.g. align.algorithm=ppo")
+    s.set_defaults(func=cmd_run)
     return p
 
 

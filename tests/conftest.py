@@ -1,5 +1,7 @@
 import os
+import tempfile
 
+os.environ.setdefault("RGALIGN_CACHE", tempfile.mkdtemp(prefix="rgalign-test-cache-"))  # no shared state
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

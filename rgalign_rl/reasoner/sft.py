@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..devices import trainer_kwargs
 from ..world import World, atomic_dir
 from .prompt import build_prompts
 
@@ -55,9 +56,8 @@ def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out:
     args = SFTConfig(output_dir=str(log_dir or Path(out).with_name(Path(out).name + ".trainer")),
                      num_train_epochs=s.epochs, learning_rate=s.lr, per_device_train_batch_size=s.batch_size,
                      lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=50, save_strategy="no",
-                     report_to="none", bf16=False, use_cpu=True, gradient_checkpointing=False,
                      max_length=s.max_length, neftune_noise_alpha=s.neftune_noise_alpha, seed=s.seed,
-                     dataset_num_proc=None, disable_tqdm=True)
+                     dataset_num_proc=None, disable_tqdm=True, **trainer_kwargs())
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
     trainer.train()
     with atomic_dir(out) as tmp:

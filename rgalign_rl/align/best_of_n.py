@@ -1,0 +1,76 @@
+"""RG-SFT: Best-of-N multi-LLM distillation.
+
+For each training request, every candidate query (all teachers' rows for it, plus N samples of the
+current reasoner) is scored by the reward in one batched call; the reasoner is then fine-tuned (TRL
+SFTTrainer, NEFTune on) on the winners. The winner share of each source is logged: it shows which
+teacher the ranker trusts in which segment.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..reasoner.sft import SFTSettings
+
+
+@dataclass
+class BestOfNSettings:
+    reasoner_samples: int = 4       # N samples of the current reasoner per request
+    temperature: float = 1.0
+    max_requests: int = 6000        # training requests used (CPU budget)
+    score_batch: int = 2048         # completions per reward call
+    sft: SFTSettings = field(default_factory=lambda: SFTSettings(epochs=2, neftune_noise_alpha=5.0))
+    seed: int = 0
+
+
+def collect_candidates(world, indices: np.ndarray, prompts: list[str], reasoner=None, n_samples: int = 0,
+                       temperature: float = 1.0, seed: int = 0) -> list[list[tuple[str, str]]]:
+    """[(source, query)] per request: every teacher row (train/valid only) plus reasoner samples."""
+    from ..reasoner.model import generate_queries
+
+    by_sample: dict[str, list[tuple[str, str]]] = {}
+    for t in world.teachers or []:
+        by_sample.setdefault(t["sample_id"], []).append((t["teacher"], t["query"]))
+    out = []
+    for i in indices:
+        if world.samples[i]["split"] == "test":
+            raise ValueError("Best-of-N never reads test requests' teacher rows")
+        out.append(list(by_sample.get(world.samples[i]["sample_id"], [])))
+    if reasoner is not None and n_samples > 0:
+        model, tok = reasoner
+        gen = generate_queries(model, tok, prompts, do_sample=True, temperature=temperature,
+                               num_return_sequences=n_samples, seed=seed)
+        for k in range(len(indices)):
+            out[k] += [("reasoner", q) for q in gen[k * n_samples : (k + 1) * n_samples]]
+    return out
+
+
+def score_candidates(reward_fn, world, indices, prompts, candidates, batch: int = 2048) -> list[list[float]]:
+    """Rewards aligned with ``candidates``, computed in large batched calls."""
+    flat = [(k, q) for k, cands in enumerate(candidates) for _, q in cands]
+    scores: list[float] = []
+    for start in range(0, len(flat), batch):
+        chunk = flat[start : start + batch]
+        scores += reward_fn([prompts[k] for k, _ in chunk], [q for _, q in chunk],
+                            sample_id=[world.samples[indices[k]]["sample_id"] for k, _ in chunk])
+    out, pos = [], 0
+    for cands in candidates:
+        out.append(scores[pos : pos + len(cands)])
+        pos += len(cands)
+    return out
+
+
+def select_winners(candidates, rewards) -> tuple[list[int], dict]:
+    """Index of the best candidate per request (-1 if none) and the winner share of every source."""
+    winners, wins = [], Counter()
+    for cands, rs in zip(candidates, rewards):
+        if not cands:
+            winners.append(-1)
+            continue
+        best = int(np.argmax(rs))
+        winners.append(best)
+        wins[cands[best][0]] += 1
+    total = max(sum(wins.values()), 1)
+    return winners, {src: n / total for src, n in sorted(wins.items())}

@@ -1,0 +1,27 @@
+"""Closed-loop calibration: refresh QE-Rec on the aligned reasoner's embeddings.
+
+The aligned reasoner becomes the new embedding snapshot: it re-generates every request's query (the
+serving path) and re-embeds it; QE-Rec is fine-tuned from the previous ranker on these embeddings,
+with λ·KL to the previous ranker's candidate distribution so that a round cannot undo what the last
+one learned.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..ranker.queries import query_embeddings
+from ..ranker.train import TrainConfig, load_ranker, save_ranker, train_ranker
+
+
+def calibrate(world, reasoner_path: str | Path, prev_ranker_dir: str | Path, out: str | Path,
+              kl_weight: float = 0.5, epochs: int = 8, seed: int = 0, log=print) -> Path:
+    prev, enc, meta = load_ranker(prev_ranker_dir)
+    mode = meta.get("query_mode", "last_token")
+    prev_query = query_embeddings(world, meta["queries"], mode)
+    spec = f"reasoner:{reasoner_path}"
+    query = query_embeddings(world, spec, mode)
+    init = prev if query.shape[1] == prev.cfg.query_dim else None
+    model, enc, history = train_ranker(world, "qe_rec", query, TrainConfig(epochs=epochs, kl_weight=kl_weight, seed=seed),
+                                       reference=prev, ref_query=prev_query, init=init, encoder=enc, log=log)
+    return save_ranker(out, model, enc, {"queries": spec, "query_mode": mode, "history": history,
+                                         "calibrated_from": str(prev_ranker_dir), "kl_weight": kl_weight})

@@ -1,0 +1,57 @@
+"""What every reasoner stage reports beside ranking metrics.
+
+- need accuracy: the share of generated queries whose nearest need text (text encoder cosine over all
+  the world's need phrases) is the request's true need, overall and per teacher-bias segment — it shows
+  alignment directly, beneath the ranking noise (DESIGN.md section 7);
+- degenerate share: empty queries or mostly one repeated word;
+- KL to a reference model, estimated on sampled completions.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..text_encoder import encode_texts
+from .ppo import positions, token_logprobs
+
+from reward.base import is_degenerate
+
+
+def need_accuracy(world, indices, queries: list[str]) -> dict | None:
+    if not world.oracle or not any(r.get("needs") for r in world.oracle.values()):
+        return None
+    rows = [world.oracle.get(world.samples[i]["sample_id"], {}) for i in indices]
+    needs = sorted({n for r in world.oracle.values() for n in r.get("needs", [])})
+    nearest = np.argmax(encode_texts(queries, cache=False) @ encode_texts(needs).T, axis=1)
+    ok = np.array([needs[j] in r.get("needs", []) for j, r in zip(nearest, rows)])
+    seg = np.array([r.get("segment", "all") for r in rows])
+    out = {"overall": float(ok.mean())}
+    for s in sorted(set(seg)):
+        out[s] = float(ok[seg == s].mean())
+    return out
+
+
+def degenerate_share(queries: list[str]) -> float:
+    return float(np.mean([is_degenerate(q) for q in queries])) if queries else 0.0
+
+
+@torch.no_grad()
+def sampled_kl(model, ref, tok, prompts: list[str], max_new_tokens: int = 16, batch_size: int = 256,
+               seed: int = 0) -> float:
+    """Monte-Carlo KL(policy || ref) per sequence on completions sampled from the policy."""
+    torch.manual_seed(seed)
+    tok.padding_side = "left"
+    total = []
+    for i in range(0, len(prompts), batch_size):
+        enc = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        seq = model.generate(**enc, do_sample=True, top_k=0, max_new_tokens=max_new_tokens,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        P = enc["input_ids"].shape[1]
+        resp = seq[:, P:]
+        is_eos = resp == tok.eos_token_id
+        rmask = ((is_eos.cumsum(1) - is_eos.long()) == 0).float()
+        attn = torch.cat([enc["attention_mask"], rmask.long()], 1)
+        lp = token_logprobs(model(input_ids=seq, attention_mask=attn, position_ids=positions(attn)).logits[:, P - 1 : -1], resp)
+        lr = token_logprobs(ref(input_ids=seq, attention_mask=attn, position_ids=positions(attn)).logits[:, P - 1 : -1], resp)
+        total.append(((lp - lr) * rmask).sum(1))
+    return float(torch.cat(total).mean()) if total else 0.0

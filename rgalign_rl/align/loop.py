@@ -1,0 +1,255 @@
+"""The closed loop: world -> two-tower and QE-Rec -> frozen reward -> RG-SFT -> aligner -> RG-CL ->
+calibration, for R rounds. Every stage writes under the run folder and is recorded in state.json, so
+``resume`` skips finished stages.
+
+Stage evaluation follows the serving path: the stage's reasoner writes each valid/test request's query
+(greedy), the frozen snapshot that the current QE-Rec was trained with embeds it, and the current QE-Rec
+ranks. Calibration then makes the aligned reasoner the new snapshot.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import reward as rewards
+
+from ..metrics import bootstrap_weights, summarize, user_stats
+from ..ranker.queries import query_embeddings
+from ..ranker.train import RankerData, TrainConfig, load_ranker, save_ranker, score, train_ranker
+from ..reasoner.model import load_reasoner
+from ..reasoner.prompt import build_prompts
+from ..reasoner.queries import embed_queries, reasoner_queries
+from ..reasoner.sft import SFTSettings, sft, teacher_pairs
+from ..reasoner.tiny import TinyReasonerConfig, build_tiny_reasoner
+from ..scoring import FrozenRankerScorer, ScorerConfig
+from ..world import World
+from .aligners import ALIGNERS, AlignSettings
+from .best_of_n import BestOfNSettings, collect_candidates, score_candidates, select_winners
+from .calibrate import calibrate
+from .diagnostics import degenerate_share, need_accuracy, sampled_kl
+from .rg_cl import RGCLSettings, run_rg_cl
+
+
+@dataclass
+class ReasonerSettings:
+    preset: str = "tiny"                   # tiny | smollm2 | a local HF causal-LM folder
+    tiny: TinyReasonerConfig = field(default_factory=TinyReasonerConfig)
+    warm: SFTSettings = field(default_factory=SFTSettings)
+    max_new_tokens: int = 16
+
+
+@dataclass
+class RankerSettings:
+    query_mode: str = "last_token"         # last_token (the paper's) | text | both
+    train: TrainConfig = field(default_factory=TrainConfig)
+    calib_kl_weight: float = 0.5           # λ of the KL to the previous ranker during calibration
+    calib_epochs: int = 8
+
+
+@dataclass
+class RewardSettings:
+    name: str = "clicked_prob"             # a registered reward or module:attr
+    k: int = 3                             # for ndcg / hit
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+
+
+@dataclass
+class EvalSettings:
+    max_valid: int = 3000                  # valid requests used for reward checks and rollback
+    max_degenerate: float = 0.3            # roll a stage back above this share of degenerate queries
+    rollback_tolerance: float = 0.01       # ... or when its valid reward falls by more than this
+
+
+@dataclass
+class LoopConfig:
+    seed: int = 0
+    rounds: int = 1
+    threads: int = 2
+    world: str | None = None               # a world folder; None: generate ShopSim with `shopsim`
+    shopsim: dict = field(default_factory=lambda: {"size": "default"})
+    reasoner: ReasonerSettings = field(default_factory=ReasonerSettings)
+    ranker: RankerSettings = field(default_factory=RankerSettings)
+    reward: RewardSettings = field(default_factory=RewardSettings)
+    best_of_n: BestOfNSettings = field(default_factory=BestOfNSettings)
+    align: AlignSettings = field(default_factory=AlignSettings)
+    rg_cl: RGCLSettings = field(default_factory=RGCLSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+
+class ClosedLoop:
+    def __init__(self, world: World, cfg: LoopConfig, out: str | Path, log=print):
+        self.world, self.cfg, self.out, self.print = world, cfg, Path(out), log
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.out / "state.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}}
+        torch.set_num_threads(cfg.threads)
+        rng = np.random.default_rng(cfg.seed)
+        valid = world.indices("valid")
+        self.valid = np.sort(rng.choice(valid, min(cfg.eval.max_valid, len(valid)), replace=False))
+        self.test = world.indices("test")
+        self.boot = bootstrap_weights(len(np.unique(world.user_codes[self.test])))
+
+    # ---- bookkeeping ---------------------------------------------------------------------------
+    def log(self, record: dict) -> None:
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+    def stage(self, name: str, fn) -> dict:
+        """Runs ``fn`` unless state.json says the stage finished; records its result."""
+        if name in self.state["done"]:
+            self.print(f"[{name}] done earlier, skipped")
+            return self.state["done"][name]
+        self.print(f"[{name}] ...")
+        t = time.time()
+        result = fn()
+        result["wall_s"] = round(time.time() - t, 1)
+        self.state["done"][name] = result
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=1))
+        tmp.replace(self.state_path)
+        self.log({"stage": name, **{k: v for k, v in result.items() if k != "metrics"}})
+        return result
+
+    def test_metrics(self, scores: np.ndarray) -> dict:
+        w = self.world
+        stats = user_stats(scores[self.test], w.labels[self.test], w.candidates[1][self.test], w.user_codes[self.test])
+        return summarize(stats, self.boot)
+
+    # ---- stages --------------------------------------------------------------------------------
+    def two_tower(self) -> dict:
+        path = self.out / "two_tower"
+        model, enc, hist = train_ranker(self.world, "two_tower", None, self.cfg.ranker.train, log=lambda *a: None)
+        save_ranker(path, model, enc, {"queries": "none", "query_mode": "text", "history": hist})
+        scores = score(model, RankerData(self.world, enc), np.arange(len(self.world.samples)))
+        return {"path": str(path), "metrics": self.test_metrics(scores)}
+
+    def reasoner_warm(self) -> dict:
+        r = self.cfg.reasoner
+        if r.preset == "tiny":
+            base = build_tiny_reasoner(self.world, self.out / "reasoner_init", r.tiny)
+        else:
+            from ..reasoner.smollm2 import resolve_reasoner
+
+            base = resolve_reasoner(r.preset)
+        path = sft(base, self.world, teacher_pairs(self.world), self.out / "reasoner_warm", r.warm)
+        return {"path": str(path)}
+
+    def qe_rec(self, reasoner: str) -> dict:
+        path = self.out / "qe_rec"
+        spec, mode = f"reasoner:{reasoner}", self.cfg.ranker.query_mode
+        q = query_embeddings(self.world, spec, mode)
+        model, enc, hist = train_ranker(self.world, "qe_rec", q, self.cfg.ranker.train, log=lambda *a: None)
+        save_ranker(path, model, enc, {"queries": spec, "query_mode": mode, "history": hist})
+        return {"path": str(path), "reasoner": reasoner, **self.evaluate_reasoner(reasoner, str(path))}
+
+    def evaluate_reasoner(self, reasoner: str, ranker_dir: str, reference: str | None = None) -> dict:
+        """Test metrics on the serving path, valid reward, need accuracy, degenerate share, KL."""
+        w = self.world
+        idx = np.concatenate([self.valid, self.test])
+        prompts, queries = reasoner_queries(w, reasoner, idx, max_new_tokens=self.cfg.reasoner.max_new_tokens)
+        model, enc, meta = load_ranker(ranker_dir)
+        snapshot = meta["queries"].split(":", 1)[1]
+        emb = embed_queries(snapshot, prompts, queries, meta["query_mode"])
+        full = np.zeros((len(w.samples), emb.shape[1]), np.float32)
+        full[idx] = emb
+        scores = score(model, RankerData(w, enc, full), np.arange(len(w.samples)))
+        nv = len(self.valid)
+        reward_fn = self.reward_fn(ranker_dir)
+        valid_reward = float(np.mean(reward_fn(prompts[:nv], queries[:nv],
+                                               sample_id=[w.samples[i]["sample_id"] for i in self.valid])))
+        out = {"metrics": self.test_metrics(scores), "valid_reward": valid_reward,
+               "degenerate_share": degenerate_share(queries[nv:]), "need_accuracy": need_accuracy(w, self.test, queries[nv:]),
+               "examples": queries[nv : nv + 5]}
+        if reference is not None:
+            pol, tok = load_reasoner(reasoner)
+            ref, _ = load_reasoner(reference)
+            out["kl_to_ref"] = sampled_kl(pol, ref, tok, prompts[: min(nv, 512)], self.cfg.reasoner.max_new_tokens)
+        return out
+
+    def reward_fn(self, ranker_dir: str):
+        if getattr(self, "_reward_for", None) != ranker_dir:
+            scorer = FrozenRankerScorer(self.world, ranker_dir, self.cfg.reward.scorer)
+            self._reward = rewards.build_reward({"name": self.cfg.reward.name, "k": self.cfg.reward.k}, scorer)
+            self._reward_for = ranker_dir
+        return self._reward
+
+    def rg_sft(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:
+        s, w = self.cfg.best_of_n, self.world
+        rng = np.random.default_rng(self.cfg.seed + rnd)
+        train = w.indices("train")
+        idx = np.sort(rng.choice(train, min(s.max_requests, len(train)), replace=False))
+        model, tok = load_reasoner(reasoner)
+        prompts = build_prompts(w, idx, tok)
+        cands = collect_candidates(w, idx, prompts, (model, tok), s.reasoner_samples, s.temperature, self.cfg.seed + rnd)
+        scores = score_candidates(self.reward_fn(ranker_dir), w, idx, prompts, cands, s.score_batch)
+        winners, share = select_winners(cands, scores)
+        pairs = [(i, c[k][1]) for i, c, k in zip(idx, cands, winners) if k >= 0 and c[k][1].strip()]
+        out = sft(reasoner, w, pairs, self.out / f"round{rnd}" / "rg_sft", s.sft)
+        (self.out / f"round{rnd}" / "candidates.json").write_text(json.dumps(
+            {"indices": idx.tolist(), "candidates": cands, "rewards": scores}))
+        return {"path": str(out), "winner_share": share, "mean_winner_reward": float(np.mean(
+            [r[k] for r, k in zip(scores, winners) if k >= 0]))}
+
+    def run(self, stop_after: str | None = None) -> dict:
+        cfg = self.cfg
+        stages = [{"name": "two_tower", **self.stage("two_tower", self.two_tower)}]
+        warm = self.stage("reasoner_warm", self.reasoner_warm)["path"]
+        qe = self.stage("qe_rec", lambda: self.qe_rec(warm))
+        stages.append({"name": "qe_rec", **qe})
+        reasoner, ranker_dir = warm, qe["path"]
+        for rnd in range(1, cfg.rounds + 1):
+            sft_res = self.stage(f"round{rnd}/rg_sft", lambda: self.rg_sft(rnd, reasoner, ranker_dir))
+            sft_res = self.checked(f"round{rnd}/rg_sft", sft_res, reasoner, ranker_dir, base=reasoner, prev=stages[-1])
+            stages.append({"name": "rg_sft" if cfg.rounds == 1 else f"rg_sft_r{rnd}", **sft_res})
+            cur = sft_res["use"]
+            algo = cfg.align.algorithm
+            al = self.stage(f"round{rnd}/{algo}", lambda: ALIGNERS[algo](self, rnd, cur, ranker_dir))
+            al = self.checked(f"round{rnd}/{algo}", al, cur, ranker_dir, base=cur, prev=stages[-1])
+            stages.append({"name": algo if cfg.rounds == 1 else f"{algo}_r{rnd}", **al})
+            cur = al["use"]
+            if cfg.rg_cl.epochs > 0:
+                cl = self.stage(f"round{rnd}/rg_cl", lambda: self.rg_cl(rnd, cur, ranker_dir))
+                cur = cl["path"]
+            cal = self.stage(f"round{rnd}/calibrate", lambda: self.calibrate(rnd, cur, ranker_dir))
+            ranker_dir, reasoner = cal["path"], cur
+            stages.append({"name": "final" if rnd == cfg.rounds else f"calibrated_r{rnd}", **cal})
+        probs = self.world.oracle_probs()
+        if probs is not None:
+            stages.append({"name": "oracle", "metrics": self.test_metrics(probs)})
+        return {"stages": stages, "config": asdict(cfg)}
+
+    def checked(self, name, res, base_reasoner, ranker_dir, base, prev) -> dict:
+        """Evaluates a reasoner stage once and decides whether to keep it or roll back to ``base``."""
+        if "metrics" not in res:
+            res.update(self.evaluate_reasoner(res["path"], ranker_dir, reference=base))
+            ev = self.cfg.eval
+            collapsed = res["degenerate_share"] > ev.max_degenerate
+            worse = "valid_reward" in prev and res["valid_reward"] < prev["valid_reward"] - ev.rollback_tolerance
+            res["rolled_back"] = bool(collapsed or worse)
+            res["use"] = base if res["rolled_back"] else res["path"]
+            self.state["done"][name] = res
+            self.state_path.write_text(json.dumps(self.state, indent=1))
+            if res["rolled_back"]:
+                self.print(f"[{name}] rolled back (degenerate {res['degenerate_share']:.2f}, "
+                           f"valid reward {res['valid_reward']:.4f} vs {prev.get('valid_reward', float('nan')):.4f})")
+        return res
+
+    def rg_cl(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:
+        w, s = self.world, self.cfg.rg_cl
+        train = w.indices("train")
+        prompts, queries = reasoner_queries(w, reasoner, train, max_new_tokens=self.cfg.reasoner.max_new_tokens)
+        ranker, _, _ = load_ranker(ranker_dir)
+        hist = run_rg_cl(reasoner, w, ranker, prompts, queries, train, self.out / f"round{rnd}" / "rg_cl", s)
+        return {"path": str(self.out / f"round{rnd}" / "rg_cl"), "loss_first": hist[0]["loss/rg_cl"],
+                "loss_last": hist[-1]["loss/rg_cl"], "steps": len(hist)}
+
+    def calibrate(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:
+        path = calibrate(self.world, reasoner, ranker_dir, self.out / f"round{rnd}" / "ranker",
+                         self.cfg.ranker.calib_kl_weight, self.cfg.ranker.calib_epochs, self.cfg.seed, log=lambda *a: None)
+        return {"path": str(path), "reasoner": reasoner, **self.evaluate_reasoner(reasoner, str(path))}
+

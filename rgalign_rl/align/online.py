@@ -1,0 +1,59 @@
+"""GRPO and RLOO through TRL, driven by the same reward object as every other aligner.
+
+Both sample ``num_generations`` completions per prompt and use the group as the baseline: GRPO
+normalises rewards within the group (beta = 0: no KL by default), RLOO uses the leave-one-out mean and
+puts its KL in the reward (beta = 0.05).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..devices import trainer_kwargs
+from ..world import atomic_dir
+
+
+@dataclass
+class OnlineSettings:
+    algorithm: str = "grpo"         # grpo | rloo
+    max_steps: int = 40
+    learning_rate: float = 1e-4
+    prompts_per_step: int = 8       # per_device_train_batch_size = prompts_per_step * num_generations
+    num_generations: int = 4
+    max_completion_length: int = 16
+    temperature: float = 1.0
+    beta: float | None = None       # None: TRL's default (GRPO 0.0, RLOO 0.05)
+    seed: int = 0
+    threads: int = 2
+
+
+def run_online(model_path: str | Path, reward_fn, dataset, out: str | Path, s: OnlineSettings | None = None,
+               log_dir: str | Path | None = None, resume_from_checkpoint=None, callbacks=None):
+    """``dataset`` has a ``prompt`` column and the columns the reward reads (``sample_id``).
+    Returns the log history (rewards/<name>/mean, kl, ... per step)."""
+    import torch
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    from ..reasoner.model import load_reasoner
+
+    s = s or OnlineSettings()
+    torch.set_num_threads(s.threads)
+    trainers = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}
+    if s.algorithm not in trainers:
+        raise ValueError(f"unknown online algorithm {s.algorithm!r}: grpo or rloo")
+    config_cls, trainer_cls = trainers[s.algorithm]
+    model, tok = load_reasoner(model_path)
+    extra = {} if s.beta is None else {"beta": s.beta}
+    args = config_cls(output_dir=str(log_dir or Path(out).with_name(Path(out).name + ".trainer")),
+                      max_steps=s.max_steps, learning_rate=s.learning_rate,
+                      per_device_train_batch_size=s.prompts_per_step * s.num_generations,
+                      num_generations=s.num_generations, max_completion_length=s.max_completion_length,
+                      temperature=s.temperature, logging_steps=1, save_strategy="no", seed=s.seed, disable_tqdm=True,
+                      **extra, **trainer_kwargs())
+    trainer = trainer_cls(model=model, reward_funcs=reward_fn, args=args, train_dataset=dataset,
+                          processing_class=tok, callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    with atomic_dir(out) as tmp:
+        trainer.model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return trainer.state.log_history

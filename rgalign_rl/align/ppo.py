@@ -1,0 +1,221 @@
+"""PPO for the reasoner: a compact actor-critic on accelerate (TRL removed its PPOTrainer in 1.13).
+
+One rollout = sample a completion per prompt, score it with the reward (the same callable every aligner
+uses), and fold a KL-to-reference penalty into the per-token reward (fixed or adaptive coefficient).
+Then ``ppo_epochs`` passes over the rollout in minibatches with GAE advantages, the clipped policy loss
+and the clipped value loss. The critic is a value head on the policy's last hidden state. Metrics carry
+the names TRL's PPO logged (objective/kl, objective/scores, policy/clipfrac, loss/value, ...).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class PPOConfig:
+    learning_rate: float = 1e-4
+    rollouts: int = 20              # rollout/update iterations
+    batch_size: int = 32            # prompts per rollout
+    mini_batch_size: int = 16
+    ppo_epochs: int = 4
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    gamma: float = 1.0
+    lam: float = 0.95
+    clip_range: float = 0.2
+    clip_range_value: float = 0.2
+    vf_coef: float = 0.1
+    kl_coef: float = 0.05
+    adaptive_kl: bool = False       # adapt kl_coef towards target_kl (Ziegler et al.)
+    target_kl: float = 1.0
+    kl_horizon: int = 1000
+    whiten_rewards: bool = False
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+
+class PolicyWithValueHead(nn.Module):
+    """A causal LM plus a scalar value head on its last hidden state."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+        self.value_head = nn.Linear(lm.config.hidden_size, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    def __getattr__(self, name):
+        # generation helpers (TRL's unwrap_model_for_generation) query LM attributes on the wrapper
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("lm"), name)
+
+    def forward(self, input_ids, attention_mask):
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
+                      output_hidden_states=True)
+        return out.logits, self.value_head(out.hidden_states[-1]).squeeze(-1)
+
+
+def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that ignore left padding, as generate() uses them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    return torch.gather(F.log_softmax(logits.float(), dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    return out if shift_mean else out + mean
+
+
+def gae(rewards, values, mask, gamma: float, lam: float):
+    """Generalised advantage estimation over response tokens; returns (advantages, returns)."""
+    T = rewards.shape[1]
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros(rewards.shape[0])
+    for t in reversed(range(T)):
+        next_v = values[:, t + 1] * mask[:, t + 1] if t + 1 < T else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_v - values[:, t]
+        last = (delta + gamma * lam * last) * mask[:, t]
+        adv[:, t] = last
+    return adv, adv + values
+
+
+class PPOTrainer:
+    """``prompts`` is a list of dicts with a ``prompt`` string and the columns the reward needs."""
+
+    def __init__(self, policy, ref_model, tokenizer, reward_fn, prompts: list[dict], config: PPOConfig,
+                 accelerator=None, log=None):
+        from accelerate import Accelerator
+
+        self.cfg, self.tok, self.reward_fn, self.prompts = config, tokenizer, reward_fn, prompts
+        self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.model = PolicyWithValueHead(policy)
+        self.ref = ref_model.eval()
+        for p in self.ref.parameters():
+            p.requires_grad_(False)
+        opt = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate)
+        self.model, self.opt = self.acc.prepare(self.model, opt)
+        self.ref = self.ref.to(self.acc.device)
+        self.kl_coef = config.kl_coef
+        self.rng = np.random.default_rng(config.seed)
+        self.log = log or (lambda stats: None)
+        self.history: list[dict] = []
+        self.reward_calls = 0
+
+    # ---- rollout -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def rollout(self, rows: list[dict]) -> dict:
+        from trl.models.utils import unwrap_model_for_generation
+
+        tok, cfg = self.tok, self.cfg
+        tok.padding_side = "left"
+        enc = tok([r["prompt"] for r in rows], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(self.acc.device) for k, v in enc.items()}
+        with unwrap_model_for_generation(self.model, self.acc) as unwrapped:
+            seq = unwrapped.lm.generate(**enc, do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0,
+                                        max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                        eos_token_id=tok.eos_token_id)
+        P = enc["input_ids"].shape[1]
+        response = seq[:, P:]
+        # response mask: tokens up to and including the first EOS
+        is_eos = response == tok.eos_token_id
+        after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
+        rmask = (~after_eos).float()
+        attn = torch.cat([enc["attention_mask"], rmask.long()], dim=1)
+        self.model.eval()
+        logits, values = self.model(seq, attn)
+        logp = token_logprobs(logits[:, P - 1 : -1], response)
+        ref_logits = self.ref(input_ids=seq, attention_mask=attn, position_ids=positions(attn)).logits
+        ref_logp = token_logprobs(ref_logits[:, P - 1 : -1], response)
+        values = values[:, P - 1 : -1]
+        texts = tok.batch_decode(response, skip_special_tokens=True)
+        columns = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
+        scores = torch.tensor(self.reward_fn([r["prompt"] for r in rows], [t.strip() for t in texts], **columns),
+                              dtype=torch.float32)
+        self.reward_calls += len(rows)
+        kl = (logp - ref_logp) * rmask
+        rewards = -self.kl_coef * kl
+        last = (rmask.sum(1).long() - 1).clamp(min=0)
+        rewards[torch.arange(len(rows)), last] += scores.to(rewards.device)
+        if self.cfg.whiten_rewards:
+            rewards = masked_whiten(rewards, rmask, shift_mean=False)
+        adv, returns = gae(rewards.cpu(), values.cpu(), rmask.cpu(), self.cfg.gamma, self.cfg.lam)
+        adv = masked_whiten(adv, rmask.cpu())
+        return {"seq": seq, "attn": attn, "P": P, "response": response, "rmask": rmask, "logp": logp,
+                "values": values, "adv": adv.to(seq.device), "returns": returns.to(seq.device),
+                "scores": scores, "kl": kl.sum(1), "texts": texts}
+
+    # ---- update --------------------------------------------------------------------------------
+    def update(self, ro: dict) -> list[dict]:
+        """ppo_epochs passes over the rollout; returns the stats of every minibatch (the first one is
+        computed before any parameter update: ratio 1, approx-KL 0, clip fraction 0)."""
+        cfg, n, P = self.cfg, ro["seq"].shape[0], ro["P"]
+        out = []
+        self.model.train()
+        for _ in range(cfg.ppo_epochs):
+            perm = self.rng.permutation(n)
+            for start in range(0, n, cfg.mini_batch_size):
+                j = torch.as_tensor(perm[start : start + cfg.mini_batch_size])
+                m = ro["rmask"][j]
+                logits, v = self.model(ro["seq"][j], ro["attn"][j])
+                logp = token_logprobs(logits[:, P - 1 : -1], ro["response"][j])
+                v = v[:, P - 1 : -1]
+                ratio = torch.exp(logp - ro["logp"][j])
+                adv = ro["adv"][j]
+                pg = masked_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)), m)
+                v_clip = ro["values"][j] + (v - ro["values"][j]).clamp(-cfg.clip_range_value, cfg.clip_range_value)
+                vf = 0.5 * masked_mean(torch.max((v - ro["returns"][j]) ** 2, (v_clip - ro["returns"][j]) ** 2), m)
+                loss = pg + cfg.vf_coef * vf
+                self.opt.zero_grad()
+                self.acc.backward(loss)
+                if cfg.max_grad_norm:
+                    self.acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.opt.step()
+                with torch.no_grad():
+                    log_ratio = logp - ro["logp"][j]
+                    out.append({"policy/ratio": masked_mean(ratio, m).item(),
+                                "policy/approxkl": masked_mean(0.5 * log_ratio ** 2, m).item(),
+                                "policy/clipfrac": masked_mean(((ratio - 1).abs() > cfg.clip_range).float(), m).item(),
+                                "loss/policy": pg.item(), "loss/value": vf.item()})
+        return out
+
+    def train(self) -> list[dict]:
+        cfg = self.cfg
+        for step in range(cfg.rollouts):
+            rows = [self.prompts[i] for i in self.rng.choice(len(self.prompts), cfg.batch_size, replace=False)]
+            ro = self.rollout(rows)
+            mb = self.update(ro)
+            kl = ro["kl"].mean().item()
+            stats = {"step": step + 1, "objective/kl": kl, "objective/kl_coef": self.kl_coef,
+                     "objective/scores": ro["scores"].mean().item(),
+                     "objective/rlhf_reward": ro["scores"].mean().item() - self.kl_coef * kl,
+                     "objective/entropy_proxy": -ro["logp"].sum(1).mean().item(),
+                     "val/mean_length": ro["rmask"].sum(1).mean().item(), "reward_calls": self.reward_calls,
+                     **{k: float(np.mean([s[k] for s in mb])) for k in mb[0]}}
+            if cfg.adaptive_kl:  # proportional controller on the KL (Ziegler et al. 2019)
+                err = np.clip(kl / cfg.target_kl - 1, -0.2, 0.2)
+                self.kl_coef *= 1 + err * cfg.batch_size / cfg.kl_horizon
+            self.history.append(stats)
+            self.log(stats)
+            if not math.isfinite(stats["loss/policy"]):
+                raise FloatingPointError(f"PPO loss became non-finite at step {step + 1}")
+        return self.history
+
+    def policy(self):
+        return self.acc.unwrap_model(self.model).lm

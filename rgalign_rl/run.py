@@ -1,0 +1,78 @@
+"""`rgalign run`: the whole closed loop from one YAML config, with metrics.json and a results table."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .align.loop import ClosedLoop, LoopConfig
+from .config import from_dict, load_yaml
+from .metrics import HEADLINE
+from .world import load_world
+from .world.stats import format_table
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    return {p: md.version(p) for p in ("rgalign_rl", "torch", "transformers", "trl", "accelerate", "deepspeed")
+            if _has(md, p)}
+
+
+def _has(md, p) -> bool:
+    try:
+        md.version(p)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+def prepare_world(cfg: LoopConfig, world_dir: str | None, out: Path):
+    path = world_dir or cfg.world
+    if path is None:
+        from .world.shopsim.simulator import ShopSimConfig, write_shopsim
+
+        path = out / "world"
+        if not (path / "world.json").exists():
+            write_shopsim(path, from_dict(ShopSimConfig, {"seed": cfg.seed, **cfg.shopsim}, "shopsim"))
+    return load_world(path)
+
+
+def flatten(stage: dict) -> dict:
+    row = {"name": stage["name"]}
+    m = stage.get("metrics", {})
+    for k in HEADLINE:
+        row[k] = m.get(k)
+        if f"{k}_ci" in m:
+            row[f"{k}_ci"] = m[f"{k}_ci"]
+    for k in ("valid_reward", "need_accuracy", "degenerate_share", "kl_to_ref", "winner_share", "rolled_back",
+              "reward_calls", "wall_s", "examples", "curve", "pairs", "path"):
+        if k in stage:
+            row[k] = stage[k]
+    return row
+
+
+def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", seed: int | None = None,
+        overrides: list[str] | None = None, resume: bool = False, log=print) -> dict:
+    raw = load_yaml(config, overrides)
+    if seed is not None:
+        raw["seed"] = seed
+    cfg = from_dict(LoopConfig, raw)
+    out_p = Path(out)
+    if out_p.exists() and (out_p / "state.json").exists() and not resume:
+        raise SystemExit(f"error: {out} holds an earlier run: pass --resume to continue it, or choose another --out")
+    out_p.mkdir(parents=True, exist_ok=True)
+    world = prepare_world(cfg, world_dir, out_p)  # validated before any training
+    result = ClosedLoop(world, cfg, out_p, log=log).run()
+    metrics = {"stages": [flatten(s) for s in result["stages"]], "config": result["config"],
+               "world": str(world.root), "versions": versions()}
+    tmp = out_p / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=1))
+    tmp.replace(out_p / "metrics.json")
+    log("\ntest split, 95% CIs over users:")
+    log(format_table({s["name"]: s for s in metrics["stages"] if s.get("gauc") is not None}))
+    return metrics
+
+
+def clean(out: str) -> None:
+    shutil.rmtree(out, ignore_errors=True)
