@@ -34,17 +34,19 @@ def _load():
     return _MODEL
 
 
-@torch.no_grad()
-def _encode_uncached(texts: list[str], batch_size: int = 256) -> np.ndarray:
+@torch.inference_mode()
+def _encode_uncached(texts: list[str], batch_size: int = 128) -> np.ndarray:
     tok, model = _load()
-    out = []
+    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths share a batch: less padding
+    out = np.zeros((len(texts), DIM), np.float32)
     for i in range(0, len(texts), batch_size):
-        batch = tok(texts[i : i + batch_size], padding=True, truncation=True, max_length=64, return_tensors="pt")
+        rows = order[i : i + batch_size]
+        batch = tok([texts[j] for j in rows], padding=True, truncation=True, max_length=64, return_tensors="pt")
         hidden = model(**batch).last_hidden_state
         m = batch["attention_mask"].unsqueeze(-1).float()
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, DIM), np.float32)
+        out[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+    return out
 
 
 def encode_texts(texts: list[str], cache: bool = True) -> np.ndarray:

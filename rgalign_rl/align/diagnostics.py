@@ -27,7 +27,7 @@ def need_accuracy(world, indices, queries: list[str]) -> dict | None:
     seg = np.array([r.get("segment", "all") for r in rows])
     out = {"overall": float(ok.mean())}
     for s in sorted(set(seg)):
-        out[s] = float(ok[seg == s].mean())
+        out[str(s)] = float(ok[seg == s].mean())
     return out
 
 
