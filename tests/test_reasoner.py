@@ -79,3 +79,20 @@ def test_smollm2_preset_loads_offline_and_generates():
     prompt = format_prompt("What is the capital of France? Answer in one word.", tok)
     out = generate_queries(model, tok, [prompt], max_new_tokens=8)
     assert "paris" in out[0].lower()
+
+
+def test_worlds_without_teachers_warm_start_on_clicked_intent_text(tiny_world, tmp_path):
+    import shutil
+
+    from rgalign_rl.reasoner.sft import click_text_pairs, warm_start_pairs
+
+    shutil.copytree(tiny_world, tmp_path / "w")
+    (tmp_path / "w" / "teachers.jsonl").unlink()
+    world = load_world(tmp_path / "w")
+    pairs = warm_start_pairs(world)
+    assert pairs == click_text_pairs(world) and pairs
+    text = {it["intent_id"]: it["text"] for it in world.intents}
+    i, q = pairs[0]
+    assert world.samples[i]["split"] == "train" and q == "; ".join(text[c] for c in world.samples[i]["clicked"])
+    with pytest.raises(ValueError):
+        click_text_pairs(world, "test")

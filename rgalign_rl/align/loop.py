@@ -24,7 +24,7 @@ from ..ranker.train import RankerData, TrainConfig, load_ranker, save_ranker, sc
 from ..reasoner.model import load_reasoner
 from ..reasoner.prompt import build_prompts
 from ..reasoner.queries import embed_queries, reasoner_queries
-from ..reasoner.sft import SFTSettings, sft, teacher_pairs
+from ..reasoner.sft import SFTSettings, sft, warm_start_pairs
 from ..reasoner.tiny import TinyReasonerConfig, build_tiny_reasoner
 from ..scoring import FrozenRankerScorer, ScorerConfig
 from ..world import World
@@ -136,7 +136,7 @@ class ClosedLoop:
             from ..reasoner.smollm2 import resolve_reasoner
 
             base = resolve_reasoner(r.preset)
-        path = sft(base, self.world, teacher_pairs(self.world), self.out / "reasoner_warm", r.warm)
+        path = sft(base, self.world, warm_start_pairs(self.world), self.out / "reasoner_warm", r.warm)
         return {"path": str(path)}
 
     def qe_rec(self, reasoner: str) -> dict:

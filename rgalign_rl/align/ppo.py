@@ -110,6 +110,10 @@ class PPOTrainer:
         for p in self.ref.parameters():
             p.requires_grad_(False)
         opt = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate)
+        ds = getattr(self.acc.state, "deepspeed_plugin", None)
+        if ds is not None:  # no dataloader to infer DeepSpeed's "auto" batch sizes from: state them
+            ds.deepspeed_config["train_micro_batch_size_per_gpu"] = config.mini_batch_size
+            ds.deepspeed_config["gradient_accumulation_steps"] = 1
         self.model, self.opt = self.acc.prepare(self.model, opt)
         self.ref = self.ref.to(self.acc.device)
         self.kl_coef = config.kl_coef

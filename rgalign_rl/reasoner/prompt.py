@@ -41,6 +41,12 @@ def format_prompt(text: str, tokenizer) -> str:
     return text
 
 
-def build_prompts(world, indices, tokenizer, style: str = "compact") -> list[str]:
+def auto_style(tokenizer) -> str:
+    """Instruction-tuned models (with a chat template) read plain English; the tiny preset reads chunks."""
+    return "described" if getattr(tokenizer, "chat_template", None) else "compact"
+
+
+def build_prompts(world, indices, tokenizer, style: str | None = None) -> list[str]:
+    style = style or auto_style(tokenizer)
     return [format_prompt(verbalise(world.samples[i], world.feature_descriptions, style), tokenizer)
             for i in indices]

@@ -18,7 +18,7 @@ from .prompt import build_prompts
 MODES = ("last_token", "text", "both")
 
 
-def reasoner_queries(world: World, path: str | Path, indices=None, style: str = "compact",
+def reasoner_queries(world: World, path: str | Path, indices=None, style: str | None = None,
                      max_new_tokens: int = 16) -> tuple[list[str], list[str]]:
     """(prompts, greedy queries) for the given sample indices (all by default); cached per snapshot."""
     from ..text_encoder import cache_dir

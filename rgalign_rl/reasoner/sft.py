@@ -36,8 +36,22 @@ def teacher_pairs(world: World, teachers: list[str] | None = None, split: str = 
             if t["sample_id"] in allowed and (teachers is None or t["teacher"] in teachers) and t["query"].strip()]
 
 
+def click_text_pairs(world: World, split: str = "train") -> list[tuple[int, str]]:
+    """For worlds without teachers: the text of a request's clicked intents as its target query (train
+    clicks only), so the warm start still learns to name what users click."""
+    if split == "test":
+        raise ValueError("test clicks are never used for training")
+    text = {it["intent_id"]: it["text"] for it in world.intents}
+    return [(int(i), "; ".join(text[c] for c in world.samples[i]["clicked"]))
+            for i in world.indices(split) if world.samples[i]["clicked"]]
+
+
+def warm_start_pairs(world: World) -> list[tuple[int, str]]:
+    return teacher_pairs(world) if world.teachers else click_text_pairs(world)
+
+
 def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out: str | Path,
-        settings: SFTSettings | None = None, style: str = "compact", log_dir: str | Path | None = None) -> Path:
+        settings: SFTSettings | None = None, style: str | None = None, log_dir: str | Path | None = None) -> Path:
     """Fine-tunes the model at ``model_path`` on (sample index, query) pairs; saves to ``out``."""
     import datasets
     import torch

@@ -50,8 +50,9 @@ def build_tiny_reasoner(world: World, out: str | Path, cfg: TinyReasonerConfig |
 
     cfg = cfg or TinyReasonerConfig()
     train = world.indices("train")
-    train_ids = {world.samples[i]["sample_id"] for i in train}
-    queries = [t["query"] for t in world.teachers or [] if t["sample_id"] in train_ids]
+    from .sft import warm_start_pairs
+
+    queries = [q for _, q in warm_start_pairs(world)]
     prompts = build_prompts(world, train, tokenizer=None)
     tok = train_tokenizer(prompts + queries, cfg.vocab_size)
     torch.manual_seed(cfg.seed)

@@ -1,0 +1,25 @@
+"""The recipe under `accelerate launch`: the default config and DeepSpeed ZeRO-2 / ZeRO-3 (one CPU process)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launch_config", ["accelerate_config.yaml", "recipes/accelerate/deepspeed_zero2.yaml",
+                                           "recipes/accelerate/deepspeed_zero3.yaml"])
+def test_recipe_runs_under_accelerate_launch(tiny_world, tmp_path, launch_config):
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_ext"), "OMP_NUM_THREADS": "2"}
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / launch_config),
+           str(ROOT / "recipes" / "rgalign.py"), "--config", str(ROOT / "recipes/configs/shopsim_tiny.yaml"),
+           "--world", str(tiny_world), "--out", str(out), "align.algorithm=dpo"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stages = [s["name"] for s in json.loads((out / "metrics.json").read_text())["stages"]]
+    assert stages[-2:] == ["final", "oracle"]
