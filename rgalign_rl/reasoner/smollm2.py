@@ -34,9 +34,12 @@ def smollm2_path() -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+    from ..devices import unpartitioned
+
     src = gguf_file()
     tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-    loaded = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
+    with unpartitioned():
+        loaded = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
