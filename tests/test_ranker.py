@@ -51,3 +51,14 @@ def test_ranker_train_refuses_a_bad_world_before_writing(tmp_path):
     assert r.returncode != 0
     assert "samples.jsonl:1: clicked: unknown intent id 'nope'" in r.stderr
     assert not out.exists()
+
+
+def test_nested_qe_rec_starts_exactly_at_the_two_tower(tiny_world):
+    world = load_world(tiny_world)
+    tt, enc, _ = train_ranker(world, "two_tower", None, TrainConfig(epochs=2), log=lambda *a: None)
+    need = query_embeddings(world, "need")
+    qe, _, hist = train_ranker(world, "qe_rec", need, TrainConfig(epochs=0), encoder=enc, nest=tt, log=lambda *a: None)
+    idx = np.arange(len(world.samples))
+    np.testing.assert_allclose(score(qe, RankerData(world, enc, need), idx), score(tt, RankerData(world, enc), idx),
+                               atol=1e-4)
+    assert hist[0]["epoch"] == 0

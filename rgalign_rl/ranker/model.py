@@ -103,6 +103,13 @@ class QERecRanker(TwoTowerRanker):
         self.query_to_text = nn.Linear(cfg.query_dim, cfg.text_dim, bias=False)
         self.match_scale = nn.Parameter(torch.tensor(5.0))
 
+    @torch.no_grad()
+    def start_from_baseline(self) -> None:
+        """Zero the query paths' outputs: the model then scores exactly like its two-tower part."""
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+        self.match_scale.zero_()
+
     def forward(self, x, behavior, cand, query=None) -> torch.Tensor:
         u = self.user(x, behavior)                                       # [B, d]
         i, b = self.intent(cand)                                         # [B, C, d]

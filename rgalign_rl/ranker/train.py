@@ -90,8 +90,13 @@ def listnet_kl_loss(scores, labels, mask, ref_scores=None, kl_weight: float = 0.
 
 def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainConfig | None = None,
                  reference: TwoTowerRanker | None = None, ref_query: np.ndarray | None = None,
-                 init: TwoTowerRanker | None = None, encoder: FeatureEncoder | None = None, log=print, **model_kw):
-    """Trains a ranker on the world's train split; returns (model, encoder, history)."""
+                 init: TwoTowerRanker | None = None, encoder: FeatureEncoder | None = None, log=print,
+                 nest: TwoTowerRanker | None = None, **model_kw):
+    """Trains a ranker on the world's train split; returns (model, encoder, history).
+
+    ``nest``: a trained two-tower whose towers initialise a QE-Rec whose query paths start at zero, so
+    training starts from the baseline's scores (epoch 0 is evaluated too) and can only keep what the
+    query adds on valid data."""
     cfg = cfg or TrainConfig()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -106,6 +111,10 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
                             behavior_vocab=len(encoder.behavior_vocab) + 1, n_intents=len(world.intents),
                             query_dim=0 if query is None else query.shape[1], **model_kw)
         model = build_ranker(mcfg, text)
+        if nest is not None:
+            missing, unexpected = model.load_state_dict(nest.state_dict(), strict=False)
+            assert not unexpected, unexpected
+            model.start_from_baseline()
     ref_scores = None
     if reference is not None and cfg.kl_weight > 0:
         ref_data = RankerData(world, FeatureEncoder.from_json(reference.encoder_json), ref_query) \
@@ -113,6 +122,9 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
         ref_scores = torch.from_numpy(score(reference, ref_data, np.arange(len(world.samples))))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_state, history, bad = -1.0, None, [], 0
+    if nest is not None:
+        best, best_state = split_gauc(model, data, "valid"), copy.deepcopy(model.state_dict())
+        history.append({"epoch": 0, "loss": None, "valid_gauc": best})
     for epoch in range(cfg.epochs):
         model.train()
         order = rng.permutation(train_idx)
