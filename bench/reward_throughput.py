@@ -55,6 +55,17 @@ def grpo_batch(world, tmp: Path, n_prompts: int, rng):
     return ([world.samples[i]["sample_id"] for i in idx for _ in range(8)], comps, [p for p in prompts for _ in range(8)])
 
 
+def median_times(fns: dict, repeats: int) -> dict[str, float]:
+    """Median wall time of each function over ``repeats`` interleaved runs."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--world")
@@ -89,39 +100,23 @@ def main() -> None:
         return [r([p], [c], sample_id=[s])[0] for p, c, s in zip(prompts, comps, sids)]
 
     assert np.allclose(batched(), naive(), atol=1e-4), "the two paths must compute the same rewards"
-    times = {"batched": [], "naive": []}
-    for _ in range(args.repeats):
-        for name, fn in (("batched", batched), ("naive", naive)):
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = median_times({"batched": batched, "naive": naive}, args.repeats)
     print(f"reward {args.reward}, {args.n} completions, {args.threads} threads, median of {args.repeats} runs")
     for k in ("batched", "naive"):
         print(f"  {k:8s} {med[k]:.3f} s  {args.n / med[k]:9.1f} completions/s")
     print(f"  ratio    {med['naive'] / med['batched']:.1f}x")
     from rgalign_rl.text_encoder import encode_texts
 
-    enc = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        encode_texts(comps, cache=False)
-        enc.append(time.perf_counter() - t)
-    print(f"  text encoder alone on the batch: {statistics.median(enc):.3f} s")
+    enc = median_times({"encoder": lambda: encode_texts(comps, cache=False)}, args.repeats)["encoder"]
+    print(f"  text encoder alone on the batch: {enc:.3f} s")
     # the same two paths with the text encoder's output precomputed: what batching does for the rest
     import rgalign_rl.scoring as scoring
 
     table = dict(zip(comps, encode_texts(comps, cache=False)))
     real = scoring.encode_texts
     scoring.encode_texts = lambda texts, cache=False: np.stack([table[t] for t in texts])
-    times = {"batched": [], "naive": []}
-    for _ in range(args.repeats):
-        for name, fn in (("batched", batched), ("naive", naive)):
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
+    med = median_times({"batched": batched, "naive": naive}, args.repeats)
     scoring.encode_texts = real
-    med = {k: statistics.median(v) for k, v in times.items()}
     print(f"  without the text encoder: batched {med['batched']:.3f} s, naive {med['naive']:.3f} s, "
           f"ratio {med['naive'] / med['batched']:.1f}x")
 
