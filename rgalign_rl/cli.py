@@ -81,6 +81,7 @@ def cmd_ranker_train(args) -> int:
 
 
 def cmd_ranker_eval(args) -> int:
+    import numpy as np
     import torch
 
     from .ranker.queries import query_embeddings
@@ -91,7 +92,7 @@ def cmd_ranker_eval(args) -> int:
     world = load_world(args.world)
     model, enc, meta = load_ranker(args.ranker)
     query = query_embeddings(world, meta["queries"], meta["query_mode"]) if meta["queries"] != "none" else None
-    scores = score(model, RankerData(world, enc, query), __import__("numpy").arange(len(world.samples)))
+    scores = score(model, RankerData(world, enc, query), np.arange(len(world.samples)))
     m = split_metrics(world, scores, args.split)
     if args.json:
         print(json.dumps(m))
@@ -104,7 +105,7 @@ def cmd_ranker_eval(args) -> int:
 def cmd_reasoner_tiny(args) -> int:
     import torch
 
-    from .reasoner.sft import SFTSettings, sft, teacher_pairs
+    from .reasoner.sft import SFTSettings, sft, warm_start_pairs
     from .reasoner.tiny import build_tiny_reasoner
 
     torch.set_num_threads(args.threads)
@@ -113,9 +114,10 @@ def cmd_reasoner_tiny(args) -> int:
     if args.no_warm:
         print(f"built the tiny reasoner (random init) at {init}")
         return 0
-    pairs = teacher_pairs(world)
+    pairs = warm_start_pairs(world)
     sft(init, world, pairs, args.out, SFTSettings(epochs=args.epochs, max_pairs=args.max_pairs, threads=args.threads))
-    print(f"warm-started the tiny reasoner on {min(len(pairs), args.max_pairs)} teacher queries -> {args.out}")
+    source = "teacher queries" if world.teachers else "clicked-intent texts"
+    print(f"warm-started the tiny reasoner on {min(len(pairs), args.max_pairs)} {source} -> {args.out}")
     return 0
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from .align.loop import ClosedLoop, LoopConfig
@@ -15,16 +14,13 @@ from .world.stats import format_table
 def versions() -> dict:
     import importlib.metadata as md
 
-    return {p: md.version(p) for p in ("rgalign_rl", "torch", "transformers", "trl", "accelerate", "deepspeed")
-            if _has(md, p)}
-
-
-def _has(md, p) -> bool:
-    try:
-        md.version(p)
-        return True
-    except md.PackageNotFoundError:
-        return False
+    out = {}
+    for p in ("rgalign_rl", "torch", "transformers", "trl", "accelerate", "deepspeed"):
+        try:
+            out[p] = md.version(p)
+        except md.PackageNotFoundError:
+            pass
+    return out
 
 
 def prepare_world(cfg: LoopConfig, world_dir: str | None, out: Path):
@@ -73,6 +69,3 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
     log(format_table({s["name"]: s for s in metrics["stages"] if s.get("gauc") is not None}))
     return metrics
 
-
-def clean(out: str) -> None:
-    shutil.rmtree(out, ignore_errors=True)

@@ -22,9 +22,9 @@ class AlignSettings:
 
 
 def _requests(loop, rnd: int) -> np.ndarray:
-    rng = np.random.default_rng(loop.cfg.seed + 100 + rnd)
-    train = loop.world.indices("train")
-    return np.sort(rng.choice(train, min(loop.cfg.align.max_requests, len(train)), replace=False))
+    from .loop import sample_subset
+
+    return sample_subset(loop.world.indices("train"), loop.cfg.align.max_requests, loop.cfg.seed + 100 + rnd)
 
 
 def align_dpo(loop, rnd: int, reasoner: str, ranker_dir: str) -> dict:

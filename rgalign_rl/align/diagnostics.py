@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..text_encoder import encode_texts
-from .ppo import positions, token_logprobs
+from .ppo import positions, response_mask, token_logprobs
 
 from reward.base import is_degenerate
 
@@ -48,8 +48,7 @@ def sampled_kl(model, ref, tok, prompts: list[str], max_new_tokens: int = 16, ba
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         P = enc["input_ids"].shape[1]
         resp = seq[:, P:]
-        is_eos = resp == tok.eos_token_id
-        rmask = ((is_eos.cumsum(1) - is_eos.long()) == 0).float()
+        rmask = response_mask(resp, tok.eos_token_id)
         attn = torch.cat([enc["attention_mask"], rmask.long()], 1)
         lp = token_logprobs(model(input_ids=seq, attention_mask=attn, position_ids=positions(attn)).logits[:, P - 1 : -1], resp)
         lr = token_logprobs(ref(input_ids=seq, attention_mask=attn, position_ids=positions(attn)).logits[:, P - 1 : -1], resp)

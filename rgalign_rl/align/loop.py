@@ -81,6 +81,11 @@ class LoopConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
 
 
+def sample_subset(indices: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """At most ``n`` of ``indices``, drawn without replacement by ``seed``, in index order."""
+    return np.sort(np.random.default_rng(seed).choice(indices, min(n, len(indices)), replace=False))
+
+
 class ClosedLoop:
     def __init__(self, world: World, cfg: LoopConfig, out: str | Path, log=print):
         self.world, self.cfg, self.out, self.print = world, cfg, Path(out), log
@@ -88,9 +93,7 @@ class ClosedLoop:
         self.state_path = self.out / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}}
         torch.set_num_threads(cfg.threads)
-        rng = np.random.default_rng(cfg.seed)
-        valid = world.indices("valid")
-        self.valid = np.sort(rng.choice(valid, min(cfg.eval.max_valid, len(valid)), replace=False))
+        self.valid = sample_subset(world.indices("valid"), cfg.eval.max_valid, cfg.seed)
         self.test = world.indices("test")
         self.boot = bootstrap_weights(len(np.unique(world.user_codes[self.test])))
 
@@ -108,12 +111,15 @@ class ClosedLoop:
         t = time.time()
         result = fn()
         result["wall_s"] = round(time.time() - t, 1)
+        self.save_state(name, result)
+        self.log({"stage": name, **{k: v for k, v in result.items() if k != "metrics"}})
+        return result
+
+    def save_state(self, name: str, result: dict) -> None:
         self.state["done"][name] = result
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state, indent=1))
         tmp.replace(self.state_path)
-        self.log({"stage": name, **{k: v for k, v in result.items() if k != "metrics"}})
-        return result
 
     def test_metrics(self, scores: np.ndarray) -> dict:
         w = self.world
@@ -180,9 +186,7 @@ class ClosedLoop:
 
     def rg_sft(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:
         s, w = self.cfg.best_of_n, self.world
-        rng = np.random.default_rng(self.cfg.seed + rnd)
-        train = w.indices("train")
-        idx = np.sort(rng.choice(train, min(s.max_requests, len(train)), replace=False))
+        idx = sample_subset(w.indices("train"), s.max_requests, self.cfg.seed + rnd)
         model, tok = load_reasoner(reasoner)
         prompts = build_prompts(w, idx, tok)
         cands = collect_candidates(w, idx, prompts, (model, tok), s.reasoner_samples, s.temperature, self.cfg.seed + rnd)
@@ -195,7 +199,7 @@ class ClosedLoop:
         return {"path": str(out), "winner_share": share, "mean_winner_reward": float(np.mean(
             [r[k] for r, k in zip(scores, winners) if k >= 0]))}
 
-    def run(self, stop_after: str | None = None) -> dict:
+    def run(self) -> dict:
         cfg = self.cfg
         stages = [{"name": "two_tower", **self.stage("two_tower", self.two_tower)}]
         warm = self.stage("reasoner_warm", self.reasoner_warm)["path"]
@@ -204,12 +208,12 @@ class ClosedLoop:
         reasoner, ranker_dir = warm, qe["path"]
         for rnd in range(1, cfg.rounds + 1):
             sft_res = self.stage(f"round{rnd}/rg_sft", lambda: self.rg_sft(rnd, reasoner, ranker_dir))
-            sft_res = self.checked(f"round{rnd}/rg_sft", sft_res, reasoner, ranker_dir, base=reasoner, prev=stages[-1])
+            sft_res = self.checked(f"round{rnd}/rg_sft", sft_res, ranker_dir, base=reasoner, prev=stages[-1])
             stages.append({"name": "rg_sft" if cfg.rounds == 1 else f"rg_sft_r{rnd}", **sft_res})
             cur = sft_res["use"]
             algo = cfg.align.algorithm
             al = self.stage(f"round{rnd}/{algo}", lambda: ALIGNERS[algo](self, rnd, cur, ranker_dir))
-            al = self.checked(f"round{rnd}/{algo}", al, cur, ranker_dir, base=cur, prev=stages[-1])
+            al = self.checked(f"round{rnd}/{algo}", al, ranker_dir, base=cur, prev=stages[-1])
             stages.append({"name": algo if cfg.rounds == 1 else f"{algo}_r{rnd}", **al})
             cur = al["use"]
             if cfg.rg_cl.epochs > 0:
@@ -223,7 +227,7 @@ class ClosedLoop:
             stages.append({"name": "oracle", "metrics": self.test_metrics(probs)})
         return {"stages": stages, "config": asdict(cfg)}
 
-    def checked(self, name, res, base_reasoner, ranker_dir, base, prev) -> dict:
+    def checked(self, name, res, ranker_dir, base, prev) -> dict:
         """Evaluates a reasoner stage once and decides whether to keep it or roll back to ``base``."""
         if "metrics" not in res:
             res.update(self.evaluate_reasoner(res["path"], ranker_dir, reference=base))
@@ -232,8 +236,7 @@ class ClosedLoop:
             worse = "valid_reward" in prev and res["valid_reward"] < prev["valid_reward"] - ev.rollback_tolerance
             res["rolled_back"] = bool(collapsed or worse)
             res["use"] = base if res["rolled_back"] else res["path"]
-            self.state["done"][name] = res
-            self.state_path.write_text(json.dumps(self.state, indent=1))
+            self.save_state(name, res)
             if res["rolled_back"]:
                 self.print(f"[{name}] rolled back (degenerate {res['degenerate_share']:.2f}, "
                            f"valid reward {res['valid_reward']:.4f} vs {prev.get('valid_reward', float('nan')):.4f})")

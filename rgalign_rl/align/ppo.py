@@ -68,6 +68,12 @@ def positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def response_mask(response: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """1.0 on generated tokens up to and including the first EOS, 0.0 after it."""
+    is_eos = response == eos_token_id
+    return ((is_eos.cumsum(1) - is_eos.long()) == 0).float()
+
+
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return torch.gather(F.log_softmax(logits.float(), dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
 
@@ -137,10 +143,7 @@ class PPOTrainer:
                                         eos_token_id=tok.eos_token_id)
         P = enc["input_ids"].shape[1]
         response = seq[:, P:]
-        # response mask: tokens up to and including the first EOS
-        is_eos = response == tok.eos_token_id
-        after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
-        rmask = (~after_eos).float()
+        rmask = response_mask(response, tok.eos_token_id)
         attn = torch.cat([enc["attention_mask"], rmask.long()], dim=1)
         self.model.eval()
         logits, values = self.model(seq, attn)

@@ -112,13 +112,13 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
                             query_dim=0 if query is None else query.shape[1], **model_kw)
         model = build_ranker(mcfg, text)
         if nest is not None:
-            missing, unexpected = model.load_state_dict(nest.state_dict(), strict=False)
+            _, unexpected = model.load_state_dict(nest.state_dict(), strict=False)
             assert not unexpected, unexpected
             model.start_from_baseline()
     ref_scores = None
     if reference is not None and cfg.kl_weight > 0:
-        ref_data = RankerData(world, FeatureEncoder.from_json(reference.encoder_json), ref_query) \
-            if hasattr(reference, "encoder_json") else data
+        # every trained or loaded ranker carries its own feature encoder and reads its own query embeddings
+        ref_data = RankerData(world, FeatureEncoder.from_json(reference.encoder_json), ref_query)
         ref_scores = torch.from_numpy(score(reference, ref_data, np.arange(len(world.samples))))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_state, history, bad = -1.0, None, [], 0

@@ -15,13 +15,20 @@ from ..devices import unpartitioned
 from ..text_encoder import cache_dir
 
 
-def load_reasoner(path: str | Path, trust_remote_code: bool = False, dtype=torch.float32):
-    """(model, tokenizer) from a local HF causal-LM folder; never executes remote code unless asked."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_reasoner(path: str | Path, trust_remote_code: bool = False, dtype=torch.float32):
+    """(model, tokenizer) from a local HF causal-LM folder; never executes remote code unless asked."""
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer(path, trust_remote_code)
     with unpartitioned():
         model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code, dtype=dtype)
     model.eval()

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..text_encoder import encode_texts
 from ..world import World
-from .model import EmbeddingCache, fingerprint, generate_queries, load_reasoner
+from .model import EmbeddingCache, fingerprint, generate_queries, load_reasoner, load_tokenizer
 from .prompt import build_prompts
 
 MODES = ("last_token", "text", "both")
@@ -24,14 +24,14 @@ def reasoner_queries(world: World, path: str | Path, indices=None, style: str | 
     from ..text_encoder import cache_dir
 
     indices = np.arange(len(world.samples)) if indices is None else np.asarray(indices)
-    model, tok = load_reasoner(path)
-    prompts = build_prompts(world, indices, tok, style)
+    prompts = build_prompts(world, indices, load_tokenizer(path), style)
     cache = cache_dir() / "generated" / f"{fingerprint(path)}.jsonl"
     known: dict[str, str] = {}
     if cache.exists():
         known = {r["p"]: r["q"] for r in map(json.loads, cache.read_text().splitlines())}
     todo = sorted({p for p in prompts if p not in known})
     if todo:
+        model, tok = load_reasoner(path)
         for p, q in zip(todo, generate_queries(model, tok, todo, max_new_tokens=max_new_tokens)):
             known[p] = q
         cache.parent.mkdir(parents=True, exist_ok=True)
