@@ -42,10 +42,23 @@ def get_reward_class(name: str) -> type:
     return REWARDS[name]
 
 
+class _Counted:
+    """Adds the ``calls`` counter to a reward that keeps none (aligners spend a budget of reward calls)."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+
+    def __call__(self, prompts, completions, **columns):
+        self.calls += len(completions)
+        return self.fn(prompts, completions, **columns)
+
+
 def build_reward(config: dict, scorer):
     """Builds the reward a config names: ``{"name": ..., **options}``; options go to the constructor."""
     options = {k: v for k, v in config.items() if k not in ("name", "scorer")}
-    return get_reward_class(config["name"])(scorer, **options)
+    fn = get_reward_class(config["name"])(scorer, **options)
+    return fn if hasattr(fn, "calls") else _Counted(fn)
 
 
 def registered() -> list[str]:

@@ -35,6 +35,7 @@ class RankerReward:
         self.empty_penalty, self.max_words = empty_penalty, max_words
         self.overlong_penalty, self.degenerate_penalty = overlong_penalty, degenerate_penalty
         self.options = score_options
+        self.calls = 0  # completions scored so far: aligners spend and report a budget of these
         self.__name__ = self.name  # TRL logs reward functions by __name__
 
     def score(self, p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -44,6 +45,7 @@ class RankerReward:
         if sample_id is None:
             raise ValueError(f"reward {self.name}: the dataset needs a 'sample_id' column")
         texts = [completion_text(c).strip() for c in completions]
+        self.calls += len(texts)
         prompts = [completion_text(p) for p in prompts]
         idx = self.scorer.indices(sample_id)
         p = self.scorer.distribution(idx, prompts, texts)

@@ -135,6 +135,14 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare
+
+    compare(args.config, args.algos.split(","), [int(x) for x in args.seeds.split(",")], args.out, args.world,
+            args.overrides, args.resume)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rgalign", description="Ranking-Guided Alignment of an LLM reasoner to a ranker")
     sub = p.add_subparsers(dest="command", required=True)
@@ -203,6 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished stage")
     s.add_argument("overrides", nargs="*", help="key.path=value, e.g. align.algorithm=ppo")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("compare", help="DPO vs PPO vs GRPO vs RLOO from the same RG-SFT checkpoint and reward budget")
+    s.add_argument("--config", required=True)
+    s.add_argument("--algos", default="dpo,ppo,grpo,rloo", help="comma-separated aligners")
+    s.add_argument("--seeds", default="0", help="comma-separated seeds")
+    s.add_argument("--world")
+    s.add_argument("--out", default="runs/compare")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted comparison")
+    s.add_argument("overrides", nargs="*", help="key.path=value, e.g. align.reward_budget=4000")
+    s.set_defaults(func=cmd_compare)
     return p
 
 

@@ -1,17 +1,73 @@
-"""Device and precision settings in one place: bf16 on GPUs that support it, fp32 on CPU, and full
-(unpartitioned) model loads outside DeepSpeed engines."""
+"""Device, precision, logging and checkpoint settings shared by every trainer: bf16 on GPUs that
+support it, fp32 on CPU, full (unpartitioned) model loads outside DeepSpeed engines, the run's
+``report_to`` and its trainer-checkpoint cadence (set once per run by :func:`configure`)."""
 from __future__ import annotations
 
+import json
+import shutil
 from contextlib import contextmanager
+from pathlib import Path
+
+_SETTINGS = {"report_to": "none", "checkpoint_every": 0, "progress": True}
 
 
-def trainer_kwargs() -> dict:
-    """Keyword arguments for every TRL config: CPU-safe defaults, bf16 where a GPU supports it."""
+def configure(report_to: str = "none", checkpoint_every: int = 0, progress: bool = True) -> None:
+    """Per-run settings: where TRL trainers report (none | tensorboard | ...), how often they save a
+    resumable checkpoint (optimizer steps; 0 = never), whether long stages draw tqdm bars."""
+    _SETTINGS.update(report_to=report_to, checkpoint_every=checkpoint_every, progress=progress)
+
+
+def progress(iterable, desc: str, total: int | None = None):
+    """A tqdm bar for long loops when the run wants bars and stderr is a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False, disable=None if _SETTINGS["progress"] else True)
+
+
+def _bars() -> bool:
+    import sys
+
+    return bool(_SETTINGS["progress"]) and sys.stderr.isatty()
+
+
+def trainer_kwargs(checkpoints: bool = False) -> dict:
+    """Keyword arguments for every TRL config: CPU-safe defaults, bf16 where a GPU supports it, the run's
+    report_to and, for ``checkpoints=True`` trainers, resumable checkpoints every N steps."""
     import torch
 
+    from .trl_cpu import install
+
+    install()  # plain LM-head log-probs on CPU tensors (TRL's tiled kernel is 2-3x slower there)
     cuda = torch.cuda.is_available()
-    return {"use_cpu": not cuda, "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
-            "gradient_checkpointing": False, "report_to": "none"}
+    out = {"use_cpu": not cuda, "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
+           "gradient_checkpointing": False, "report_to": _SETTINGS["report_to"],
+           "disable_tqdm": not _bars(), "save_strategy": "no"}
+    every = _SETTINGS["checkpoint_every"]
+    if checkpoints and every > 0:
+        # save_only_model=False: optimizer, scheduler and RNG states too, so a resumed stage replays exactly
+        out.update(save_strategy="steps", save_steps=every, save_total_limit=1)
+    return out
+
+
+def last_checkpoint(trainer_dir: str | Path) -> str | None:
+    """The newest complete ``checkpoint-N`` under a trainer's output dir (a kill mid-save leaves an
+    incomplete one behind: it lacks trainer_state.json, which the Trainer writes last)."""
+    done = [c for c in Path(trainer_dir).glob("checkpoint-*") if c.name[11:].isdigit() and _complete(c)]
+    return str(max(done, key=lambda c: int(c.name[11:]))) if done else None
+
+
+def _complete(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def drop_checkpoints(root: str | Path) -> None:
+    """Removes trainer checkpoints under ``root`` once their stage is recorded as finished."""
+    for c in Path(root).glob("**/*.trainer/checkpoint-*"):
+        shutil.rmtree(c, ignore_errors=True)
 
 
 @contextmanager

@@ -42,14 +42,31 @@ def flatten(stage: dict) -> dict:
         if f"{k}_ci" in m:
             row[f"{k}_ci"] = m[f"{k}_ci"]
     for k in ("valid_reward", "need_accuracy", "degenerate_share", "kl_to_ref", "winner_share", "rolled_back",
-              "reward_calls", "wall_s", "examples", "curve", "pairs", "path"):
+              "reward_calls", "wall_s", "examples", "curve", "train_log", "pairs", "path", "vs_qe_rec"):
         if k in stage:
             row[k] = stage[k]
     return row
 
 
+def command_line(config: str, world_dir: str | None, out: str, seed: int | None, overrides: list[str] | None,
+                 verb: str = "run", extra: str = "") -> str:
+    parts = ["rgalign", verb, "--config", config] + (["--world", str(world_dir)] if world_dir else [])
+    parts += ["--out", str(out)] + ([] if seed is None else ["--seed", str(seed)]) + ([extra] if extra else [])
+    return " ".join(parts + list(overrides or []))
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
 def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", seed: int | None = None,
-        overrides: list[str] | None = None, resume: bool = False, log=print) -> dict:
+        overrides: list[str] | None = None, resume: bool = False, log=print, seed_state: dict | None = None) -> dict:
+    """The closed loop; writes metrics.json, report.md and the plots under ``out``. ``seed_state``: stages
+    already finished elsewhere (``rgalign compare`` shares one RG-SFT checkpoint between aligners)."""
+    from .report import write_run_report
+
     raw = load_yaml(config, overrides)
     if seed is not None:
         raw["seed"] = seed
@@ -59,13 +76,15 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
         raise SystemExit(f"error: {out} holds an earlier run: pass --resume to continue it, or choose another --out")
     out_p.mkdir(parents=True, exist_ok=True)
     world = prepare_world(cfg, world_dir, out_p)  # validated before any training
+    if seed_state and not (out_p / "state.json").exists():
+        write_json(out_p / "state.json", {"done": seed_state})
     result = ClosedLoop(world, cfg, out_p, log=log).run()
     metrics = {"stages": [flatten(s) for s in result["stages"]], "config": result["config"],
                "world": str(world.root), "versions": versions()}
-    tmp = out_p / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1))
-    tmp.replace(out_p / "metrics.json")
+    write_json(out_p / "metrics.json", metrics)
+    report = write_run_report(out_p, metrics, command_line(config, world_dir, out, seed, overrides))
     log("\ntest split, 95% CIs over users:")
     log(format_table({s["name"]: s for s in metrics["stages"] if s.get("gauc") is not None}))
+    log(f"\nreport: {report}")
     return metrics
 

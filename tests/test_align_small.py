@@ -71,3 +71,27 @@ def test_grpo_raises_a_toy_reward(tiny_world, tiny_reasoner, tmp_path):
 
 def test_rloo_raises_a_toy_reward(tiny_world, tiny_reasoner, tmp_path):
     _online_raises_reward(tiny_world, tiny_reasoner, tmp_path, "rloo")
+
+
+def test_reward_budget_cuts_requests_and_rewards_count_their_calls():
+    import reward as rewards
+    from rgalign_rl.align.aligners import _within_budget
+
+    assert _within_budget([3, 3, 3], 7) == 2 and _within_budget([3, 3, 3], 9) == 3
+    assert _within_budget([3, 3, 3], None) == 3 and _within_budget([5], 4) == 0
+
+    class Plain:  # a user's reward without a counter gets one
+        def __init__(self, scorer):
+            pass
+
+        def __call__(self, prompts, completions, **columns):
+            return [0.0] * len(completions)
+
+    import sys
+    import types
+
+    sys.modules["my_plain_reward"] = types.SimpleNamespace(Plain=Plain)
+    fn = rewards.build_reward({"name": "my_plain_reward:Plain"}, scorer=None)
+    fn(["p"] * 3, ["a", "b", "c"])
+    fn(["p"], ["d"])
+    assert fn.calls == 4 and fn.__name__ == "Plain"

@@ -1,27 +1,126 @@
-"""The whole closed loop at toy size: world -> rankers -> reward -> RG-SFT -> aligner -> RG-CL -> calibration."""
+"""The whole closed loop at toy size: world -> rankers -> reward -> RG-SFT -> aligner -> RG-CL -> calibration,
+`rgalign compare`, and a run killed inside the alignment stage then resumed."""
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from rgalign_rl.compare import compare
 from rgalign_rl.run import run
 
 CONFIG = "recipes/configs/shopsim_tiny.yaml"
+HEADLINE = ("gauc", "error_rate", "recall@3", "ndcg@3", "mrr")
+
+
+def quiet(*a):
+    pass
+
+
+@pytest.fixture(scope="module")
+def dpo_run(tiny_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "dpo"
+    return out, run(CONFIG, str(tiny_world), str(out), log=quiet)
+
+
+def check_stage_metrics(stages):
+    for s in stages:
+        for k in HEADLINE:
+            assert 0.0 <= s[k] <= 1.0 and math.isfinite(s[k]), (s["name"], k, s[k])
+            lo, hi = s[f"{k}_ci"] if k != "error_rate" else s["error_rate_ci"]
+            assert lo <= s[k] + 1e-9 and s[k] <= hi + 1e-9, (s["name"], k)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["dpo", "ppo"])
-def test_closed_loop_runs_end_to_end(tiny_world, tmp_path, algorithm):
-    out = tmp_path / algorithm
-    metrics = run(CONFIG, str(tiny_world), str(out), overrides=[f"align.algorithm={algorithm}"], log=lambda *a: None)
+def test_run_writes_metrics_report_plots_and_logs(dpo_run, tiny_world):
+    out, metrics = dpo_run
     names = [s["name"] for s in metrics["stages"]]
-    assert names == ["two_tower", "qe_rec", "rg_sft", algorithm, "final", "oracle"]
-    for s in metrics["stages"]:
-        for k in ("gauc", "error_rate", "recall@3", "ndcg@3", "mrr"):
-            assert 0.0 <= s[k] <= 1.0 and math.isfinite(s[k]), (s["name"], k, s[k])
-    for s in metrics["stages"][1:5]:
-        assert 0.0 <= s["degenerate_share"] <= 1.0 and set(s["need_accuracy"]) >= {"overall", "biased", "other"}
-    assert json.loads((out / "metrics.json").read_text())["stages"][0]["name"] == "two_tower"
-    assert "kl_to_ref" in metrics["stages"][3]
+    assert names == ["two_tower", "qe_rec", "rg_sft", "dpo", "final", "oracle"]
+    saved = json.loads((out / "metrics.json").read_text())
+    assert [s["name"] for s in saved["stages"]] == names and {"config", "versions", "world"} <= set(saved)
+    check_stage_metrics(saved["stages"])
+    by = {s["name"]: s for s in saved["stages"]}
+    for name in ("rg_sft", "dpo", "final"):
+        assert 0.0 <= by[name]["degenerate_share"] <= 1.0
+        assert set(by[name]["need_accuracy"]) >= {"overall", "biased", "other"}
+        d = by[name]["vs_qe_rec"]["gauc"]  # paired over the same users: the CI brackets the difference
+        assert d["ci"][0] <= d["diff"] <= d["ci"][1]
+        assert d["diff"] == pytest.approx(by[name]["gauc"] - by["qe_rec"]["gauc"], abs=1e-9)
+    assert by["dpo"]["kl_to_ref"] >= -0.5 and 0 < by["dpo"]["reward_calls"] <= 240  # the YAML's reward_budget
+    curve = by["dpo"]["curve"]
+    assert curve[0]["step"] == 0 and len(curve) >= 2 and all(math.isfinite(p["reward"]) for p in curve)
+    report = (out / "report.md").read_text()
+    assert "| final |" in report and "Reproduce" in report and "atlas" in report
+    for png in ("stages.png", "aligner_reward.png", "aligner_kl.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    stages_logged = {json.loads(line).get("stage") for line in (out / "log.jsonl").read_text().splitlines()}
+    assert {"two_tower", "round1/dpo", "round1/calibrate"} <= stages_logged
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert not list(out.glob("**/checkpoint-*"))  # finished stages leave no trainer checkpoints behind
     with pytest.raises(SystemExit, match="--resume"):
-        run(CONFIG, str(tiny_world), str(out), log=lambda *a: None)
+        run(CONFIG, str(tiny_world), str(out), log=quiet)
+
+
+@pytest.mark.slow
+def test_compare_two_aligners_from_one_rg_sft_checkpoint(tiny_world, tmp_path):
+    out = tmp_path / "cmp"
+    summary = compare(CONFIG, ["dpo", "ppo"], [0], str(out), str(tiny_world), log=quiet)
+    assert set(summary["algos"]) == {"dpo", "ppo"} and summary["reward_budget"] == 240
+    for algo in ("dpo", "ppo"):
+        m = json.loads((out / "seed0" / algo / "metrics.json").read_text())
+        check_stage_metrics(m["stages"])
+        assert [s["name"] for s in m["stages"]] == ["two_tower", "qe_rec", "rg_sft", algo, "final", "oracle"]
+        row = summary["algos"][algo]
+        assert 0 < row["reward_calls"][0] <= 240 and math.isfinite(row["gauc"][0])
+    # both aligners started from the same RG-SFT checkpoint and saw the same QE-Rec
+    rg = [next(s for s in json.loads((out / "seed0" / a / "metrics.json").read_text())["stages"] if s["name"] == "rg_sft")
+          for a in ("dpo", "ppo")]
+    assert rg[0]["path"] == rg[1]["path"] and rg[0]["gauc"] == rg[1]["gauc"]
+    report = (out / "report.md").read_text()
+    assert "| dpo |" in report and "| ppo |" in report and "Verdict" in report
+    assert summary["ranking"][0] in report.split("## Verdict")[1]
+    for png in ("reward_vs_step.png", "kl_vs_step.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "rgalign_rl.cli", "run", "--config", CONFIG, *args]
+
+
+@pytest.mark.slow
+def test_kill_inside_alignment_then_resume_gives_the_same_metrics(dpo_run, tiny_world, tmp_path):
+    ref_out, ref = dpo_run
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_cli("--world", str(tiny_world), "--out", str(out)), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = out / "round1" / "dpo.trainer"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        done = [c for c in ckpt.glob("checkpoint-*") if (c / "trainer_state.json").exists()]
+        if done:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before a DPO checkpoint appeared"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((out / "state.json").read_text())["done"]
+    assert "round1/rg_sft" in state and "round1/dpo" not in state  # killed inside the alignment stage
+    resumed = subprocess.run(_cli("--world", str(tiny_world), "--out", str(out), "--resume"), env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "done earlier, skipped" in resumed.stdout
+    got = json.loads((out / "metrics.json").read_text())["stages"]
+    for a, b in zip(ref["stages"], got):
+        assert a["name"] == b["name"]
+        for k in (*HEADLINE, "valid_reward", "need_accuracy", "kl_to_ref", "reward_calls", "pairs", "degenerate_share"):
+            if a.get(k) is None:
+                assert b.get(k) is None, (a["name"], k)
+            else:
+                assert b.get(k) == pytest.approx(a[k], rel=1e-6, abs=1e-9), (a["name"], k)
+    assert [p["step"] for p in got[3]["curve"]] == [p["step"] for p in ref["stages"][3]["curve"]]

@@ -20,7 +20,7 @@ def test_gae_matches_hand_computation():
     assert torch.allclose(adv0, torch.tensor([[0.0, 0.0, 0.5]]))
 
 
-def _trainer(tiny_world, tiny_reasoner, reward_fn, **kw):
+def _trainer(tiny_world, tiny_reasoner, reward_fn, ckpt=None, **kw):
     world = load_world(tiny_world)
     policy, tok = load_reasoner(tiny_reasoner)
     ref, _ = load_reasoner(tiny_reasoner)
@@ -28,7 +28,8 @@ def _trainer(tiny_world, tiny_reasoner, reward_fn, **kw):
     rows = [{"prompt": p, "sample_id": world.samples[i]["sample_id"]}
             for p, i in zip(build_prompts(world, idx, tok), idx)]
     torch.manual_seed(0)
-    return PPOTrainer(policy, ref, tok, reward_fn, rows, PPOConfig(**kw))
+    return PPOTrainer(policy, ref, tok, reward_fn, rows, PPOConfig(**kw), checkpoint_dir=ckpt,
+                      checkpoint_every=2 if ckpt else 0)
 
 
 def test_ppo_before_its_first_update_has_ratio_one_and_zero_kl(tiny_world, tiny_reasoner):
@@ -53,3 +54,30 @@ def test_ppo_raises_a_toy_reward(tiny_world, tiny_reasoner):
     first, last = np.mean([h["objective/scores"] for h in hist[:3]]), np.mean([h["objective/scores"] for h in hist[-3:]])
     assert last > first + 0.1, (first, last)
     assert all(k in hist[0] for k in ("objective/kl", "policy/clipfrac", "loss/value", "objective/scores"))
+
+
+def test_ppo_resumed_from_its_checkpoint_ends_where_an_uninterrupted_run_ends(tiny_world, tiny_reasoner, tmp_path):
+    def short(prompts, completions, **kw):
+        return [-len(c.split()) / 10 for c in completions]
+
+    class CrashOnSecondRollout:
+        calls = 0
+
+        def __call__(self, prompts, completions, **kw):
+            self.calls += 1
+            if self.calls == 2:
+                raise KeyboardInterrupt("killed")
+            return short(prompts, completions)
+
+    kw = dict(batch_size=8, mini_batch_size=8, ppo_epochs=2, rollouts=3)
+    straight = _trainer(tiny_world, tiny_reasoner, short, **kw)
+    straight.train()
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(tiny_world, tiny_reasoner, CrashOnSecondRollout(), ckpt=ckpt, **kw).train()
+    assert (ckpt / "state.json").exists()        # saved after rollout 1
+    resumed = _trainer(tiny_world, tiny_reasoner, short, ckpt=ckpt, **kw)
+    hist = resumed.train()
+    assert [h["step"] for h in hist] == [1, 2, 3] and resumed.reward_calls == straight.reward_calls
+    a, b = straight.policy().state_dict(), resumed.policy().state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,24 +1,34 @@
 """The aligner registry: ``align.algorithm`` in the YAML picks one. Every aligner starts from the RG-SFT
-checkpoint, uses the same frozen reward, and returns {"path": its reasoner, ...stats}."""
+checkpoint, uses the same frozen reward, may spend the same number of reward calls (``reward_budget``)
+and is watched by the same probe (reward and KL on fixed valid prompts). Each returns {"path": its
+reasoner, "reward_calls": .., "curve": probe points, ...its own stats}."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..reasoner.model import load_reasoner
+from ..reasoner.prompt import build_prompts
+from ..world import atomic_dir
+from .best_of_n import collect_candidates, score_candidates
 from .dpo import DPOSettings, build_preference_pairs, run_dpo
 from .online import OnlineSettings, run_online
 from .ppo import PPOConfig, PPOTrainer
+from .probe import ProbeSettings, RewardProbe, probe_callback
 
 
 @dataclass
 class AlignSettings:
     algorithm: str = "dpo"              # dpo | ppo | grpo | rloo
     max_requests: int = 4000            # training requests an aligner may draw prompts from
+    reward_budget: int | None = None    # reward calls every aligner may spend (None: each its own settings)
     dpo_samples: int = 4                # fresh RG-SFT samples per request added to the DPO candidate pool
     dpo: DPOSettings = field(default_factory=DPOSettings)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     online: OnlineSettings = field(default_factory=OnlineSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
 
 
 def _requests(loop, rnd: int) -> np.ndarray:
@@ -27,68 +37,96 @@ def _requests(loop, rnd: int) -> np.ndarray:
     return sample_subset(loop.world.indices("train"), loop.cfg.align.max_requests, loop.cfg.seed + 100 + rnd)
 
 
-def align_dpo(loop, rnd: int, reasoner: str, ranker_dir: str) -> dict:
-    from ..reasoner.model import load_reasoner
-    from ..reasoner.prompt import build_prompts
-    from .best_of_n import collect_candidates, score_candidates
+def _probe(loop, reasoner: str, ranker_dir: str, name: str) -> RewardProbe | None:
+    s = loop.cfg.align.probe
+    if s.prompts <= 0:
+        return None
+    ref, tok = load_reasoner(reasoner)
+    idx = loop.valid[: s.prompts]
+    return RewardProbe(loop.reward_fn(ranker_dir), ref, tok, build_prompts(loop.world, idx, tok),
+                       [loop.world.samples[i]["sample_id"] for i in idx], s, loop.cfg.reasoner.max_new_tokens,
+                       path=loop.out / f"{name}.probe.jsonl")
 
+
+def _within_budget(n_candidates: list[int], budget: int | None) -> int:
+    """How many requests (in order) fit into ``budget`` reward calls."""
+    if budget is None:
+        return len(n_candidates)
+    return int(np.searchsorted(np.cumsum(n_candidates), budget, side="right"))
+
+
+def align_dpo(loop, rnd: int, reasoner: str, ranker_dir: str) -> dict:
     s, w = loop.cfg.align, loop.world
     idx = _requests(loop, rnd)
+    teachers = collect_candidates(w, idx, [""] * len(idx))  # teacher rows only: sizes the budget cut
+    idx = idx[: _within_budget([len(c) + s.dpo_samples for c in teachers], s.reward_budget)]
     model, tok = load_reasoner(reasoner)
     prompts = build_prompts(w, idx, tok)
     cands = collect_candidates(w, idx, prompts, (model, tok), s.dpo_samples, 1.0, loop.cfg.seed + rnd)
-    scores = score_candidates(loop.reward_fn(ranker_dir), w, idx, prompts, cands)
-    pairs = build_preference_pairs(prompts, [[q for _, q in c] for c in cands], scores, s.dpo.min_margin)
+    fn = loop.reward_fn(ranker_dir)
+    calls = fn.calls
+    scores = score_candidates(fn, w, idx, prompts, cands)
+    if s.dpo.rejected not in ("own", "any"):
+        raise ValueError(f"align.dpo.rejected must be own or any, not {s.dpo.rejected!r}")
+    own = [[src == "reasoner" or s.dpo.rejected == "any" for src, _ in c] for c in cands]
+    pairs = build_preference_pairs(prompts, [[q for _, q in c] for c in cands], scores, s.dpo.min_margin, own)
     out = loop.out / f"round{rnd}" / "dpo"
-    hist = run_dpo(reasoner, pairs, out, s.dpo, log_dir=loop.out / f"round{rnd}" / "dpo.trainer")
+    probe = _probe(loop, reasoner, ranker_dir, f"round{rnd}/dpo")
+    hist = run_dpo(reasoner, pairs, out, s.dpo, log_dir=loop.out / f"round{rnd}" / "dpo.trainer",
+                   callbacks=[probe_callback(probe)] if probe else None)
     steps = [h for h in hist if "loss" in h]
-    return {"path": str(out), "pairs": len(pairs), "reward_calls": sum(len(c) for c in cands),
-            "curve": [{"step": h["step"], "loss": h["loss"], "margin": h.get("rewards/margins")} for h in steps]}
+    return {"path": str(out), "pairs": len(pairs), "reward_calls": fn.calls - calls,
+            "curve": probe.curve if probe else [],
+            "train_log": [{"step": h["step"], "loss": h["loss"], "margin": h.get("rewards/margins")} for h in steps]}
 
 
 def align_ppo(loop, rnd: int, reasoner: str, ranker_dir: str) -> dict:
-    from ..reasoner.model import load_reasoner
-    from ..reasoner.prompt import build_prompts
-
     s, w = loop.cfg.align, loop.world
+    cfg = s.ppo
+    if s.reward_budget is not None:
+        cfg = dataclasses.replace(cfg, rollouts=max(1, s.reward_budget // cfg.batch_size))
     idx = _requests(loop, rnd)
     policy, tok = load_reasoner(reasoner)
     ref, _ = load_reasoner(reasoner)
     rows = [{"prompt": p, "sample_id": w.samples[i]["sample_id"]} for p, i in zip(build_prompts(w, idx, tok), idx)]
-    trainer = PPOTrainer(policy, ref, tok, loop.reward_fn(ranker_dir), rows, s.ppo, log=lambda st: loop.log({"ppo": st}))
+    probe = _probe(loop, reasoner, ranker_dir, f"round{rnd}/ppo")
+    fn = loop.reward_fn(ranker_dir)
+    trainer = PPOTrainer(policy, ref, tok, fn, rows, cfg, log=lambda st: loop.log({"ppo": st}),
+                         probe=probe, probe_every=s.probe.every, checkpoint_every=loop.cfg.log.checkpoint_every,
+                         checkpoint_dir=loop.out / f"round{rnd}" / "ppo.trainer" / "checkpoint-last")
     hist = trainer.train()
     out = loop.out / f"round{rnd}" / "ppo"
-    from ..world import atomic_dir
-
     with atomic_dir(out) as tmp:
         trainer.policy().save_pretrained(tmp)
         tok.save_pretrained(tmp)
-    return {"path": str(out), "reward_calls": trainer.reward_calls,
-            "curve": [{"step": h["step"], "reward": h["objective/scores"], "kl": h["objective/kl"]} for h in hist]}
+    return {"path": str(out), "reward_calls": trainer.reward_calls, "curve": probe.curve if probe else [],
+            "train_log": [{"step": h["step"], "reward": h["objective/scores"], "kl": h["objective/kl"]} for h in hist]}
 
 
 def _align_online(algorithm: str):
     def run(loop, rnd: int, reasoner: str, ranker_dir: str) -> dict:
-        import dataclasses
-
         import datasets
 
-        from ..reasoner.model import load_reasoner
-        from ..reasoner.prompt import build_prompts
-
         s, w = loop.cfg.align, loop.world
+        settings = dataclasses.replace(s.online, algorithm=algorithm)
+        if s.reward_budget is not None:
+            per_step = settings.prompts_per_step * settings.num_generations
+            settings = dataclasses.replace(settings, max_steps=max(1, s.reward_budget // per_step))
         idx = _requests(loop, rnd)
         _, tok = load_reasoner(reasoner)
         data = datasets.Dataset.from_dict({"prompt": build_prompts(w, idx, tok),
                                            "sample_id": [w.samples[i]["sample_id"] for i in idx]})
-        settings = dataclasses.replace(s.online, algorithm=algorithm)
         out = loop.out / f"round{rnd}" / algorithm
         fn = loop.reward_fn(ranker_dir)
-        hist = run_online(reasoner, fn, data, out, settings, log_dir=loop.out / f"round{rnd}" / f"{algorithm}.trainer")
+        probe = _probe(loop, reasoner, ranker_dir, f"round{rnd}/{algorithm}")
+        hist = run_online(reasoner, fn, data, out, settings, log_dir=loop.out / f"round{rnd}" / f"{algorithm}.trainer",
+                          callbacks=[probe_callback(probe)] if probe else None)
         key = f"rewards/{fn.__name__}/mean"
         steps = [h for h in hist if key in h]
-        return {"path": str(out), "reward_calls": settings.max_steps * settings.prompts_per_step * settings.num_generations,
-                "curve": [{"step": h["step"], "reward": h[key], "kl": h.get("kl")} for h in steps]}
+        # counted from the steps taken, so that a stage resumed from a checkpoint reports the same number
+        calls = max((h["step"] for h in steps), default=0) * settings.prompts_per_step * settings.num_generations
+        return {"path": str(out), "reward_calls": calls, "curve": probe.curve if probe else [],
+                "train_log": [{"step": h["step"], "reward": h[key], "kl": h.get("kl")} for h in steps]}
     return run
 
 

@@ -7,21 +7,32 @@ one learned.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+import numpy as np
 
 from ..ranker.queries import query_embeddings
 from ..ranker.train import TrainConfig, load_ranker, save_ranker, train_ranker
 
 
 def calibrate(world, reasoner_path: str | Path, prev_ranker_dir: str | Path, out: str | Path,
-              kl_weight: float = 0.5, epochs: int = 8, seed: int = 0, log=print) -> Path:
+              kl_weight: float = 0.5, epochs: int = 8, seed: int = 0, log=print,
+              train: TrainConfig | None = None, max_requests: int | None = None) -> Path:
+    """``max_requests``: fine-tune on that many training requests (sampled by ``seed``), so only they and
+    the valid split are re-generated; None: the whole train split."""
     prev, enc, meta = load_ranker(prev_ranker_dir)
     mode = meta.get("query_mode", "last_token")
     prev_query = query_embeddings(world, meta["queries"], mode)
     spec = f"reasoner:{reasoner_path}"
-    query = query_embeddings(world, spec, mode)
+    subset = world.indices("train")
+    if max_requests is not None and max_requests < len(subset):
+        subset = np.sort(np.random.default_rng(seed).choice(subset, max_requests, replace=False))
+    query = query_embeddings(world, spec, mode, np.concatenate([subset, world.indices("valid")]))
     init = prev if query.shape[1] == prev.cfg.query_dim else None
-    model, enc, history = train_ranker(world, "qe_rec", query, TrainConfig(epochs=epochs, kl_weight=kl_weight, seed=seed),
-                                       reference=prev, ref_query=prev_query, init=init, encoder=enc, log=log)
+    cfg = dataclasses.replace(train or TrainConfig(), epochs=epochs, kl_weight=kl_weight, seed=seed)
+    model, enc, history = train_ranker(world, "qe_rec", query, cfg, reference=prev, ref_query=prev_query, init=init,
+                                       encoder=enc, log=log, train_indices=subset)
     return save_ranker(out, model, enc, {"queries": spec, "query_mode": mode, "history": history,
-                                         "calibrated_from": str(prev_ranker_dir), "kl_weight": kl_weight})
+                                         "calibrated_from": str(prev_ranker_dir), "kl_weight": kl_weight,
+                                         "train_requests": len(subset)})

@@ -22,7 +22,8 @@ def need_accuracy(world, indices, queries: list[str]) -> dict | None:
         return None
     rows = [world.oracle.get(world.samples[i]["sample_id"], {}) for i in indices]
     needs = sorted({n for r in world.oracle.values() for n in r.get("needs", [])})
-    nearest = np.argmax(encode_texts(queries, cache=False) @ encode_texts(needs).T, axis=1)
+    uniq, inverse = np.unique(np.asarray(queries, dtype=object).astype(str), return_inverse=True)
+    nearest = np.argmax(encode_texts(list(uniq), cache=False) @ encode_texts(needs).T, axis=1)[inverse]
     ok = np.array([needs[j] in r.get("needs", []) for j, r in zip(nearest, rows)])
     seg = np.array([r.get("segment", "all") for r in rows])
     out = {"overall": float(ok.mean())}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..devices import trainer_kwargs
+from ..devices import last_checkpoint, trainer_kwargs
 from ..world import atomic_dir
 
 
@@ -15,6 +15,7 @@ from ..world import atomic_dir
 class DPOSettings:
     beta: float = 0.1
     min_margin: float = 0.05        # minimum reward(best) - reward(worst) for a pair to count
+    rejected: str = "own"           # own: the worst of the policy's own samples | any: the worst candidate
     learning_rate: float = 1e-4     # 5e-4 collapsed the prototype (75% invalid outputs); 1e-4 was stable
     epochs: float = 1.0
     batch_size: int = 32
@@ -27,12 +28,18 @@ class DPOSettings:
 
 
 def build_preference_pairs(prompts: list[str], candidates: list[list[str]], rewards: list[list[float]],
-                           min_margin: float) -> list[dict]:
-    """One pair per request whose best and worst distinct candidates differ by >= min_margin."""
+                           min_margin: float, rejectable: list[list[bool]] | None = None) -> list[dict]:
+    """One pair per request: its best candidate vs its worst *rejectable* one (default: any), kept when
+    they differ by >= min_margin. Rejecting only the policy's own samples pushes down what it actually
+    writes; a teacher's bad query is one it rarely writes anyway."""
     pairs = []
-    for prompt, cands, rs in zip(prompts, candidates, rewards):
+    for k, (prompt, cands, rs) in enumerate(zip(prompts, candidates, rewards)):
         order = sorted(range(len(cands)), key=lambda i: rs[i])
-        best, worst = order[-1], order[0]
+        best = order[-1]
+        allowed = [i for i in order if rejectable is None or rejectable[k][i]]
+        if not allowed:
+            continue
+        worst = allowed[0]
         if cands[best] != cands[worst] and rs[best] - rs[worst] >= min_margin:
             pairs.append({"prompt": prompt, "chosen": " " + cands[best], "rejected": " " + cands[worst],
                           "margin": rs[best] - rs[worst]})
@@ -40,7 +47,7 @@ def build_preference_pairs(prompts: list[str], candidates: list[list[str]], rewa
 
 
 def run_dpo(model_path: str | Path, pairs: list[dict], out: str | Path, s: DPOSettings | None = None,
-            log_dir: str | Path | None = None, resume_from_checkpoint=None):
+            log_dir: str | Path | None = None, callbacks=None):
     """Trains with TRL's DPOTrainer (reference = the model at ``model_path``); returns the log history."""
     import datasets
     import torch
@@ -60,12 +67,13 @@ def run_dpo(model_path: str | Path, pairs: list[dict], out: str | Path, s: DPOSe
                                  task_type="CAUSAL_LM")
         ref = None  # with LoRA the reference is the base model with adapters disabled
     data = datasets.Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs[: s.max_pairs]])
-    args = DPOConfig(output_dir=str(log_dir or Path(out).with_name(Path(out).name + ".trainer")), beta=s.beta,
-                     learning_rate=s.learning_rate, num_train_epochs=s.epochs, per_device_train_batch_size=s.batch_size,
-                     logging_steps=1, save_strategy="no", seed=s.seed, disable_tqdm=True, **trainer_kwargs())
+    trainer_dir = str(log_dir or Path(out).with_name(Path(out).name + ".trainer"))
+    args = DPOConfig(output_dir=trainer_dir, beta=s.beta, learning_rate=s.learning_rate, num_train_epochs=s.epochs,
+                     per_device_train_batch_size=s.batch_size, logging_steps=1, seed=s.seed,
+                     **trainer_kwargs(checkpoints=True))
     trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=data, processing_class=tok,
-                         peft_config=peft_config)
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+                         peft_config=peft_config, callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=last_checkpoint(trainer_dir))  # None: from the start
     final = trainer.model.merge_and_unload() if s.lora else trainer.model
     with atomic_dir(out) as tmp:
         final.save_pretrained(tmp)

@@ -18,7 +18,8 @@ import torch
 
 import reward as rewards
 
-from ..metrics import bootstrap_weights, summarize, user_stats
+from .. import devices
+from ..metrics import HEADLINE, bootstrap_weights, paired_difference, summarize, user_stats
 from ..ranker.queries import query_embeddings
 from ..ranker.train import RankerData, TrainConfig, load_ranker, save_ranker, score, train_ranker
 from ..reasoner.model import load_reasoner
@@ -49,6 +50,7 @@ class RankerSettings:
     train: TrainConfig = field(default_factory=TrainConfig)
     calib_kl_weight: float = 0.5           # λ of the KL to the previous ranker during calibration
     calib_epochs: int = 8
+    calib_max_requests: int | None = None  # training requests re-embedded for calibration (None: all)
 
 
 @dataclass
@@ -66,6 +68,13 @@ class EvalSettings:
 
 
 @dataclass
+class LogSettings:
+    report_to: str = "tensorboard"         # tensorboard | none: TRL trainers and the loop's own scalars
+    checkpoint_every: int = 50             # trainer steps between resumable checkpoints (0: none)
+    progress: bool = True                  # tqdm bars for long stages (on a terminal)
+
+
+@dataclass
 class LoopConfig:
     seed: int = 0
     rounds: int = 1
@@ -79,11 +88,33 @@ class LoopConfig:
     align: AlignSettings = field(default_factory=AlignSettings)
     rg_cl: RGCLSettings = field(default_factory=RGCLSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
 
 def sample_subset(indices: np.ndarray, n: int, seed: int) -> np.ndarray:
     """At most ``n`` of ``indices``, drawn without replacement by ``seed``, in index order."""
     return np.sort(np.random.default_rng(seed).choice(indices, min(n, len(indices)), replace=False))
+
+
+def _record(name: str, result: dict) -> dict:
+    """A stage's log line: its results, with the headline test metrics instead of the full metrics."""
+    rec = {"stage": name, **{k: v for k, v in result.items() if k != "metrics"}}
+    if "metrics" in result:
+        rec["test"] = {k: result["metrics"][k] for k in HEADLINE}
+    return rec
+
+
+def _scalars(record: dict, prefix: str = "") -> dict:
+    """Flat numeric entries of a stage record (nested dicts joined with '/'), for TensorBoard."""
+    out = {}
+    for k, v in record.items():
+        if isinstance(v, bool):
+            v = float(v)
+        if isinstance(v, (int, float)) and k != "time":
+            out[prefix + k] = float(v)
+        elif isinstance(v, dict):
+            out.update(_scalars(v, f"{prefix}{k}/"))
+    return out
 
 
 class ClosedLoop:
@@ -93,6 +124,12 @@ class ClosedLoop:
         self.state_path = self.out / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}}
         torch.set_num_threads(cfg.threads)
+        devices.configure(cfg.log.report_to, cfg.log.checkpoint_every, cfg.log.progress)
+        self.tb = None
+        if cfg.log.report_to == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.out / "tensorboard"))
         self.valid = sample_subset(world.indices("valid"), cfg.eval.max_valid, cfg.seed)
         self.test = world.indices("test")
         self.boot = bootstrap_weights(len(np.unique(world.user_codes[self.test])))
@@ -101,6 +138,13 @@ class ClosedLoop:
     def log(self, record: dict) -> None:
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps({"time": time.time(), **record}) + "\n")
+        if self.tb is not None and "stage" in record:
+            for key, value in _scalars(record).items():
+                self.tb.add_scalar(f"{record['stage']}/{key}", value)
+            for point in record.get("curve", []):
+                for key in ("reward", "kl"):
+                    self.tb.add_scalar(f"{record['stage']}/probe_{key}", point[key], point["step"])
+            self.tb.flush()
 
     def stage(self, name: str, fn) -> dict:
         """Runs ``fn`` unless state.json says the stage finished; records its result."""
@@ -112,7 +156,8 @@ class ClosedLoop:
         result = fn()
         result["wall_s"] = round(time.time() - t, 1)
         self.save_state(name, result)
-        self.log({"stage": name, **{k: v for k, v in result.items() if k != "metrics"}})
+        devices.drop_checkpoints(self.out)  # the stage is recorded: its trainer checkpoints are spent
+        self.log(_record(name, result))
         return result
 
     def save_state(self, name: str, result: dict) -> None:
@@ -121,10 +166,26 @@ class ClosedLoop:
         tmp.write_text(json.dumps(self.state, indent=1))
         tmp.replace(self.state_path)
 
-    def test_metrics(self, scores: np.ndarray) -> dict:
+    def test_metrics(self, scores: np.ndarray, key: str) -> dict:
+        """Metrics with CIs on the test split; the scores are kept (scores/<key>.npy) for paired comparisons."""
+        path = self.scores_path(key)
+        path.parent.mkdir(exist_ok=True)
+        with open(path.with_suffix(".tmp"), "wb") as f:
+            np.save(f, scores[self.test].astype(np.float32))
+        path.with_suffix(".tmp").replace(path)
+        return summarize(self.test_stats(scores[self.test]), self.boot)
+
+    def scores_path(self, key: str) -> Path:
+        return self.out / "scores" / f"{key.replace('/', '_')}.npy"
+
+    def test_stats(self, test_scores: np.ndarray):
         w = self.world
-        stats = user_stats(scores[self.test], w.labels[self.test], w.candidates[1][self.test], w.user_codes[self.test])
-        return summarize(stats, self.boot)
+        return user_stats(test_scores, w.labels[self.test], w.candidates[1][self.test], w.user_codes[self.test])
+
+    def versus(self, base: str, key: str) -> dict:
+        """Paired user-bootstrap differences (stage - base) on the test split, from the kept scores."""
+        a, b = (self.test_stats(np.load(self.scores_path(k))) for k in (base, key))
+        return paired_difference(a, b, self.boot)
 
     # ---- stages --------------------------------------------------------------------------------
     def two_tower(self) -> dict:
@@ -132,7 +193,7 @@ class ClosedLoop:
         model, enc, hist = train_ranker(self.world, "two_tower", None, self.cfg.ranker.train, log=lambda *a: None)
         save_ranker(path, model, enc, {"queries": "none", "query_mode": "text", "history": hist})
         scores = score(model, RankerData(self.world, enc), np.arange(len(self.world.samples)))
-        return {"path": str(path), "metrics": self.test_metrics(scores)}
+        return {"path": str(path), "metrics": self.test_metrics(scores, "two_tower")}
 
     def reasoner_warm(self) -> dict:
         r = self.cfg.reasoner
@@ -151,9 +212,9 @@ class ClosedLoop:
         q = query_embeddings(self.world, spec, mode)
         model, enc, hist = train_ranker(self.world, "qe_rec", q, self.cfg.ranker.train, log=lambda *a: None)
         save_ranker(path, model, enc, {"queries": spec, "query_mode": mode, "history": hist})
-        return {"path": str(path), "reasoner": reasoner, **self.evaluate_reasoner(reasoner, str(path))}
+        return {"path": str(path), "reasoner": reasoner, **self.evaluate_reasoner(reasoner, str(path), "qe_rec")}
 
-    def evaluate_reasoner(self, reasoner: str, ranker_dir: str, reference: str | None = None) -> dict:
+    def evaluate_reasoner(self, reasoner: str, ranker_dir: str, key: str, reference: str | None = None) -> dict:
         """Test metrics on the serving path, valid reward, need accuracy, degenerate share, KL."""
         w = self.world
         idx = np.concatenate([self.valid, self.test])
@@ -168,7 +229,7 @@ class ClosedLoop:
         reward_fn = self.reward_fn(ranker_dir)
         valid_reward = float(np.mean(reward_fn(prompts[:nv], queries[:nv],
                                                sample_id=[w.samples[i]["sample_id"] for i in self.valid])))
-        out = {"metrics": self.test_metrics(scores), "valid_reward": valid_reward,
+        out = {"metrics": self.test_metrics(scores, key), "valid_reward": valid_reward,
                "degenerate_share": degenerate_share(queries[nv:]), "need_accuracy": need_accuracy(w, self.test, queries[nv:]),
                "examples": queries[nv : nv + 5]}
         if reference is not None:
@@ -199,7 +260,9 @@ class ClosedLoop:
         return {"path": str(out), "winner_share": share, "mean_winner_reward": float(np.mean(
             [r[k] for r, k in zip(scores, winners) if k >= 0]))}
 
-    def run(self) -> dict:
+    def run(self, shared_only: bool = False) -> dict:
+        """All rounds; ``shared_only`` stops after round 1's RG-SFT (the checkpoint `rgalign compare`
+        hands to every aligner)."""
         cfg = self.cfg
         stages = [{"name": "two_tower", **self.stage("two_tower", self.two_tower)}]
         warm = self.stage("reasoner_warm", self.reasoner_warm)["path"]
@@ -209,34 +272,44 @@ class ClosedLoop:
         for rnd in range(1, cfg.rounds + 1):
             sft_res = self.stage(f"round{rnd}/rg_sft", lambda: self.rg_sft(rnd, reasoner, ranker_dir))
             sft_res = self.checked(f"round{rnd}/rg_sft", sft_res, ranker_dir, base=reasoner, prev=stages[-1])
-            stages.append({"name": "rg_sft" if cfg.rounds == 1 else f"rg_sft_r{rnd}", **sft_res})
+            stages.append({"name": "rg_sft" if cfg.rounds == 1 else f"rg_sft_r{rnd}", "key": f"round{rnd}/rg_sft", **sft_res})
+            if shared_only:
+                return {"stages": stages, "config": asdict(cfg)}
             cur = sft_res["use"]
             algo = cfg.align.algorithm
             al = self.stage(f"round{rnd}/{algo}", lambda: ALIGNERS[algo](self, rnd, cur, ranker_dir))
             al = self.checked(f"round{rnd}/{algo}", al, ranker_dir, base=cur, prev=stages[-1])
-            stages.append({"name": algo if cfg.rounds == 1 else f"{algo}_r{rnd}", **al})
+            stages.append({"name": algo if cfg.rounds == 1 else f"{algo}_r{rnd}", "key": f"round{rnd}/{algo}", **al})
             cur = al["use"]
             if cfg.rg_cl.epochs > 0:
                 cl = self.stage(f"round{rnd}/rg_cl", lambda: self.rg_cl(rnd, cur, ranker_dir))
                 cur = cl["path"]
             cal = self.stage(f"round{rnd}/calibrate", lambda: self.calibrate(rnd, cur, ranker_dir))
             ranker_dir, reasoner = cal["path"], cur
-            stages.append({"name": "final" if rnd == cfg.rounds else f"calibrated_r{rnd}", **cal})
+            stages.append({"name": "final" if rnd == cfg.rounds else f"calibrated_r{rnd}", "key": f"round{rnd}/calibrate", **cal})
         probs = self.world.oracle_probs()
         if probs is not None:
-            stages.append({"name": "oracle", "metrics": self.test_metrics(probs)})
+            stages.append({"name": "oracle", "metrics": self.test_metrics(probs, "oracle")})
+        keys = {"two_tower": "two_tower", "qe_rec": "qe_rec", "oracle": "oracle"}
+        for st in stages:  # every stage against QE-Rec with the warm reasoner, paired over the same users
+            key = keys.get(st["name"], st.get("key"))
+            if key and key != "qe_rec" and self.scores_path(key).exists():
+                st["vs_qe_rec"] = {k: v for k, v in self.versus("qe_rec", key).items() if k in ("gauc", "recall@3")}
+        if self.tb is not None:
+            self.tb.close()
         return {"stages": stages, "config": asdict(cfg)}
 
     def checked(self, name, res, ranker_dir, base, prev) -> dict:
         """Evaluates a reasoner stage once and decides whether to keep it or roll back to ``base``."""
         if "metrics" not in res:
-            res.update(self.evaluate_reasoner(res["path"], ranker_dir, reference=base))
+            res.update(self.evaluate_reasoner(res["path"], ranker_dir, name, reference=base))
             ev = self.cfg.eval
             collapsed = res["degenerate_share"] > ev.max_degenerate
             worse = "valid_reward" in prev and res["valid_reward"] < prev["valid_reward"] - ev.rollback_tolerance
             res["rolled_back"] = bool(collapsed or worse)
             res["use"] = base if res["rolled_back"] else res["path"]
             self.save_state(name, res)
+            self.log(_record(name + "/eval", res))
             if res["rolled_back"]:
                 self.print(f"[{name}] rolled back (degenerate {res['degenerate_share']:.2f}, "
                            f"valid reward {res['valid_reward']:.4f} vs {prev.get('valid_reward', float('nan')):.4f})")
@@ -244,15 +317,19 @@ class ClosedLoop:
 
     def rg_cl(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:
         w, s = self.world, self.cfg.rg_cl
-        train = w.indices("train")
-        prompts, queries = reasoner_queries(w, reasoner, train, max_new_tokens=self.cfg.reasoner.max_new_tokens)
+        clicked = np.array([i for i in w.indices("train") if w.samples[i]["clicked"]])
+        idx = sample_subset(clicked, s.max_requests, self.cfg.seed + rnd)  # generate only what it trains on
+        prompts, queries = reasoner_queries(w, reasoner, idx, max_new_tokens=self.cfg.reasoner.max_new_tokens)
         ranker, _, _ = load_ranker(ranker_dir)
-        hist = run_rg_cl(reasoner, w, ranker, prompts, queries, train, self.out / f"round{rnd}" / "rg_cl", s)
+        hist = run_rg_cl(reasoner, w, ranker, prompts, queries, idx, self.out / f"round{rnd}" / "rg_cl", s)
         return {"path": str(self.out / f"round{rnd}" / "rg_cl"), "loss_first": hist[0]["loss/rg_cl"],
                 "loss_last": hist[-1]["loss/rg_cl"], "steps": len(hist)}
 
     def calibrate(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:
-        path = calibrate(self.world, reasoner, ranker_dir, self.out / f"round{rnd}" / "ranker",
-                         self.cfg.ranker.calib_kl_weight, self.cfg.ranker.calib_epochs, self.cfg.seed, log=lambda *a: None)
-        return {"path": str(path), "reasoner": reasoner, **self.evaluate_reasoner(reasoner, str(path))}
+        r = self.cfg.ranker
+        path = calibrate(self.world, reasoner, ranker_dir, self.out / f"round{rnd}" / "ranker", r.calib_kl_weight,
+                         r.calib_epochs, self.cfg.seed + rnd, log=lambda *a: None, train=r.train,
+                         max_requests=r.calib_max_requests)
+        return {"path": str(path), "reasoner": reasoner,
+                **self.evaluate_reasoner(reasoner, str(path), f"round{rnd}/calibrate")}
 

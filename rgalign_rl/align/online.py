@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..devices import trainer_kwargs
+from ..devices import last_checkpoint, trainer_kwargs
 from ..world import atomic_dir
 
 
@@ -28,7 +28,7 @@ class OnlineSettings:
 
 
 def run_online(model_path: str | Path, reward_fn, dataset, out: str | Path, s: OnlineSettings | None = None,
-               log_dir: str | Path | None = None, resume_from_checkpoint=None, callbacks=None):
+               log_dir: str | Path | None = None, callbacks=None):
     """``dataset`` has a ``prompt`` column and the columns the reward reads (``sample_id``).
     Returns the log history (rewards/<name>/mean, kl, ... per step)."""
     import torch
@@ -44,15 +44,15 @@ def run_online(model_path: str | Path, reward_fn, dataset, out: str | Path, s: O
     config_cls, trainer_cls = trainers[s.algorithm]
     model, tok = load_reasoner(model_path)
     extra = {} if s.beta is None else {"beta": s.beta}
-    args = config_cls(output_dir=str(log_dir or Path(out).with_name(Path(out).name + ".trainer")),
-                      max_steps=s.max_steps, learning_rate=s.learning_rate,
+    trainer_dir = str(log_dir or Path(out).with_name(Path(out).name + ".trainer"))
+    args = config_cls(output_dir=trainer_dir, max_steps=s.max_steps, learning_rate=s.learning_rate,
                       per_device_train_batch_size=s.prompts_per_step * s.num_generations,
                       num_generations=s.num_generations, max_completion_length=s.max_completion_length,
-                      temperature=s.temperature, logging_steps=1, save_strategy="no", seed=s.seed, disable_tqdm=True,
-                      **extra, **trainer_kwargs())
+                      temperature=s.temperature, logging_steps=1, seed=s.seed,
+                      **extra, **trainer_kwargs(checkpoints=True))
     trainer = trainer_cls(model=model, reward_funcs=reward_fn, args=args, train_dataset=dataset,
                           processing_class=tok, callbacks=callbacks)
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=last_checkpoint(trainer_dir))  # None: from the start
     with atomic_dir(out) as tmp:
         trainer.model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

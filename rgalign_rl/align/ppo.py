@@ -106,7 +106,8 @@ class PPOTrainer:
     """``prompts`` is a list of dicts with a ``prompt`` string and the columns the reward needs."""
 
     def __init__(self, policy, ref_model, tokenizer, reward_fn, prompts: list[dict], config: PPOConfig,
-                 accelerator=None, log=None):
+                 accelerator=None, log=None, probe=None, probe_every: int = 10, checkpoint_dir=None,
+                 checkpoint_every: int = 0):
         from accelerate import Accelerator
 
         self.cfg, self.tok, self.reward_fn, self.prompts = config, tokenizer, reward_fn, prompts
@@ -127,6 +128,13 @@ class PPOTrainer:
         self.log = log or (lambda stats: None)
         self.history: list[dict] = []
         self.reward_calls = 0
+        self.probe, self.probe_every = probe, probe_every
+        # checkpoint cadence in rollouts (checkpoint_every counts optimizer steps, as for TRL trainers)
+        steps_per_rollout = config.ppo_epochs * -(-config.batch_size // config.mini_batch_size)
+        self.ckpt_dir = checkpoint_dir
+        self.ckpt_every = max(1, checkpoint_every // steps_per_rollout) if checkpoint_every > 0 else 0
+        if ds is not None:
+            self.ckpt_every = 0  # DeepSpeed shards the optimizer: its own checkpointing would be needed
 
     # ---- rollout -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -204,7 +212,10 @@ class PPOTrainer:
 
     def train(self) -> list[dict]:
         cfg = self.cfg
-        for step in range(cfg.rollouts):
+        start = self.load_checkpoint()
+        if self.probe and start == 0:
+            self.probe(self.policy(), 0)
+        for step in range(start, cfg.rollouts):
             rows = [self.prompts[i] for i in self.rng.choice(len(self.prompts), cfg.batch_size, replace=False)]
             ro = self.rollout(rows)
             mb = self.update(ro)
@@ -220,9 +231,46 @@ class PPOTrainer:
                 self.kl_coef *= 1 + err * cfg.batch_size / cfg.kl_horizon
             self.history.append(stats)
             self.log(stats)
+            if self.probe and ((step + 1) % self.probe_every == 0 or step + 1 == cfg.rollouts):
+                self.probe(self.policy(), step + 1)
+            if self.ckpt_every and (step + 1) % self.ckpt_every == 0 and step + 1 < cfg.rollouts:
+                self.save_checkpoint(step + 1)
             if not math.isfinite(stats["loss/policy"]):
                 raise FloatingPointError(f"PPO loss became non-finite at step {step + 1}")
         return self.history
+
+    # ---- resumable checkpoints: weights, optimizer, RNG streams, KL controller, history ------------
+    def save_checkpoint(self, step: int) -> None:
+        import json
+
+        from safetensors.torch import save_model
+
+        from ..world import atomic_dir
+
+        with atomic_dir(self.ckpt_dir) as tmp:
+            save_model(self.acc.unwrap_model(self.model), str(tmp / "model.safetensors"))  # handles tied weights
+            torch.save({"optimizer": self.opt.state_dict(), "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+            (tmp / "state.json").write_text(json.dumps({
+                "step": step, "kl_coef": self.kl_coef, "reward_calls": self.reward_calls,
+                "history": self.history, "numpy_rng": self.rng.bit_generator.state}))
+
+    def load_checkpoint(self) -> int:
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import load_model
+
+        if not self.ckpt_every or not self.ckpt_dir or not (Path(self.ckpt_dir) / "state.json").exists():
+            return 0
+        d = Path(self.ckpt_dir)
+        load_model(self.acc.unwrap_model(self.model), str(d / "model.safetensors"))
+        extra = torch.load(d / "optimizer.pt", weights_only=True)
+        self.opt.load_state_dict(extra["optimizer"])
+        torch.set_rng_state(extra["torch_rng"])
+        st = json.loads((d / "state.json").read_text())
+        self.kl_coef, self.reward_calls, self.history = st["kl_coef"], st["reward_calls"], st["history"]
+        self.rng.bit_generator.state = st["numpy_rng"]
+        return st["step"]
 
     def policy(self):
         return self.acc.unwrap_model(self.model).lm

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..reasoner.model import last_hidden_states
 from ..world import atomic_dir
 
 
@@ -47,7 +48,7 @@ class LastTokenProjector(nn.Module):
     def forward(self, lm, input_ids, attention_mask) -> torch.Tensor:
         from ..reasoner.model import last_token_positions
 
-        h = lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states[-1]
+        h = last_hidden_states(lm, input_ids=input_ids, attention_mask=attention_mask)
         return self.proj(h[torch.arange(len(h)), last_token_positions(attention_mask)])
 
 

@@ -28,12 +28,13 @@ def query_texts(world: World, spec: str) -> list[str]:
     raise ValueError(f"unknown query source {spec!r}: use none, need, teacher:NAME or reasoner:PATH")
 
 
-def query_embeddings(world: World, spec: str, mode: str = "last_token") -> np.ndarray | None:
-    """[n_samples, D] query embeddings for a source spec, or None for ``none``."""
+def query_embeddings(world: World, spec: str, mode: str = "last_token", indices=None) -> np.ndarray | None:
+    """[n_samples, D] query embeddings for a source spec, or None for ``none``. ``indices``: a reasoner
+    source generates only those samples' queries (the other rows are zero)."""
     if spec == "none":
         return None
     if spec.startswith("reasoner:"):
         from ..reasoner.queries import reasoner_query_embeddings
 
-        return reasoner_query_embeddings(world, spec.split(":", 1)[1], mode)
+        return reasoner_query_embeddings(world, spec.split(":", 1)[1], mode, indices)
     return encode_texts(query_texts(world, spec))

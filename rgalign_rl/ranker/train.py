@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from ..devices import progress
 from ..metrics import group_auc
 from ..text_encoder import encode_texts
 from ..world import World, atomic_dir
@@ -91,16 +92,16 @@ def listnet_kl_loss(scores, labels, mask, ref_scores=None, kl_weight: float = 0.
 def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainConfig | None = None,
                  reference: TwoTowerRanker | None = None, ref_query: np.ndarray | None = None,
                  init: TwoTowerRanker | None = None, encoder: FeatureEncoder | None = None, log=print,
-                 nest: TwoTowerRanker | None = None, **model_kw):
+                 nest: TwoTowerRanker | None = None, train_indices: np.ndarray | None = None, **model_kw):
     """Trains a ranker on the world's train split; returns (model, encoder, history).
 
     ``nest``: a trained two-tower whose towers initialise a QE-Rec whose query paths start at zero, so
     training starts from the baseline's scores (epoch 0 is evaluated too) and can only keep what the
-    query adds on valid data."""
+    query adds on valid data. ``train_indices``: train on these requests only (default: the train split)."""
     cfg = cfg or TrainConfig()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    train_idx = world.indices("train")
+    train_idx = world.indices("train") if train_indices is None else np.asarray(train_indices)
     encoder = encoder or FeatureEncoder.fit([world.samples[i] for i in train_idx])
     data = RankerData(world, encoder, query)
     if init is not None:
@@ -125,7 +126,7 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
     if nest is not None:
         best, best_state = split_gauc(model, data, "valid"), copy.deepcopy(model.state_dict())
         history.append({"epoch": 0, "loss": None, "valid_gauc": best})
-    for epoch in range(cfg.epochs):
+    for epoch in progress(range(cfg.epochs), f"train {arch}"):
         model.train()
         order = rng.permutation(train_idx)
         total = 0.0

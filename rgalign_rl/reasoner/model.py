@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..devices import unpartitioned
+from ..devices import progress, unpartitioned
 from ..text_encoder import cache_dir
 
 
@@ -55,7 +55,7 @@ def generate_queries(model, tok, prompts: list[str], batch_size: int = 256, max_
         torch.manual_seed(seed)
     tok.padding_side = "left"
     out: list[str] = []
-    for i in range(0, len(prompts), batch_size):
+    for i in progress(range(0, len(prompts), batch_size), "generate", total=-(-len(prompts) // batch_size)):
         batch = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
         gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=do_sample,
                              temperature=temperature if do_sample else None, top_p=top_p if do_sample else None,
@@ -72,6 +72,16 @@ def last_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long() * positions).argmax(dim=1)
 
 
+def last_hidden_states(model, **inputs) -> torch.Tensor:
+    """The last layer's hidden states without the [batch, seq, vocab] logits, which cost more than the
+    whole backbone for a small model (``logits_to_keep=1``: the head runs on one position only)."""
+    try:
+        out = model(**inputs, output_hidden_states=True, logits_to_keep=1)
+    except TypeError:  # a model without logits_to_keep
+        out = model(**inputs, output_hidden_states=True)
+    return out.hidden_states[-1]
+
+
 @torch.no_grad()
 def last_token_embedding(model, tok, prompts: list[str], queries: list[str], batch_size: int = 256,
                          padding_side: str = "right") -> np.ndarray:
@@ -81,7 +91,7 @@ def last_token_embedding(model, tok, prompts: list[str], queries: list[str], bat
     for i in range(0, len(prompts), batch_size):
         texts = [p + " " + q for p, q in zip(prompts[i : i + batch_size], queries[i : i + batch_size])]
         batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        hidden = model(**batch, output_hidden_states=True).hidden_states[-1]
+        hidden = last_hidden_states(model, **batch)
         pos = last_token_positions(batch["attention_mask"])
         out.append(hidden[torch.arange(len(texts)), pos].float().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), np.float32)

@@ -55,6 +55,12 @@ def embed_queries(path: str | Path, prompts: list[str], queries: list[str], mode
     return np.concatenate(parts, axis=1)
 
 
-def reasoner_query_embeddings(world: World, path: str | Path, mode: str = "last_token") -> np.ndarray:
-    prompts, queries = reasoner_queries(world, path)
-    return embed_queries(path, prompts, queries, mode)
+def reasoner_query_embeddings(world: World, path: str | Path, mode: str = "last_token", indices=None) -> np.ndarray:
+    """[n_samples, D]; with ``indices``, only those rows are generated and embedded (the rest are zero)."""
+    prompts, queries = reasoner_queries(world, path, indices)
+    emb = embed_queries(path, prompts, queries, mode)
+    if indices is None:
+        return emb
+    full = np.zeros((len(world.samples), emb.shape[1]), np.float32)
+    full[np.asarray(indices)] = emb
+    return full

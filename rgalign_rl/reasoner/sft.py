@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..devices import trainer_kwargs
+from ..devices import last_checkpoint, trainer_kwargs
 from ..world import World, atomic_dir
 from .prompt import build_prompts
 
@@ -67,13 +67,13 @@ def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out:
     model, tok = load_reasoner(model_path)
     prompts = build_prompts(world, [i for i, _ in pairs], tok, style)
     data = datasets.Dataset.from_dict({"prompt": prompts, "completion": [" " + q for _, q in pairs]})
-    args = SFTConfig(output_dir=str(log_dir or Path(out).with_name(Path(out).name + ".trainer")),
-                     num_train_epochs=s.epochs, learning_rate=s.lr, per_device_train_batch_size=s.batch_size,
-                     lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=50, save_strategy="no",
-                     max_length=s.max_length, neftune_noise_alpha=s.neftune_noise_alpha, seed=s.seed,
-                     dataset_num_proc=None, disable_tqdm=True, **trainer_kwargs())
+    trainer_dir = str(log_dir or Path(out).with_name(Path(out).name + ".trainer"))
+    args = SFTConfig(output_dir=trainer_dir, num_train_epochs=s.epochs, learning_rate=s.lr,
+                     per_device_train_batch_size=s.batch_size, lr_scheduler_type="cosine", warmup_steps=0.05,
+                     logging_steps=50, max_length=s.max_length, neftune_noise_alpha=s.neftune_noise_alpha,
+                     seed=s.seed, dataset_num_proc=None, **trainer_kwargs(checkpoints=True))
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=last_checkpoint(trainer_dir))  # None: from the start
     with atomic_dir(out) as tmp:
         trainer.model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

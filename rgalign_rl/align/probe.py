@@ -1,0 +1,88 @@
+"""One yardstick for every aligner: the frozen reward and the KL to the reference on a fixed probe set.
+
+Each algorithm logs its own quantities (DPO its implicit margins, GRPO its group rewards, PPO its
+rollout scores), which are not comparable. The probe samples completions for the same valid prompts
+(temperature 1, fixed seed) every ``every`` optimizer steps and records their mean reward and the
+sampled KL to the starting checkpoint, so reward-vs-step and KL-vs-step curves line up across DPO,
+PPO, GRPO and RLOO.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..reasoner.model import generate_queries
+from .diagnostics import sampled_kl
+
+
+@dataclass
+class ProbeSettings:
+    prompts: int = 128              # valid prompts the probe samples (0 disables the probe)
+    every: int = 10                 # optimizer steps between probes
+    seed: int = 0
+
+
+class RewardProbe:
+    def __init__(self, reward_fn, ref_model, tok, prompts: list[str], sample_ids: list[str],
+                 settings: ProbeSettings, max_new_tokens: int = 16, path: str | Path | None = None):
+        self.reward_fn, self.ref, self.tok = reward_fn, ref_model, tok
+        self.prompts, self.sample_ids, self.s = prompts, sample_ids, settings
+        self.max_new_tokens = max_new_tokens
+        # persisted, so a stage resumed from a trainer checkpoint keeps the points measured before the kill
+        self.path = Path(path) if path else None
+        self.curve: list[dict] = []
+        if self.path and self.path.exists():
+            self.curve = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    @torch.no_grad()
+    def __call__(self, model, step: int) -> dict | None:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if is_deepspeed_zero3_enabled():
+            return None  # partitioned weights can't generate outside the engine; the curve stays empty
+        # the probe must not move the training RNG (a resumed run has to replay the same draws)
+        with torch.random.fork_rng(devices=[]):
+            return self._probe(model, step)
+
+    def _probe(self, model, step: int) -> dict:
+        was_training = model.training
+        model.eval()
+        queries = generate_queries(model, self.tok, self.prompts, do_sample=True, temperature=1.0,
+                                   max_new_tokens=self.max_new_tokens, seed=self.s.seed)
+        # the probe's reward calls are bookkeeping, not training signal: they don't count in the budget
+        calls = getattr(self.reward_fn, "calls", None)
+        reward = float(np.mean(self.reward_fn(self.prompts, queries, sample_id=self.sample_ids)))
+        if calls is not None:
+            self.reward_fn.calls = calls
+        kl = sampled_kl(model, self.ref, self.tok, self.prompts, self.max_new_tokens, seed=self.s.seed)
+        if was_training:
+            model.train()
+        point = {"step": int(step), "reward": reward, "kl": float(kl)}
+        # a resumed stage re-measures the steps after its checkpoint: the new point replaces the old
+        self.curve = [p for p in self.curve if p["step"] < point["step"]] + [point]
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(p) + "\n" for p in self.curve))
+            tmp.replace(self.path)
+        return point
+
+
+def probe_callback(probe: RewardProbe):
+    """A TRL/transformers callback that runs the probe before training and every ``every`` steps."""
+    from transformers import TrainerCallback
+
+    class ProbeCallback(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            if state.global_step == 0 and not any(p["step"] == 0 for p in probe.curve):  # not on resume
+                probe(model, 0)
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if state.global_step % probe.s.every == 0 or state.global_step == state.max_steps:
+                probe(model, state.global_step)
+
+    return ProbeCallback()

@@ -1,0 +1,168 @@
+"""`rgalign compare`: DPO vs PPO vs GRPO vs RLOO on the same reward, from the same RG-SFT checkpoint,
+with the same budget of reward calls, over the same seeds.
+
+Per seed, the shared prefix (two-tower, warm reasoner, QE-Rec, round-1 RG-SFT) runs once under
+``<out>/seed<S>/shared``; every algorithm then continues from that state in ``<out>/seed<S>/<algo>``
+(aligner -> RG-CL -> calibration, one round). The report compares the final rankers (paired bootstrap
+over the same test users), the aligners' probe curves and their cost.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .align.loop import ClosedLoop, LoopConfig
+from .config import from_dict, load_yaml
+from .metrics import bootstrap_weights, paired_difference, user_stats
+from .report import md_table, plot_curve
+from .run import command_line, prepare_world, run, write_json
+
+SHARED = ("two_tower", "reasoner_warm", "qe_rec", "round1/rg_sft")
+COLUMNS = ("gauc", "recall@3", "valid_reward", "kl_to_ref", "wall_s", "reward_calls")
+
+
+def compare(config: str, algos: list[str], seeds: list[int], out: str, world_dir: str | None = None,
+            overrides: list[str] | None = None, resume: bool = False, log=print) -> dict:
+    from .align.aligners import ALIGNERS
+
+    unknown = [a for a in algos if a not in ALIGNERS]
+    if unknown:
+        raise SystemExit(f"error: unknown algorithm(s) {', '.join(unknown)}; known: {', '.join(ALIGNERS)}")
+    out_p = Path(out)
+    if (out_p / "compare.json").exists() and not resume:
+        raise SystemExit(f"error: {out} holds an earlier comparison: pass --resume, or choose another --out")
+    overrides = [*(overrides or []), "rounds=1"]  # one round: every aligner starts from the same RG-SFT
+    budget = from_dict(LoopConfig, load_yaml(config, overrides)).align.reward_budget
+    if budget is None:
+        raise SystemExit("error: compare needs align.reward_budget (the reward calls every aligner may spend)")
+    runs: dict[int, dict[str, dict]] = {}
+    for seed in seeds:
+        shared = out_p / f"seed{seed}" / "shared"
+        raw = load_yaml(config, overrides)
+        raw["seed"] = seed
+        cfg = from_dict(LoopConfig, raw)
+        shared.mkdir(parents=True, exist_ok=True)
+        world = prepare_world(cfg, world_dir, shared)
+        log(f"== seed {seed}: shared stages (two-tower, warm reasoner, QE-Rec, RG-SFT) in {shared}")
+        ClosedLoop(world, cfg, shared, log=log).run(shared_only=True)
+        done = json.loads((shared / "state.json").read_text())["done"]
+        runs[seed] = {}
+        for algo in algos:
+            run_dir = out_p / f"seed{seed}" / algo
+            if not (run_dir / "scores").exists():
+                shutil.copytree(shared / "scores", run_dir / "scores")
+            log(f"== seed {seed}: {algo}")
+            runs[seed][algo] = run(config, str(world.root), str(run_dir), seed, [*overrides, f"align.algorithm={algo}"],
+                                   resume=True, log=log, seed_state={k: done[k] for k in SHARED})
+    summary = summarize_runs(runs, algos, world_dir or str(world.root), out_p)
+    summary["reward_budget"] = budget
+    summary["command"] = command_line(config, world_dir, out, None, overrides[:-1], "compare",
+                                      f"--algos {','.join(algos)} --seeds {','.join(map(str, seeds))}")
+    write_json(out_p / "compare.json", summary)
+    report = write_compare_report(out_p, summary)
+    log("\n" + summary["table"])
+    log("\n" + summary["verdict"])
+    log(f"\nreport: {report}")
+    return summary
+
+
+def _stage(metrics: dict, name: str) -> dict:
+    return next((s for s in metrics["stages"] if s["name"] == name), {})
+
+
+def summarize_runs(runs: dict, algos: list[str], world_dir: str, out: Path) -> dict:
+    from .world import load_world
+
+    world = load_world(world_dir)
+    test = world.indices("test")
+    boot = bootstrap_weights(len(np.unique(world.user_codes[test])))
+
+    def stats(seed, algo):
+        scores = np.load(out / f"seed{seed}" / algo / "scores" / "round1_calibrate.npy")
+        return user_stats(scores, world.labels[test], world.candidates[1][test], world.user_codes[test])
+
+    rows = {}
+    for algo in algos:
+        per_seed = []
+        for seed, by_algo in runs.items():
+            m = by_algo[algo]
+            final, al = _stage(m, "final"), _stage(m, algo)
+            per_seed.append({"seed": seed, "gauc": final["gauc"], "recall@3": final["recall@3"],
+                             "valid_reward": al.get("valid_reward"), "kl_to_ref": al.get("kl_to_ref"),
+                             "wall_s": al.get("wall_s"), "reward_calls": al.get("reward_calls"),
+                             "rolled_back": al.get("rolled_back"), "curve": al.get("curve", []),
+                             "qe_rec_gauc": _stage(m, "qe_rec")["gauc"]})
+        rows[algo] = {"seeds": per_seed, **{k: _mean_std([p[k] for p in per_seed]) for k in COLUMNS}}
+    ranking = sorted(algos, key=lambda a: -rows[a]["gauc"][0])
+    best = ranking[0]
+    diffs = {a: [{"seed": s, **paired_difference(stats(s, a), stats(s, best), boot)["gauc"]} for s in runs]
+             for a in ranking[1:]}
+    return {"algos": rows, "ranking": ranking, "paired_vs_best": diffs, "seeds": list(runs),
+            "table": _table(rows, ranking), "verdict": verdict(rows, ranking, diffs)}
+
+
+def _mean_std(values) -> list[float | None]:
+    v = [x for x in values if x is not None]
+    if not v:
+        return [None, None]
+    return [float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0]
+
+
+def _fmt(ms, digits=4) -> str:
+    if ms[0] is None:
+        return "–"
+    return f"{ms[0]:.{digits}f}" + (f" ± {ms[1]:.{digits}f}" if ms[1] else "")
+
+
+def _table(rows: dict, ranking: list[str]) -> str:
+    head = ["algorithm", "final GAUC", "final Recall@3", "mean reward (valid)", "KL to ref", "wall s", "reward calls"]
+    return md_table(head, [[a, _fmt(rows[a]["gauc"]), _fmt(rows[a]["recall@3"]), _fmt(rows[a]["valid_reward"]),
+                            _fmt(rows[a]["kl_to_ref"]), _fmt(rows[a]["wall_s"], 0), _fmt(rows[a]["reward_calls"], 0)]
+                           for a in ranking])
+
+
+def verdict(rows: dict, ranking: list[str], diffs: dict) -> str:
+    """A short verdict from the numbers: who leads on final GAUC, by how much, and whether the paired
+    CIs (per seed) exclude zero."""
+    best = ranking[0]
+    lines = [f"On final test GAUC, {best} ranks first ({rows[best]['gauc'][0]:.4f})."]
+    for a in ranking[1:]:
+        d = diffs[a]
+        mean = float(np.mean([x["diff"] for x in d]))
+        cis = "; ".join(f"seed {x['seed']}: {x['diff']:+.4f} [{x['ci'][0]:+.4f}, {x['ci'][1]:+.4f}]" for x in d)
+        clear = all(x["ci"][0] > 0 for x in d)
+        lines.append(f"{best} vs {a}: {mean:+.4f} GAUC on average ({cis}) — "
+                     + ("ahead in every seed with the CI above zero." if clear else
+                        "not distinguishable: a paired CI includes zero."))
+    top_reward = max(ranking, key=lambda a: rows[a]["valid_reward"][0] if rows[a]["valid_reward"][0] is not None else -1e9)
+    lines.append(f"Highest mean reward on valid prompts: {top_reward} ({rows[top_reward]['valid_reward'][0]:.4f}); "
+                 f"cheapest in wall time: {min(ranking, key=lambda a: rows[a]['wall_s'][0] or 1e9)}.")
+    return "\n".join(lines)
+
+
+def write_compare_report(out: Path, summary: dict) -> Path:
+    curves = {}
+    for algo, row in summary["algos"].items():
+        for p in row["seeds"]:
+            curves[f"{algo} (seed {p['seed']})" if len(row["seeds"]) > 1 else algo] = p["curve"]
+    plot_curve(curves, "reward", out / "reward_vs_step.png")
+    plot_curve(curves, "kl", out / "kl_vs_step.png")
+    text = ["# Aligner comparison", "",
+            f"Seeds {', '.join(map(str, summary['seeds']))}; every algorithm starts from the same RG-SFT checkpoint "
+            f"of its seed, is scored by the same frozen reward and may spend {summary['reward_budget']} reward calls "
+            "(DPO: candidates scored to build its pairs; PPO: one per rollout completion; GRPO/RLOO: one per "
+            "generated completion). Values: mean ± std over seeds; final = after RG-CL and calibration.", "",
+            summary["table"], "", "## Verdict", "", summary["verdict"], "",
+            "![reward vs step](reward_vs_step.png)", "", "![KL vs step](kl_vs_step.png)", "",
+            "Curves come from the probe: the same valid prompts sampled every few optimizer steps, scored by the "
+            "frozen reward, KL to the RG-SFT checkpoint. Per-run reports: `seed<S>/<algo>/report.md`.", "",
+            "## Reproduce", "", "```", summary["command"], "```"]
+    path = out / "report.md"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(text) + "\n")
+    tmp.replace(path)
+    return path
+

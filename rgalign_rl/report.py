@@ -1,0 +1,175 @@
+"""report.md and PNG plots for `rgalign run`: the results table with CIs, the reasoner's diagnostics
+per stage, the aligner's reward and KL curves, the metric definitions, what a simulated world gives its
+teachers, and the command that reproduces the run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import metrics as metric_defs
+from .metrics import HEADLINE
+
+LABELS = {"gauc": "GAUC", "error_rate": "error rate", "recall@3": "Recall@3", "ndcg@3": "NDCG@3", "mrr": "MRR"}
+
+
+def cell(row: dict, key: str) -> str:
+    v = row.get(key)
+    if v is None:
+        return "–"
+    ci = row.get(f"{key}_ci")
+    return f"{v:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else f"{v:.4f}"
+
+
+def diff_cell(d: dict | None) -> str:
+    if not d:
+        return "–"
+    return f"{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]"
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def gains(stages: dict) -> dict | None:
+    """Final vs QE-Rec: relative error-rate reduction and the share of the QE-Rec -> oracle gap closed."""
+    q, f = stages.get("qe_rec"), stages.get("final")
+    if not q or not f or q.get("gauc") is None or f.get("gauc") is None:
+        return None
+    out = {"error_reduction": (q["error_rate"] - f["error_rate"]) / q["error_rate"]}
+    o = stages.get("oracle")
+    if o and o["gauc"] > q["gauc"]:
+        out["gap_closed"] = (f["gauc"] - q["gauc"]) / (o["gauc"] - q["gauc"])
+    return out
+
+
+def plot_stages(rows: list[dict], path: Path, keys=("gauc", "recall@3")) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r.get("gauc") is not None]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6))
+    for ax, k in zip(axes, keys):
+        vals = [r[k] for r in rows]
+        lo = [r[k] - r.get(f"{k}_ci", [r[k], r[k]])[0] for r in rows]
+        hi = [r.get(f"{k}_ci", [r[k], r[k]])[1] - r[k] for r in rows]
+        ax.errorbar(range(len(rows)), vals, yerr=[lo, hi], fmt="o", capsize=4)
+        ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=30, ha="right")
+        ax.set_title(f"test {LABELS[k]} (95% CI over users)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+CURVE_LABELS = {"reward": "mean reward (probe, valid prompts)", "kl": "KL to the aligner's start (probe)"}
+
+
+def plot_curve(curves: dict[str, list[dict]], key: str, path: Path) -> None:
+    """``key`` (reward | kl) vs optimizer step, one line per label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for label, curve in curves.items():
+        if curve:
+            ax.plot([p["step"] for p in curve], [p[key] for p in curve], marker=".", label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(CURVE_LABELS[key])
+    ax.grid(alpha=0.3)
+    if any(curves.values()):
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def definitions() -> str:
+    doc = metric_defs.__doc__.split("Definitions (also written into every report):", 1)[-1]
+    return doc.strip()
+
+
+def teachers_section(world_dir: str) -> str:
+    meta_path = Path(world_dir) / "world.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if not meta.get("teachers"):
+        return "This world has no simulated teachers (no teachers.jsonl, or no teacher parameters in world.json)."
+    lines = [meta.get("description", ""), "",
+             "Each teacher is handed the request's hidden need for free (a simulator fact that neither the "
+             "reasoner nor the ranker sees) and writes a query from it: `coverage` is the share of requests it "
+             "answers; with probability `correct` it names the true need, `vague` a generic topic phrase, and "
+             "otherwise a wrong need of the same topic (echo: any topic); `synonym` rewords a word, `dropout` drops "
+             "one.", "",
+             md_table(["teacher", *sorted(next(iter(meta["teachers"].values())))],
+                      [[name, *[str(v) for _, v in sorted(p.items())]] for name, p in sorted(meta["teachers"].items())])]
+    sim = meta.get("shopsim", {})
+    if sim:
+        lines += ["", f"World knobs: semantic_gap={sim.get('semantic_gap')}, teacher_bias={sim.get('teacher_bias')} "
+                      f"(bias_rate {sim.get('bias_rate')}: in the biased segment atlas names the partner need instead "
+                      f"of the true one this often, a many-to-one error naive distillation copies). Test requests' teacher rows are never read by any stage."]
+    return "\n".join(lines)
+
+
+def write_run_report(out: str | Path, metrics: dict, command: str) -> Path:
+    out = Path(out)
+    rows = metrics["stages"]
+    by = {r["name"]: r for r in rows}
+    plot_stages(rows, out / "stages.png")
+    curves = {r["name"]: r["curve"] for r in rows if r.get("curve")}
+    for key in ("reward", "kl"):
+        plot_curve(curves, key, out / f"aligner_{key}.png")
+    cfg = metrics["config"]
+    g = gains(by)
+    text = [f"# RGAlign run `{out.name}`", "",
+            f"World `{metrics['world']}`, seed {cfg['seed']}, reasoner `{cfg['reasoner']['preset']}`, aligner "
+            f"`{cfg['align']['algorithm']}`, reward `{cfg['reward']['name']}`, rounds {cfg['rounds']}.", "",
+            "## Results (test split, 95% CIs: bootstrap over users)", "",
+            md_table(["stage", *[LABELS[k] for k in HEADLINE], "Δ GAUC vs QE-Rec (paired CI)"],
+                     [[r["name"], *[cell(r, k) for k in HEADLINE], diff_cell((r.get("vs_qe_rec") or {}).get("gauc"))]
+                      for r in rows if r.get("gauc") is not None])]
+    if g:
+        text += ["", f"Final vs QE-Rec with the warm reasoner: error rate {by['qe_rec']['error_rate']:.4f} -> "
+                     f"{by['final']['error_rate']:.4f} ({100 * g['error_reduction']:+.1f}% relative reduction)"
+                 + (f"; {100 * g['gap_closed']:.1f}% of the QE-Rec -> oracle gap closed." if "gap_closed" in g else ".")]
+    text += ["", "![metrics per stage](stages.png)", "", "## The reasoner at each stage", "",
+             md_table(["stage", "valid reward", "need accuracy", "degenerate", "KL to ref", "rolled back", "wall s"],
+                      [[r["name"], _f(r.get("valid_reward")), _need(r.get("need_accuracy")), _f(r.get("degenerate_share")),
+                        _f(r.get("kl_to_ref")), str(r.get("rolled_back", "–")), _f(r.get("wall_s"), 1)]
+                       for r in rows if "valid_reward" in r or "wall_s" in r])]
+    for r in rows:
+        if r.get("winner_share"):
+            text += ["", f"Best-of-N winner share ({r['name']}): " +
+                     ", ".join(f"{k} {100 * v:.1f}%" for k, v in sorted(r["winner_share"].items()))]
+        if r.get("examples"):
+            text += ["", f"Example test queries ({r['name']}): " + "; ".join(f"“{q}”" for q in r["examples"][:5])]
+    text += ["", "## Aligner: reward and KL on the probe", "",
+             "The probe samples the same valid prompts (temperature 1) every few optimizer steps and scores them "
+             "with the frozen reward; the KL is to the aligner's starting checkpoint.", "",
+             "![reward](aligner_reward.png) ![KL](aligner_kl.png)" if curves else
+             "(no probe curve: the probe was off, or ZeRO-3 kept the weights partitioned)",
+             "", "## Definitions", "", definitions(), "",
+             "Need accuracy: the share of generated test queries whose nearest need phrase (text-encoder cosine) "
+             "is the request's true need (simulated worlds only), overall and per teacher-bias segment.", "",
+             "## What the simulator gives its teachers", "", teachers_section(metrics["world"]), "",
+             "## Reproduce", "", "```", command, "```", "",
+             f"Versions: {', '.join(f'{k} {v}' for k, v in metrics.get('versions', {}).items())}."]
+    path = out / "report.md"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(text) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _f(v, digits: int = 4) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _need(acc: dict | None) -> str:
+    if not acc:
+        return "–"
+    rest = ", ".join(f"{k} {100 * v:.1f}%" for k, v in acc.items() if k != "overall")
+    return f"{100 * acc['overall']:.1f}%" + (f" ({rest})" if rest else "")
