@@ -137,6 +137,10 @@ def verdict(rows: dict, ranking: list[str], diffs: dict) -> str:
         lines.append(f"{best} vs {a}: {mean:+.4f} GAUC on average ({cis}) — "
                      + ("ahead in every seed with the CI above zero." if clear else
                         "not distinguishable: a paired CI includes zero."))
+    qe = float(np.mean([p["qe_rec_gauc"] for p in rows[best]["seeds"]]))  # the same in every run of a seed
+    above = [a for a in ranking if rows[a]["gauc"][0] > qe]
+    lines.append(f"QE-Rec with the warm reasoner (the shared starting point): {qe:.4f} GAUC; "
+                 + (f"above it after the loop: {', '.join(above)}." if above else "no aligner's final ranker beats it."))
     top_reward = max(ranking, key=lambda a: rows[a]["valid_reward"][0] if rows[a]["valid_reward"][0] is not None else -1e9)
     lines.append(f"Highest mean reward on valid prompts: {top_reward} ({rows[top_reward]['valid_reward'][0]:.4f}); "
                  f"cheapest in wall time: {min(ranking, key=lambda a: rows[a]['wall_s'][0] or 1e9)}.")

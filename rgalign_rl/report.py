@@ -133,8 +133,10 @@ def write_run_report(out: str | Path, metrics: dict, command: str) -> Path:
                       for r in rows if r.get("gauc") is not None])]
     if g:
         text += ["", f"Final vs QE-Rec with the warm reasoner: error rate {by['qe_rec']['error_rate']:.4f} -> "
-                     f"{by['final']['error_rate']:.4f} ({100 * g['error_reduction']:+.1f}% relative reduction)"
-                 + (f"; {100 * g['gap_closed']:.1f}% of the QE-Rec -> oracle gap closed." if "gap_closed" in g else ".")]
+                     f"{by['final']['error_rate']:.4f}: relative error reduction {100 * g['error_reduction']:+.1f}%"
+                 + ("" if g["error_reduction"] > 0 else " (negative: the loop made it worse)")
+                 + (f"; share of the QE-Rec -> oracle gap closed {100 * g['gap_closed']:+.1f}%." if "gap_closed" in g
+                    else ".")]
     text += ["", "![metrics per stage](stages.png)", "", "## The reasoner at each stage", "",
              md_table(["stage", "valid reward", "need accuracy", "degenerate", "KL to ref", "rolled back", "wall s"],
                       [[r["name"], _f(r.get("valid_reward")), _need(r.get("need_accuracy")), _f(r.get("degenerate_share")),
