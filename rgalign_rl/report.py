@@ -78,7 +78,7 @@ def plot_curve(curves: dict[str, list[dict]], key: str, path: Path) -> None:
     for label, curve in curves.items():
         if curve:
             ax.plot([p["step"] for p in curve], [p[key] for p in curve], marker=".", label=label)
-    ax.set_xlabel("optimizer step")
+    ax.set_xlabel("step (DPO, GRPO, RLOO: optimizer step; PPO: rollout)")
     ax.set_ylabel(CURVE_LABELS[key])
     ax.grid(alpha=0.3)
     if any(curves.values()):

@@ -2,9 +2,9 @@
 
 Each algorithm logs its own quantities (DPO its implicit margins, GRPO its group rewards, PPO its
 rollout scores), which are not comparable. The probe samples completions for the same valid prompts
-(temperature 1, fixed seed) every ``every`` optimizer steps and records their mean reward and the
-sampled KL to the starting checkpoint, so reward-vs-step and KL-vs-step curves line up across DPO,
-PPO, GRPO and RLOO.
+(temperature 1, fixed seed) every ``every`` steps (optimizer steps; rollouts for PPO) and records
+their mean reward and the sampled KL to the starting checkpoint, so reward and KL curves line up
+across DPO, PPO, GRPO and RLOO.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .diagnostics import sampled_kl
 @dataclass
 class ProbeSettings:
     prompts: int = 128              # valid prompts the probe samples (0 disables the probe)
-    every: int = 10                 # optimizer steps between probes
+    every: int = 10                 # steps between probes (optimizer steps; PPO: rollouts)
     seed: int = 0
 
 
