@@ -35,15 +35,14 @@ def compare(config: str, algos: list[str], seeds: list[int], out: str, world_dir
     if (out_p / "compare.json").exists() and not resume:
         raise SystemExit(f"error: {out} holds an earlier comparison: pass --resume, or choose another --out")
     overrides = [*(overrides or []), "rounds=1"]  # one round: every aligner starts from the same RG-SFT
-    budget = from_dict(LoopConfig, load_yaml(config, overrides)).align.reward_budget
+    base = load_yaml(config, overrides)
+    budget = from_dict(LoopConfig, base).align.reward_budget
     if budget is None:
         raise SystemExit("error: compare needs align.reward_budget (the reward calls every aligner may spend)")
     runs: dict[int, dict[str, dict]] = {}
     for seed in seeds:
         shared = out_p / f"seed{seed}" / "shared"
-        raw = load_yaml(config, overrides)
-        raw["seed"] = seed
-        cfg = from_dict(LoopConfig, raw)
+        cfg = from_dict(LoopConfig, {**base, "seed": seed})
         shared.mkdir(parents=True, exist_ok=True)
         world = prepare_world(cfg, world_dir, shared)
         log(f"== seed {seed}: shared stages (two-tower, warm reasoner, QE-Rec, RG-SFT) in {shared}")

@@ -37,11 +37,12 @@ def _requests(loop, rnd: int) -> np.ndarray:
     return sample_subset(loop.world.indices("train"), loop.cfg.align.max_requests, loop.cfg.seed + 100 + rnd)
 
 
-def _probe(loop, reasoner: str, ranker_dir: str, name: str) -> RewardProbe | None:
+def _probe(loop, reasoner: str, ranker_dir: str, name: str, ref_tok=None) -> RewardProbe | None:
+    """``ref_tok``: the aligner's own frozen (reference, tokenizer) when it holds one, instead of a new load."""
     s = loop.cfg.align.probe
     if s.prompts <= 0:
         return None
-    ref, tok = load_reasoner(reasoner)
+    ref, tok = ref_tok or load_reasoner(reasoner)
     idx = loop.valid[: s.prompts]
     return RewardProbe(loop.reward_fn(ranker_dir), ref, tok, build_prompts(loop.world, idx, tok),
                        [loop.world.samples[i]["sample_id"] for i in idx], s, loop.cfg.reasoner.max_new_tokens,
@@ -89,7 +90,7 @@ def align_ppo(loop, rnd: int, reasoner: str, ranker_dir: str) -> dict:
     policy, tok = load_reasoner(reasoner)
     ref, _ = load_reasoner(reasoner)
     rows = [{"prompt": p, "sample_id": w.samples[i]["sample_id"]} for p, i in zip(build_prompts(w, idx, tok), idx)]
-    probe = _probe(loop, reasoner, ranker_dir, f"round{rnd}/ppo")
+    probe = _probe(loop, reasoner, ranker_dir, f"round{rnd}/ppo", ref_tok=(ref, tok))
     fn = loop.reward_fn(ranker_dir)
     trainer = PPOTrainer(policy, ref, tok, fn, rows, cfg, log=lambda st: loop.log({"ppo": st}),
                          probe=probe, probe_every=s.probe.every, checkpoint_every=loop.cfg.log.checkpoint_every,
