@@ -9,8 +9,9 @@ Generative story (each step a stated hypothesis, each hypothesis a knob):
 3. Simulated teacher LLMs write a latent query per request. They *see the hidden need with noise*:
    they stand in for large LLMs' world knowledge, which is what the paper distils.
 
-Knobs (README, "ShopSim"): ``semantic_gap`` (Zipf-rare needs and cold intents launched after the
-training period: a ranker cannot learn every need -> intent link from clicks alone) and
+Knobs (README, "ShopSim"): ``semantic_gap`` (Zipf-rare needs and cold intents launched a week before
+the training period ends: a ranker cannot learn every need -> intent link from its few clicks, while the
+teachers write about them from their first day) and
 ``teacher_bias`` (the most prolific teacher names a neighbouring need in one user segment, many-to-one,
 so naive distillation copies the error and ranking feedback must correct it).
 """
@@ -29,6 +30,7 @@ SIZES = {"tiny": 400, "default": 11000, "large": 40000}  # users; ~5 requests ea
 STATE_FEATURES = ("logistics_event", "payment_state", "refund_state", "return_state", "voucher_state",
                   "cancel_request", "paylater_state", "last_chat_topic")
 BIASED_REGIONS = ("north", "south", "metro")  # the segment where the prolific teacher is misaligned
+EPOCH = 1_700_000_000  # timestamp of day 0, hour 0
 
 
 @dataclass
@@ -39,7 +41,9 @@ class ShopSimConfig:
     requests_per_user: float = 5.0
     semantic_gap: bool = True       # off: uniform need frequencies and no cold intents
     need_zipf: float = 1.2          # Zipf exponent of need frequencies when the gap is on
-    cold_share: float = 0.15        # share of intents launched at the start of the valid period
+    cold_share: float = 0.15        # share of intents launched late (cold)
+    cold_launch_day: int = 21       # a week before training ends: few clicks, but teachers know them at once;
+                                    # 28 (the valid period's start) makes them zero-shot for every learner
     teacher_bias: bool = True       # off: the prolific teacher has no segment bias
     bias_rate: float = 0.85         # how often the biased teacher names the wrong need in its segment
     n_candidates: int = 20
@@ -75,7 +79,7 @@ class ShopSim:
         ranks = self.rng.permutation(self.K) + 1
         self.weight = ranks.astype(float) ** -zipf
         cold = self.rng.random(self.K) < (config.cold_share if config.semantic_gap else 0.0)
-        self.launch_day = np.where(cold, config.days * 4 // 6, 0)
+        self.launch_day = np.where(cold, config.cold_launch_day, 0)
         self.priority = sorted(range(self.K), key=lambda k: (-len(self.intents[k]["rule"]), k))
 
     # ---- features ------------------------------------------------------------------------------
@@ -178,7 +182,7 @@ class ShopSim:
         cfg, r, K = self.cfg, self.rng, self.K
         N = len(user)
         hour = cols["hour_of_day"]
-        ts = 1_700_000_000 + cols["day"] * 86400 + hour * 3600 + r.integers(0, 3600, N)
+        ts = EPOCH + cols["day"] * 86400 + hour * 3600 + r.integers(0, 3600, N)
         order = np.lexsort((np.arange(N), ts))
         logw = np.log(self.weight)
         zpop = (logw - logw.mean()) / (logw.std() + 1e-9)
