@@ -17,7 +17,9 @@ def _on_off(value: str) -> bool:
 def cmd_world_shopsim(args) -> int:
     from .world.shopsim.simulator import ShopSimConfig, write_shopsim
 
-    cfg = ShopSimConfig(seed=args.seed, size=args.size, semantic_gap=args.semantic_gap, teacher_bias=args.teacher_bias)
+    launch = {} if args.cold_launch_day is None else {"cold_launch_day": args.cold_launch_day}
+    cfg = ShopSimConfig(seed=args.seed, size=args.size, semantic_gap=args.semantic_gap, teacher_bias=args.teacher_bias,
+                        **launch)
     out = write_shopsim(args.out, cfg)
     print(f"wrote ShopSim world ({args.size}, seed {args.seed}, semantic_gap={'on' if cfg.semantic_gap else 'off'}, "
           f"teacher_bias={'on' if cfg.teacher_bias else 'off'}) to {out}")
@@ -154,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", choices=["tiny", "default", "large"], default="default")
     s.add_argument("--semantic-gap", type=_on_off, default=True, metavar="on|off",
                    help="rare needs and cold intents (default on)")
+    s.add_argument("--cold-launch-day", type=int, metavar="DAY",
+                   help="day the cold intents launch (default 21, a week before training ends; "
+                        "28 = the valid period's start: zero-shot for every learner)")
     s.add_argument("--teacher-bias", type=_on_off, default=True, metavar="on|off",
                    help="the prolific teacher is misaligned in one segment (default on)")
     s.set_defaults(func=cmd_world_shopsim)

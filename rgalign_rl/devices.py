@@ -85,3 +85,35 @@ def unpartitioned():
         yield
     finally:
         hf_ds._hf_deepspeed_config_weak_ref = saved
+
+
+def engine_info(accelerator) -> dict:
+    """What actually ran a training stage: the distributed type and, under DeepSpeed, the ZeRO stage."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return {"distributed_type": str(accelerator.distributed_type).rsplit(".", 1)[-1],
+            "zero_stage": getattr(plugin, "zero_stage", None), "num_processes": accelerator.num_processes}
+
+
+def save_trained(accelerator, wrapped, model, tok, out: str | Path, prefix: str = "") -> Path:
+    """Saves ``model`` (an unwrapped HF model), its tokenizer and engine.json (:func:`engine_info`) into
+    ``out`` atomically. Under ZeRO-3 each module holds only its shard, so the weights are gathered from
+    ``wrapped`` (the engine-wrapped module; ``prefix``: where ``model`` sits inside it; None: ``model`` is
+    whole already, e.g. a merged LoRA)."""
+    from .world import atomic_dir
+
+    state_dict = None
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if wrapped is not None and plugin is not None and plugin.zero_stage == 3:
+        full = accelerator.get_state_dict(wrapped)
+        state_dict = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, state_dict=state_dict)
+        tok.save_pretrained(tmp)
+        (tmp / "engine.json").write_text(json.dumps(engine_info(accelerator)) + "\n")
+    return Path(out)
+
+
+def save_trainer_model(trainer, tok, out: str | Path) -> Path:
+    """:func:`save_trained` for a TRL trainer's model."""
+    return save_trained(trainer.accelerator, trainer.model_wrapped, trainer.accelerator.unwrap_model(trainer.model),
+                        tok, out)

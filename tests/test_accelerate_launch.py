@@ -23,3 +23,9 @@ def test_recipe_runs_under_accelerate_launch(tiny_world, tmp_path, launch_config
     assert r.returncode == 0, r.stderr[-3000:]
     stages = [s["name"] for s in json.loads((out / "metrics.json").read_text())["stages"]]
     assert stages[-2:] == ["final", "oracle"]
+    # the TRL stages really ran inside the engine the launch config asked for
+    expected = {"accelerate_config.yaml": ("NO", None), "recipes/accelerate/deepspeed_zero2.yaml": ("DEEPSPEED", 2),
+                "recipes/accelerate/deepspeed_zero3.yaml": ("DEEPSPEED", 3)}[launch_config]
+    for stage in ("reasoner_warm", "round1/rg_sft", "round1/dpo"):
+        engine = json.loads((out / stage / "engine.json").read_text())
+        assert (engine["distributed_type"], engine["zero_stage"]) == expected, (stage, engine)

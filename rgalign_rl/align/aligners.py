@@ -11,7 +11,6 @@ import numpy as np
 
 from ..reasoner.model import load_reasoner
 from ..reasoner.prompt import build_prompts
-from ..world import atomic_dir
 from .best_of_n import collect_candidates, score_candidates
 from .dpo import DPOSettings, build_preference_pairs, run_dpo
 from .online import OnlineSettings, run_online
@@ -97,9 +96,7 @@ def align_ppo(loop, rnd: int, reasoner: str, ranker_dir: str) -> dict:
                          checkpoint_dir=loop.out / f"round{rnd}" / "ppo.trainer" / "checkpoint-last")
     hist = trainer.train()
     out = loop.out / f"round{rnd}" / "ppo"
-    with atomic_dir(out) as tmp:
-        trainer.policy().save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+    trainer.save_policy(out, tok)
     return {"path": str(out), "reward_calls": trainer.reward_calls, "curve": probe.curve if probe else [],
             "train_log": [{"step": h["step"], "reward": h["objective/scores"], "kl": h["objective/kl"]} for h in hist]}
 

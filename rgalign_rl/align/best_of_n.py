@@ -19,7 +19,7 @@ from ..reasoner.sft import SFTSettings
 class BestOfNSettings:
     reasoner_samples: int = 4       # N samples of the current reasoner per request
     temperature: float = 1.0
-    max_requests: int = 6000        # training requests used (CPU budget)
+    max_requests: int | None = None # training requests used (CPU budget; None: all)
     score_batch: int = 2048         # completions per reward call
     sft: SFTSettings = field(default_factory=lambda: SFTSettings(epochs=2, neftune_noise_alpha=5.0))
     seed: int = 0

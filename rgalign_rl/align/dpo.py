@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..devices import last_checkpoint, trainer_kwargs
-from ..world import atomic_dir
+from ..devices import last_checkpoint, save_trained, save_trainer_model, trainer_kwargs
 
 
 @dataclass
@@ -74,8 +73,8 @@ def run_dpo(model_path: str | Path, pairs: list[dict], out: str | Path, s: DPOSe
     trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=data, processing_class=tok,
                          peft_config=peft_config, callbacks=callbacks)
     trainer.train(resume_from_checkpoint=last_checkpoint(trainer_dir))  # None: from the start
-    final = trainer.model.merge_and_unload() if s.lora else trainer.model
-    with atomic_dir(out) as tmp:
-        final.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+    if s.lora:  # the merged model is whole: nothing to gather
+        save_trained(trainer.accelerator, None, trainer.model.merge_and_unload(), tok, out)
+    else:
+        save_trainer_model(trainer, tok, out)
     return trainer.state.log_history

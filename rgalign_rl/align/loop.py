@@ -91,9 +91,10 @@ class LoopConfig:
     log: LogSettings = field(default_factory=LogSettings)
 
 
-def sample_subset(indices: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """At most ``n`` of ``indices``, drawn without replacement by ``seed``, in index order."""
-    return np.sort(np.random.default_rng(seed).choice(indices, min(n, len(indices)), replace=False))
+def sample_subset(indices: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """At most ``n`` of ``indices`` (None: all), drawn without replacement by ``seed``, in index order."""
+    n = len(indices) if n is None else min(n, len(indices))
+    return np.sort(np.random.default_rng(seed).choice(indices, n, replace=False))
 
 
 def _record(name: str, result: dict) -> dict:

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..devices import last_checkpoint, trainer_kwargs
-from ..world import atomic_dir
+from ..devices import last_checkpoint, save_trainer_model, trainer_kwargs
 
 
 @dataclass
@@ -53,7 +52,5 @@ def run_online(model_path: str | Path, reward_fn, dataset, out: str | Path, s: O
     trainer = trainer_cls(model=model, reward_funcs=reward_fn, args=args, train_dataset=dataset,
                           processing_class=tok, callbacks=callbacks)
     trainer.train(resume_from_checkpoint=last_checkpoint(trainer_dir))  # None: from the start
-    with atomic_dir(out) as tmp:
-        trainer.model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+    save_trainer_model(trainer, tok, out)
     return trainer.state.log_history

@@ -274,3 +274,9 @@ class PPOTrainer:
 
     def policy(self):
         return self.acc.unwrap_model(self.model).lm
+
+    def save_policy(self, out, tok):
+        """The policy without its value head (gathered from its shards under ZeRO-3), tokenizer, engine.json."""
+        from ..devices import save_trained
+
+        return save_trained(self.acc, self.model, self.policy(), tok, out, prefix="lm.")

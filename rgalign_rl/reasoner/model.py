@@ -49,8 +49,10 @@ def fingerprint(path: str | Path) -> str:
 @torch.no_grad()
 def generate_queries(model, tok, prompts: list[str], batch_size: int = 256, max_new_tokens: int = 16,
                      do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-                     num_return_sequences: int = 1, seed: int | None = None) -> list[str]:
-    """Batched generation with left padding; returns num_return_sequences texts per prompt, in order."""
+                     num_return_sequences: int = 1, seed: int | None = None,
+                     cache_implementation: str | None = None) -> list[str]:
+    """Batched generation with left padding; returns num_return_sequences texts per prompt, in order.
+    ``cache_implementation``: transformers' KV cache kind (None: its default, dynamic)."""
     if seed is not None:
         torch.manual_seed(seed)
     tok.padding_side = "left"
@@ -60,7 +62,7 @@ def generate_queries(model, tok, prompts: list[str], batch_size: int = 256, max_
         gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=do_sample,
                              temperature=temperature if do_sample else None, top_p=top_p if do_sample else None,
                              num_return_sequences=num_return_sequences, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id)
+                             eos_token_id=tok.eos_token_id, cache_implementation=cache_implementation)
         texts = tok.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         out += [t.strip() for t in texts]
     return out

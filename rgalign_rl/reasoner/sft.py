@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..devices import last_checkpoint, trainer_kwargs
-from ..world import World, atomic_dir
+from ..devices import last_checkpoint, save_trainer_model, trainer_kwargs
+from ..world import World
 from .prompt import build_prompts
 
 
@@ -20,7 +20,7 @@ class SFTSettings:
     epochs: float = 2.0
     lr: float = 2e-3
     batch_size: int = 64
-    max_pairs: int = 30000        # cap on training pairs (CPU budget); sampled without replacement
+    max_pairs: int | None = None  # cap on training pairs (CPU budget), sampled without replacement; None: all
     neftune_noise_alpha: float | None = None
     max_length: int = 128
     seed: int = 0
@@ -62,7 +62,7 @@ def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out:
     s = settings or SFTSettings()
     torch.set_num_threads(s.threads)
     rng = np.random.default_rng(s.seed)
-    if len(pairs) > s.max_pairs:
+    if s.max_pairs is not None and len(pairs) > s.max_pairs:
         pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), s.max_pairs, replace=False))]
     model, tok = load_reasoner(model_path)
     prompts = build_prompts(world, [i for i, _ in pairs], tok, style)
@@ -74,7 +74,4 @@ def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out:
                      seed=s.seed, dataset_num_proc=None, **trainer_kwargs(checkpoints=True))
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
     trainer.train(resume_from_checkpoint=last_checkpoint(trainer_dir))  # None: from the start
-    with atomic_dir(out) as tmp:
-        trainer.model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-    return Path(out)
+    return save_trainer_model(trainer, tok, out)
