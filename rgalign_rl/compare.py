@@ -16,9 +16,10 @@ import numpy as np
 
 from .align.loop import ClosedLoop, LoopConfig
 from .config import from_dict, load_yaml
-from .metrics import bootstrap_weights, paired_difference, user_stats
+from .metrics import bootstrap_weights, paired_difference
 from .report import md_table, plot_curve
 from .run import command_line, prepare_world, run, write_json
+from .world.stats import split_user_stats
 
 SHARED = ("two_tower", "reasoner_warm", "qe_rec", "round1/rg_sft")
 COLUMNS = ("gauc", "recall@3", "valid_reward", "kl_to_ref", "wall_s", "reward_calls")
@@ -81,7 +82,7 @@ def summarize_runs(runs: dict, algos: list[str], world_dir: str, out: Path) -> d
 
     def stats(seed, algo):
         scores = np.load(out / f"seed{seed}" / algo / "scores" / "round1_calibrate.npy")
-        return user_stats(scores, world.labels[test], world.candidates[1][test], world.user_codes[test])
+        return split_user_stats(world, scores)
 
     rows = {}
     for algo in algos:

@@ -108,7 +108,9 @@ def teachers_section(world_dir: str) -> str:
                       [[name, *[str(v) for _, v in sorted(p.items())]] for name, p in sorted(meta["teachers"].items())])]
     sim = meta.get("shopsim", {})
     if sim:
-        lines += ["", f"World knobs: semantic_gap={sim.get('semantic_gap')}, teacher_bias={sim.get('teacher_bias')} "
+        launch = sim.get("cold_launch_day", 28)  # worlds written before the knob launched cold intents on day 28
+        lines += ["", f"World knobs: semantic_gap={sim.get('semantic_gap')} (cold intents launch on day {launch}), "
+                      f"teacher_bias={sim.get('teacher_bias')} "
                       f"(bias_rate {sim.get('bias_rate')}: in the biased segment atlas names the partner need instead "
                       f"of the true one this often, a many-to-one error naive distillation copies). Test requests' teacher rows are never read by any stage."]
     return "\n".join(lines)

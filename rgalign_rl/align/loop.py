@@ -19,7 +19,7 @@ import torch
 import reward as rewards
 
 from .. import devices
-from ..metrics import HEADLINE, bootstrap_weights, paired_difference, summarize, user_stats
+from ..metrics import HEADLINE, bootstrap_weights, paired_difference, summarize
 from ..ranker.queries import query_embeddings
 from ..ranker.train import RankerData, TrainConfig, load_ranker, save_ranker, score, train_ranker
 from ..reasoner.model import load_reasoner
@@ -29,6 +29,7 @@ from ..reasoner.sft import SFTSettings, sft, warm_start_pairs
 from ..reasoner.tiny import TinyReasonerConfig, build_tiny_reasoner
 from ..scoring import FrozenRankerScorer, ScorerConfig
 from ..world import World
+from ..world.stats import split_user_stats
 from .aligners import ALIGNERS, AlignSettings
 from .best_of_n import BestOfNSettings, collect_candidates, score_candidates, select_winners
 from .calibrate import calibrate
@@ -180,8 +181,7 @@ class ClosedLoop:
         return self.out / "scores" / f"{key.replace('/', '_')}.npy"
 
     def test_stats(self, test_scores: np.ndarray):
-        w = self.world
-        return user_stats(test_scores, w.labels[self.test], w.candidates[1][self.test], w.user_codes[self.test])
+        return split_user_stats(self.world, test_scores)
 
     def versus(self, base: str, key: str) -> dict:
         """Paired user-bootstrap differences (stage - base) on the test split, from the kept scores."""

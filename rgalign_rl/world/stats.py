@@ -21,11 +21,14 @@ def reference_scores(world: World, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def split_metrics(world: World, scores: np.ndarray, split: str = "test", boot=None) -> dict:
+def split_user_stats(world: World, split_scores: np.ndarray, split: str = "test"):
+    """Per-user metric statistics of scores given for the split's requests only ([n_split, C])."""
     idx = world.indices(split)
-    ids, mask = world.candidates
-    stats = user_stats(scores[idx], world.labels[idx], mask[idx], world.user_codes[idx])
-    return summarize(stats, boot)
+    return user_stats(split_scores, world.labels[idx], world.candidates[1][idx], world.user_codes[idx])
+
+
+def split_metrics(world: World, scores: np.ndarray, split: str = "test", boot=None) -> dict:
+    return summarize(split_user_stats(world, scores[world.indices(split)], split), boot)
 
 
 def world_stats(world: World, headroom: bool = False, seed: int = 0) -> dict:
