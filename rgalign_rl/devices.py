@@ -104,12 +104,14 @@ def save_trained(accelerator, wrapped, model, tok, out: str | Path, prefix: str 
     state_dict = None
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if wrapped is not None and plugin is not None and plugin.zero_stage == 3:
-        full = accelerator.get_state_dict(wrapped)
+        full = accelerator.get_state_dict(wrapped)  # collective: every process takes part
         state_dict = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp, state_dict=state_dict)
-        tok.save_pretrained(tmp)
-        (tmp / "engine.json").write_text(json.dumps(engine_info(accelerator)) + "\n")
+    if accelerator.is_main_process:
+        with atomic_dir(out) as tmp:
+            model.save_pretrained(tmp, state_dict=state_dict)
+            tok.save_pretrained(tmp)
+            (tmp / "engine.json").write_text(json.dumps(engine_info(accelerator)) + "\n")
+    accelerator.wait_for_everyone()
     return Path(out)
 
 
