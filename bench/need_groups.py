@@ -22,8 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rgalign_rl.align.diagnostics import need_hits  # noqa: E402
+from rgalign_rl.metrics import group_auc  # noqa: E402
 from rgalign_rl.reasoner.queries import reasoner_queries  # noqa: E402
-from rgalign_rl.text_encoder import encode_texts  # noqa: E402
 from rgalign_rl.world import load_world  # noqa: E402
 
 GROUPS = ("cold", "rare", "mid", "frequent")
@@ -32,13 +33,12 @@ REASONERS = {"qe_rec": "reasoner_warm", "round1_rg_sft": "round1/rg_sft", "round
              "round1_rg_cl": "round1/rg_cl", "round1_calibrate": "round1/rg_cl"}
 
 
-def request_auc(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """[n] AUC of each request's candidates (ties half); NaN where all labels are equal."""
-    ranks = np.apply_along_axis(lambda s: np.argsort(np.argsort(s, kind="stable"), kind="stable") + 1.0, 1, scores)
-    pos = labels.sum(1)
-    neg = labels.shape[1] - pos
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((pos > 0) & (neg > 0), ((ranks * labels).sum(1) - pos * (pos + 1) / 2) / (pos * neg), np.nan)
+def request_auc(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """[n] AUC of each request's candidates (ties half: metrics.group_auc with one group per request);
+    NaN where all labels are equal."""
+    rows = np.nonzero(mask)[0]
+    auc, weight = group_auc(rows, scores[mask], labels[mask], n_users=len(scores))
+    return np.where(weight > 0, auc, np.nan)
 
 
 def main() -> None:
@@ -54,19 +54,15 @@ def main() -> None:
     count = np.array([train_count[n] for n in need[test]])
     group = np.where(np.isin(need[test], list(cold)), "cold",
                      np.where(count < 200, "rare", np.where(count < 1000, "mid", "frequent")))
-    needs = sorted({n for r in world.oracle.values() for n in r["needs"]})
-    need_text = np.array([world.oracle[world.samples[i]["sample_id"]]["needs"][0] for i in test])
     print("| stage | " + " | ".join(f"{g} (n={int((group == g).sum())}) AUC / need acc." for g in GROUPS) + " |")
     print("|---|" + "---|" * len(GROUPS))
     for path in sorted((run / "scores").glob("*.npy"), key=lambda p: p.stat().st_mtime):
-        auc = request_auc(np.load(path), world.labels[test])
+        auc = request_auc(np.load(path), world.labels[test], world.candidates[1][test])
         ok = None
         stage = REASONERS.get(path.stem)
         folder = run / stage if stage else None
         if folder is not None and (folder / "config.json").exists():
-            _, queries = reasoner_queries(world, folder, test)
-            nearest = np.argmax(encode_texts(queries, cache=False) @ encode_texts(needs).T, axis=1)
-            ok = np.array(needs)[nearest] == need_text
+            ok = need_hits(world, test, reasoner_queries(world, folder, test)[1])
         cells = [f"{np.nanmean(auc[group == g]):.4f} / " + (f"{ok[group == g].mean():.1%}" if ok is not None else "-")
                  for g in GROUPS]
         print(f"| {path.stem} | " + " | ".join(cells) + " |")

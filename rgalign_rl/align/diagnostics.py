@@ -17,15 +17,22 @@ from .ppo import positions, response_mask, token_logprobs
 from reward.base import is_degenerate
 
 
-def need_accuracy(world, indices, queries: list[str]) -> dict | None:
+def need_hits(world, indices, queries: list[str]) -> np.ndarray | None:
+    """[n] whether each query's nearest need text is its request's true need (None: no needs in the oracle)."""
     if not world.oracle or not any(r.get("needs") for r in world.oracle.values()):
         return None
     rows = [world.oracle.get(world.samples[i]["sample_id"], {}) for i in indices]
     needs = sorted({n for r in world.oracle.values() for n in r.get("needs", [])})
     uniq, inverse = np.unique(np.asarray(queries, dtype=object).astype(str), return_inverse=True)
     nearest = np.argmax(encode_texts(list(uniq), cache=False) @ encode_texts(needs).T, axis=1)[inverse]
-    ok = np.array([needs[j] in r.get("needs", []) for j, r in zip(nearest, rows)])
-    seg = np.array([r.get("segment", "all") for r in rows])
+    return np.array([needs[j] in r.get("needs", []) for j, r in zip(nearest, rows)])
+
+
+def need_accuracy(world, indices, queries: list[str]) -> dict | None:
+    ok = need_hits(world, indices, queries)
+    if ok is None:
+        return None
+    seg = np.array([world.oracle.get(world.samples[i]["sample_id"], {}).get("segment", "all") for i in indices])
     out = {"overall": float(ok.mean())}
     for s in sorted(set(seg)):
         out[str(s)] = float(ok[seg == s].mean())
