@@ -1,6 +1,7 @@
 """Control for the closed loop: calibrate QE-Rec exactly as the run's final stage did, but on the *warm*
 (unaligned) reasoner. If this control reaches the run's final GAUC, the final stage's gain over QE-Rec
-came from the extra ranker training, not from the aligned reasoner.
+came from the extra ranker training, not from the aligned reasoner. Runs made since `eval.control`
+exists carry this stage (`control`) themselves; this script adds it to older runs (`ClosedLoop.control`).
 
     python bench/calibration_control.py RUN_DIR [--out DIR]
 
@@ -33,21 +34,26 @@ def main() -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     done = json.loads((run / "state.json").read_text())["done"]
     cfg = from_dict(LoopConfig, metrics["config"])
-    out = Path(a.out or run / "control")
-    loop = ClosedLoop(load_world(metrics["world"]), cfg, out, log=lambda *x: None)
-    warm, qe_dir = done["reasoner_warm"]["path"], done["qe_rec"]["path"]
-    res = loop.stage("round1/calibrate", lambda: loop.calibrate(1, warm, qe_dir))
-    for key in ("qe_rec", "round1_calibrate"):
-        src = run / "scores" / f"{key}.npy"
-        np.save(out / "scores" / f"run_{key}.npy", np.load(src))
+    cfg.log.report_to = "none"
+    world = load_world(metrics["world"])
+    if "control" in done:  # the run carries its own control stage: report it
+        loop, res = ClosedLoop(world, cfg, run, log=lambda *x: None), done["control"]
+        pairs = (("qe_rec", "vs the run's QE-Rec"), (f"round{cfg.rounds}/calibrate", "vs the run's final"))
+    else:
+        out = Path(a.out or run / "control")
+        loop = ClosedLoop(world, cfg, out, log=lambda *x: None)
+        warm, qe_dir = done["reasoner_warm"]["path"], done["qe_rec"]["path"]
+        res = loop.stage("control", lambda: loop.control(warm, qe_dir))
+        for key in ("qe_rec", f"round{cfg.rounds}/calibrate"):
+            np.save(loop.scores_path(f"run_{key}"), np.load(run / "scores" / f"{key.replace('/', '_')}.npy"))
+        pairs = (("run_qe_rec", "vs the run's QE-Rec"), (f"run_round{cfg.rounds}/calibrate", "vs the run's final"))
     m = res["metrics"]
     print(f"control (calibrated on the warm reasoner): GAUC {m['gauc']:.4f} [{m['gauc_ci'][0]:.4f}, {m['gauc_ci'][1]:.4f}], "
           f"Recall@3 {m['recall@3']:.4f}")
-    for key, label in (("run_qe_rec", "vs the run's QE-Rec"), ("run_round1_calibrate", "vs the run's final")):
-        d = loop.versus(key, "round1/calibrate")
+    for key, label in pairs:
+        d = loop.versus(key, "control")
         print(f"  control {label}: GAUC {d['gauc']['diff']:+.4f} [{d['gauc']['ci'][0]:+.4f}, {d['gauc']['ci'][1]:+.4f}], "
               f"Recall@3 {d['recall@3']['diff']:+.4f} [{d['recall@3']['ci'][0]:+.4f}, {d['recall@3']['ci'][1]:+.4f}]")
-
 
 if __name__ == "__main__":
     main()

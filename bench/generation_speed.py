@@ -1,9 +1,10 @@
-"""Greedy query generation: transformers' default dynamic KV cache vs a static (preallocated) one.
+"""Greedy query generation: transformers' default dynamic KV cache vs a static (preallocated) one, and
+(``--batch-sizes``) the generation batch size.
 
-    python bench/generation_speed.py REASONER_DIR WORLD_DIR [--n 4096] [--repeats 3]
+    python bench/generation_speed.py REASONER_DIR WORLD_DIR [--n 4096] [--repeats 3] [--batch-sizes 256,1024]
 
-Same prompts (the first N test requests), same batch size, median of ``repeats`` timings each, run in
-one process; asserts both give the same queries before printing the ratio.
+Same prompts (the first N test requests), median of ``repeats`` timings each, run in one process; prints
+the share of identical queries beside every ratio.
 """
 from __future__ import annotations
 
@@ -29,11 +30,26 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-sizes", help="comma-separated: time the dynamic cache at each batch size instead")
     a = ap.parse_args()
     torch.set_num_threads(2)
     world = load_world(a.world)
     model, tok = load_reasoner(a.reasoner)
     prompts = build_prompts(world, world.indices("test")[: a.n], tok)
+    if a.batch_sizes:
+        sizes = [int(b) for b in a.batch_sizes.split(",")]
+        base = None
+        for bs in sizes:
+            runs = []
+            for _ in range(a.repeats):
+                t = time.perf_counter()
+                out = generate_queries(model, tok, prompts, batch_size=bs)
+                runs.append(time.perf_counter() - t)
+            base = base or (statistics.median(runs), out)
+            same = sum(x == y for x, y in zip(base[1], out)) / len(prompts)
+            print(f"{len(prompts)} prompts, batch {bs}: median of {a.repeats} {statistics.median(runs):.2f} s, "
+                  f"{base[0] / statistics.median(runs):.2f}x of batch {sizes[0]}; identical queries {same:.1%}")
+        return
     times, outputs = {}, {}
     for name, cache in (("dynamic", None), ("static", "static")):
         runs = []

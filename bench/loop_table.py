@@ -4,7 +4,9 @@ figure is copied by hand.
     python bench/loop_table.py RUN_DIR [RUN_DIR ...]
 
 Prints one stage table per run (test metrics with CIs, paired Δ vs QE-Rec, the reasoner's diagnostics,
-wall time) and, for several runs, the across-seed summary of final vs QE-Rec (mean ± std).
+wall time) and the summary of final vs QE-Rec and vs the control (mean ± std over several runs). The
+control is the run's `control` stage or, for runs made before it existed, RUN_DIR/control written by
+bench/calibration_control.py.
 """
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rgalign_rl.metrics import bootstrap_weights, paired_difference  # noqa: E402
 from rgalign_rl.report import _need, cell, diff_cell, gains  # noqa: E402
+from rgalign_rl.world import load_world  # noqa: E402
+from rgalign_rl.world.stats import split_user_stats  # noqa: E402
 
 
 def stage_table(metrics: dict) -> str:
@@ -38,30 +43,46 @@ def _num(v, digits=4) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
 
+def control_of(run: str, m: dict, by: dict) -> tuple[float | None, dict | None]:
+    """(control GAUC, final - control paired differences) from the run's control stage or RUN/control."""
+    if "control" in by:
+        return by["control"]["gauc"], by["final"].get("vs_control")
+    path = Path(run) / "control" / "scores" / "control.npy"
+    if not path.exists():
+        return None, None
+    world = load_world(m["world"])
+    boot = bootstrap_weights(len(np.unique(world.user_codes[world.indices("test")])))
+    control = split_user_stats(world, np.load(path))
+    final = split_user_stats(world, np.load(Path(run) / "scores" / f"round{m['config']['rounds']}_calibrate.npy"))
+    return float(control.value()["gauc"]), paired_difference(control, final, boot)
+
+
 def summary(runs: list[tuple[str, dict]]) -> str:
     rows = []
     for name, m in runs:
         by = {s["name"]: s for s in m["stages"]}
         g = gains(by)
+        control, vs_control = control_of(name, m, by)
         rows.append({"run": name, "qe": by["qe_rec"]["gauc"], "final": by["final"]["gauc"],
                      "qe_r3": by["qe_rec"]["recall@3"], "final_r3": by["final"]["recall@3"],
                      "d": by["final"]["vs_qe_rec"]["gauc"], "d_r3": by["final"]["vs_qe_rec"]["recall@3"],
                      "red": g["error_reduction"], "gap": g.get("gap_closed"),
                      "need": (by["qe_rec"].get("need_accuracy") or {}).get("overall"),
-                     "need_f": (by["final"].get("need_accuracy") or {}).get("overall")})
-    lines = ["| run | QE-Rec GAUC | final GAUC | Δ GAUC [paired CI] | QE-Rec R@3 | final R@3 | Δ R@3 [paired CI] | error reduction | gap closed | need acc. QE-Rec -> final |",
-             "|" + "---|" * 10]
+                     "need_f": (by["final"].get("need_accuracy") or {}).get("overall"),
+                     "ctl": control, "d_ctl": (vs_control or {}).get("gauc"), "d_ctl_r3": (vs_control or {}).get("recall@3")})
+    lines = ["| run | QE-Rec GAUC | final GAUC | Δ GAUC [paired CI] | QE-Rec R@3 | final R@3 | Δ R@3 [paired CI] | error reduction | gap closed | need acc. QE-Rec -> final | control GAUC | final - control GAUC [paired CI] | final - control R@3 [paired CI] |",
+             "|" + "---|" * 13]
     for r in rows:
         need = "" if r["need"] is None else f"{100 * r['need']:.1f}% -> {100 * r['need_f']:.1f}%"
         lines.append(f"| {r['run']} | {r['qe']:.4f} | {r['final']:.4f} | {diff_cell(r['d'])} | {r['qe_r3']:.4f} | "
                      f"{r['final_r3']:.4f} | {diff_cell(r['d_r3'])} | {100 * r['red']:+.1f}% | "
-                     f"{_pct(r['gap'])} | {need} |")
+                     f"{_pct(r['gap'])} | {need} | {_num(r['ctl'])} | {diff_cell(r['d_ctl'])} | {diff_cell(r['d_ctl_r3'])} |")
     if len(rows) > 1:
         def ms(key, scale=1.0, digits=4):
             v = np.array([r[key] for r in rows]) * scale
             return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
         lines.append(f"| mean ± std | {ms('qe')} | {ms('final')} | | {ms('qe_r3')} | {ms('final_r3')} | | "
-                     f"{ms('red', 100, 1)}% | | |")
+                     f"{ms('red', 100, 1)}% | | | | | |")
     return "\n".join(lines)
 
 

@@ -21,7 +21,7 @@ from .report import md_table, plot_curve
 from .run import command_line, prepare_world, run, write_json
 from .world.stats import split_user_stats
 
-SHARED = ("two_tower", "reasoner_warm", "qe_rec", "round1/rg_sft")
+SHARED = ("two_tower", "reasoner_warm", "qe_rec", "control", "round1/rg_sft")
 COLUMNS = ("gauc", "recall@3", "valid_reward", "kl_to_ref", "wall_s", "reward_calls")
 
 
@@ -56,7 +56,7 @@ def compare(config: str, algos: list[str], seeds: list[int], out: str, world_dir
                 shutil.copytree(shared / "scores", run_dir / "scores")
             log(f"== seed {seed}: {algo}")
             runs[seed][algo] = run(config, str(world.root), str(run_dir), seed, [*overrides, f"align.algorithm={algo}"],
-                                   resume=True, log=log, seed_state={k: done[k] for k in SHARED})
+                                   resume=True, log=log, seed_state={k: done[k] for k in SHARED if k in done})
     summary = summarize_runs(runs, algos, world_dir or str(world.root), out_p)
     summary["reward_budget"] = budget
     summary["command"] = command_line(config, world_dir, out, None, overrides[:-1], "compare",
@@ -94,7 +94,7 @@ def summarize_runs(runs: dict, algos: list[str], world_dir: str, out: Path) -> d
                              "valid_reward": al.get("valid_reward"), "kl_to_ref": al.get("kl_to_ref"),
                              "wall_s": al.get("wall_s"), "reward_calls": al.get("reward_calls"),
                              "rolled_back": al.get("rolled_back"), "curve": al.get("curve", []),
-                             "qe_rec_gauc": _stage(m, "qe_rec")["gauc"]})
+                             "qe_rec_gauc": _stage(m, "qe_rec")["gauc"], "control_gauc": _stage(m, "control").get("gauc")})
         rows[algo] = {"seeds": per_seed, **{k: _mean_std([p[k] for p in per_seed]) for k in COLUMNS}}
     ranking = sorted(algos, key=lambda a: -rows[a]["gauc"][0])
     best = ranking[0]
@@ -141,6 +141,12 @@ def verdict(rows: dict, ranking: list[str], diffs: dict) -> str:
     above = [a for a in ranking if rows[a]["gauc"][0] > qe]
     lines.append(f"QE-Rec with the warm reasoner (the shared starting point): {qe:.4f} GAUC; "
                  + (f"above it after the loop: {', '.join(above)}." if above else "no aligner's final ranker beats it."))
+    control = [p["control_gauc"] for p in rows[best]["seeds"]]
+    if None not in control:  # the same calibration with the warm reasoner: what retraining alone gives
+        c = float(np.mean(control))
+        above = [a for a in ranking if rows[a]["gauc"][0] > c]
+        lines.append(f"The control (QE-Rec calibrated the same way on the warm, unaligned reasoner): {c:.4f} GAUC; "
+                     + (f"above it: {', '.join(above)}." if above else "no aligner's final ranker beats it."))
     top_reward = max(ranking, key=lambda a: rows[a]["valid_reward"][0] if rows[a]["valid_reward"][0] is not None else -1e9)
     lines.append(f"Highest mean reward on valid prompts: {top_reward} ({rows[top_reward]['valid_reward'][0]:.4f}); "
                  f"cheapest in wall time: {min(ranking, key=lambda a: rows[a]['wall_s'][0] or 1e9)}.")

@@ -87,9 +87,14 @@ def unpartitioned():
         hf_ds._hf_deepspeed_config_weak_ref = saved
 
 
+def deepspeed_plugin(accelerator):
+    """The accelerator's DeepSpeed plugin, or None when it does not run DeepSpeed."""
+    return getattr(accelerator.state, "deepspeed_plugin", None)
+
+
 def engine_info(accelerator) -> dict:
     """What actually ran a training stage: the distributed type and, under DeepSpeed, the ZeRO stage."""
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    plugin = deepspeed_plugin(accelerator)
     return {"distributed_type": str(accelerator.distributed_type).rsplit(".", 1)[-1],
             "zero_stage": getattr(plugin, "zero_stage", None), "num_processes": accelerator.num_processes}
 
@@ -102,7 +107,7 @@ def save_trained(accelerator, wrapped, model, tok, out: str | Path, prefix: str 
     from .world import atomic_dir
 
     state_dict = None
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    plugin = deepspeed_plugin(accelerator)
     if wrapped is not None and plugin is not None and plugin.zero_stage == 3:
         full = accelerator.get_state_dict(wrapped)  # collective: every process takes part
         state_dict = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}

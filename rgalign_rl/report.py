@@ -139,6 +139,11 @@ def write_run_report(out: str | Path, metrics: dict, command: str) -> Path:
                  + ("" if g["error_reduction"] > 0 else " (negative: the loop made it worse)")
                  + (f"; share of the QE-Rec -> oracle gap closed {100 * g['gap_closed']:+.1f}%." if "gap_closed" in g
                     else ".")]
+    vc = by.get("final", {}).get("vs_control")
+    if vc:
+        text += ["", "Final vs control (the same calibration with the warm, unaligned reasoner: what retraining the "
+                     "ranker gives by itself), i.e. alignment's own share: "
+                     + ", ".join(f"{LABELS[k]} {diff_cell(vc[k])}" for k in ("gauc", "recall@3")) + "."]
     text += ["", "![metrics per stage](stages.png)", "", "## The reasoner at each stage", "",
              md_table(["stage", "valid reward", "need accuracy", "degenerate", "KL to ref", "rolled back", "wall s"],
                       [[r["name"], _f(r.get("valid_reward")), _need(r.get("need_accuracy")), _f(r.get("degenerate_share")),

@@ -42,7 +42,7 @@ def flatten(stage: dict) -> dict:
         if f"{k}_ci" in m:
             row[f"{k}_ci"] = m[f"{k}_ci"]
     for k in ("valid_reward", "need_accuracy", "degenerate_share", "kl_to_ref", "winner_share", "rolled_back",
-              "reward_calls", "wall_s", "examples", "curve", "train_log", "pairs", "path", "vs_qe_rec"):
+              "reward_calls", "wall_s", "examples", "curve", "train_log", "pairs", "path", "vs_qe_rec", "vs_control"):
         if k in stage:
             row[k] = stage[k]
     return row
@@ -65,7 +65,7 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
         overrides: list[str] | None = None, resume: bool = False, log=print, seed_state: dict | None = None) -> dict:
     """The closed loop; writes metrics.json, report.md and the plots under ``out``. ``seed_state``: stages
     already finished elsewhere (``rgalign compare`` shares one RG-SFT checkpoint between aligners)."""
-    from .report import write_run_report
+    from .report import diff_cell, write_run_report
 
     raw = load_yaml(config, overrides)
     if seed is not None:
@@ -85,6 +85,10 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
     report = write_run_report(out_p, metrics, command_line(config, world_dir, out, seed, overrides))
     log("\ntest split, 95% CIs over users:")
     log(format_table({s["name"]: s for s in metrics["stages"] if s.get("gauc") is not None}))
+    final = next((s for s in metrics["stages"] if s["name"] == "final"), {})
+    for label, key in (("QE-Rec with the warm reasoner", "vs_qe_rec"), ("the control (calibration without alignment)", "vs_control")):
+        if final.get(key):
+            log(f"final vs {label}: " + ", ".join(f"{k} {diff_cell(final[key][k])}" for k in ("gauc", "recall@3")))
     log(f"\nreport: {report}")
     return metrics
 

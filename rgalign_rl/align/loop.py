@@ -66,6 +66,7 @@ class EvalSettings:
     max_valid: int = 3000                  # valid requests used for reward checks and rollback
     max_degenerate: float = 0.3            # roll a stage back above this share of degenerate queries
     rollback_tolerance: float = 0.01       # ... or when its valid reward falls by more than this
+    control: bool = True                   # calibrate the warm reasoner the same way: what retraining alone gives
 
 
 @dataclass
@@ -188,6 +189,9 @@ class ClosedLoop:
         a, b = (self.test_stats(np.load(self.scores_path(k))) for k in (base, key))
         return paired_difference(a, b, self.boot)
 
+    def headline_versus(self, base: str, key: str) -> dict:
+        return {k: v for k, v in self.versus(base, key).items() if k in ("gauc", "recall@3")}
+
     # ---- stages --------------------------------------------------------------------------------
     def two_tower(self) -> dict:
         path = self.out / "two_tower"
@@ -269,6 +273,7 @@ class ClosedLoop:
         warm = self.stage("reasoner_warm", self.reasoner_warm)["path"]
         qe = self.stage("qe_rec", lambda: self.qe_rec(warm))
         stages.append({"name": "qe_rec", **qe})
+        control = self.stage("control", lambda: self.control(warm, qe["path"])) if cfg.eval.control else None
         reasoner, ranker_dir = warm, qe["path"]
         for rnd in range(1, cfg.rounds + 1):
             sft_res = self.stage(f"round{rnd}/rg_sft", lambda: self.rg_sft(rnd, reasoner, ranker_dir))
@@ -288,6 +293,8 @@ class ClosedLoop:
             cal = self.stage(f"round{rnd}/calibrate", lambda: self.calibrate(rnd, cur, ranker_dir))
             ranker_dir, reasoner = cal["path"], cur
             stages.append({"name": "final" if rnd == cfg.rounds else f"calibrated_r{rnd}", "key": f"round{rnd}/calibrate", **cal})
+        if control is not None:
+            stages.append({"name": "control", "key": "control", **control})
         probs = self.world.oracle_probs()
         if probs is not None:
             stages.append({"name": "oracle", "metrics": self.test_metrics(probs, "oracle")})
@@ -295,7 +302,9 @@ class ClosedLoop:
         for st in stages:  # every stage against QE-Rec with the warm reasoner, paired over the same users
             key = keys.get(st["name"], st.get("key"))
             if key and key != "qe_rec" and self.scores_path(key).exists():
-                st["vs_qe_rec"] = {k: v for k, v in self.versus("qe_rec", key).items() if k in ("gauc", "recall@3")}
+                st["vs_qe_rec"] = self.headline_versus("qe_rec", key)
+            if st["name"] == "final" and control is not None:  # alignment's own share of the final gain
+                st["vs_control"] = self.headline_versus("control", st["key"])
         if self.tb is not None:
             self.tb.close()
         return {"stages": stages, "config": asdict(cfg)}
@@ -325,6 +334,16 @@ class ClosedLoop:
         hist = run_rg_cl(reasoner, w, ranker, prompts, queries, idx, self.out / f"round{rnd}" / "rg_cl", s)
         return {"path": str(self.out / f"round{rnd}" / "rg_cl"), "loss_first": hist[0]["loss/rg_cl"],
                 "loss_last": hist[-1]["loss/rg_cl"], "steps": len(hist)}
+
+    def control(self, warm: str, ranker_dir: str) -> dict:
+        """The loop's calibration schedule (one per round) with the warm, unaligned reasoner: what the extra
+        ranker training gives by itself, so that final - control is what alignment added."""
+        r = self.cfg.ranker
+        for rnd in range(1, self.cfg.rounds + 1):
+            ranker_dir = str(calibrate(self.world, warm, ranker_dir, self.out / "control" / f"round{rnd}",
+                                       r.calib_kl_weight, r.calib_epochs, self.cfg.seed + rnd, log=lambda *a: None,
+                                       train=r.train, max_requests=r.calib_max_requests))
+        return {"path": ranker_dir, "reasoner": warm, **self.evaluate_reasoner(warm, ranker_dir, "control")}
 
     def calibrate(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:
         r = self.cfg.ranker

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import devices
+
 
 @dataclass
 class PPOConfig:
@@ -117,7 +119,7 @@ class PPOTrainer:
         for p in self.ref.parameters():
             p.requires_grad_(False)
         opt = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate)
-        ds = getattr(self.acc.state, "deepspeed_plugin", None)
+        ds = devices.deepspeed_plugin(self.acc)
         if ds is not None:  # no dataloader to infer DeepSpeed's "auto" batch sizes from: state them
             ds.deepspeed_config["train_micro_batch_size_per_gpu"] = config.mini_batch_size
             ds.deepspeed_config["gradient_accumulation_steps"] = 1
@@ -277,6 +279,4 @@ class PPOTrainer:
 
     def save_policy(self, out, tok):
         """The policy without its value head (gathered from its shards under ZeRO-3), tokenizer, engine.json."""
-        from ..devices import save_trained
-
-        return save_trained(self.acc, self.model, self.policy(), tok, out, prefix="lm.")
+        return devices.save_trained(self.acc, self.model, self.policy(), tok, out, prefix="lm.")
