@@ -55,5 +55,6 @@ def main() -> None:
         print(f"  control {label}: GAUC {d['gauc']['diff']:+.4f} [{d['gauc']['ci'][0]:+.4f}, {d['gauc']['ci'][1]:+.4f}], "
               f"Recall@3 {d['recall@3']['diff']:+.4f} [{d['recall@3']['ci'][0]:+.4f}, {d['recall@3']['ci'][1]:+.4f}]")
 
+
 if __name__ == "__main__":
     main()

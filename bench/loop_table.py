@@ -79,12 +79,12 @@ def summary(runs: list[tuple[str, dict]]) -> str:
                      f"{_pct(r['gap'])} | {need} | {_num(r['ctl'])} | {diff_cell(r['d_ctl'])} | {diff_cell(r['d_ctl_r3'])} |")
     if len(rows) > 1:
         def ms(key, scale=1.0, digits=4, sign=""):
-            v = np.array([r[key] if not isinstance(r[key], dict) else r[key]["diff"] for r in rows], float) * scale
+            """Mean ± std over runs of a value or of a paired difference's point ('' if a run lacks it)."""
+            v = np.array([r[key]["diff"] if isinstance(r[key], dict) else r[key] for r in rows], float) * scale
             return "" if np.isnan(v).any() else f"{v.mean():{sign}.{digits}f} ± {v.std(ddof=1):.{digits}f}"
-        def diffs(key):
-            return ms(key, sign="+") if all(r[key] for r in rows) else ""
-        lines.append(f"| mean ± std | {ms('qe')} | {ms('final')} | {diffs('d')} | {ms('qe_r3')} | {ms('final_r3')} | "
-                     f"{diffs('d_r3')} | {ms('red', 100, 1, '+')}% | | | {ms('ctl')} | {diffs('d_ctl')} | {diffs('d_ctl_r3')} |")
+        lines.append(f"| mean ± std | {ms('qe')} | {ms('final')} | {ms('d', sign='+')} | {ms('qe_r3')} | {ms('final_r3')} | "
+                     f"{ms('d_r3', sign='+')} | {ms('red', 100, 1, '+')}% | | | {ms('ctl')} | {ms('d_ctl', sign='+')} | "
+                     f"{ms('d_ctl_r3', sign='+')} |")
     return "\n".join(lines)
 
 

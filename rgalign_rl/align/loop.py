@@ -335,21 +335,21 @@ class ClosedLoop:
         return {"path": str(self.out / f"round{rnd}" / "rg_cl"), "loss_first": hist[0]["loss/rg_cl"],
                 "loss_last": hist[-1]["loss/rg_cl"], "steps": len(hist)}
 
+    def recalibrated(self, rnd: int, reasoner: str, ranker_dir: str, out: Path) -> str:
+        """Round ``rnd``'s calibration of the ranker in ``ranker_dir`` on ``reasoner``'s queries (one set of
+        settings for the loop and its control, so the two stay comparable)."""
+        r = self.cfg.ranker
+        return str(calibrate(self.world, reasoner, ranker_dir, out, r.calib_kl_weight, r.calib_epochs,
+                             self.cfg.seed + rnd, log=lambda *a: None, train=r.train, max_requests=r.calib_max_requests))
+
     def control(self, warm: str, ranker_dir: str) -> dict:
         """The loop's calibration schedule (one per round) with the warm, unaligned reasoner: what the extra
         ranker training gives by itself, so that final - control is what alignment added."""
-        r = self.cfg.ranker
         for rnd in range(1, self.cfg.rounds + 1):
-            ranker_dir = str(calibrate(self.world, warm, ranker_dir, self.out / "control" / f"round{rnd}",
-                                       r.calib_kl_weight, r.calib_epochs, self.cfg.seed + rnd, log=lambda *a: None,
-                                       train=r.train, max_requests=r.calib_max_requests))
+            ranker_dir = self.recalibrated(rnd, warm, ranker_dir, self.out / "control" / f"round{rnd}")
         return {"path": ranker_dir, "reasoner": warm, **self.evaluate_reasoner(warm, ranker_dir, "control")}
 
     def calibrate(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:
-        r = self.cfg.ranker
-        path = calibrate(self.world, reasoner, ranker_dir, self.out / f"round{rnd}" / "ranker", r.calib_kl_weight,
-                         r.calib_epochs, self.cfg.seed + rnd, log=lambda *a: None, train=r.train,
-                         max_requests=r.calib_max_requests)
-        return {"path": str(path), "reasoner": reasoner,
-                **self.evaluate_reasoner(reasoner, str(path), f"round{rnd}/calibrate")}
+        path = self.recalibrated(rnd, reasoner, ranker_dir, self.out / f"round{rnd}" / "ranker")
+        return {"path": path, "reasoner": reasoner, **self.evaluate_reasoner(reasoner, path, f"round{rnd}/calibrate")}
 
