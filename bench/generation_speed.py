@@ -1,7 +1,9 @@
-"""Greedy query generation: transformers' default dynamic KV cache vs a static (preallocated) one, and
-(``--batch-sizes``) the generation batch size.
+"""Greedy query generation: transformers' default dynamic KV cache vs a static (preallocated) one,
+(``--batch-sizes``) the generation batch size, or (``--dtypes``) the weights' dtype (bfloat16 uses the
+CPU's AMX/AVX-512 bf16 units where it has them; it changes greedy outputs, hence the identical share).
 
     python bench/generation_speed.py REASONER_DIR WORLD_DIR [--n 4096] [--repeats 3] [--batch-sizes 256,1024]
+                                     [--dtypes float32,bfloat16]
 
 Same prompts (the first N test requests), median of ``repeats`` timings each, run in one process; prints
 the share of identical queries beside every ratio.
@@ -31,24 +33,27 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--batch-sizes", help="comma-separated: time the dynamic cache at each batch size instead")
+    ap.add_argument("--dtypes", help="comma-separated torch dtypes: time the dynamic cache with each instead")
     a = ap.parse_args()
     torch.set_num_threads(2)
     world = load_world(a.world)
     model, tok = load_reasoner(a.reasoner)
     prompts = build_prompts(world, world.indices("test")[: a.n], tok)
-    if a.batch_sizes:
-        sizes = [int(b) for b in a.batch_sizes.split(",")]
+    variants = ([(f"batch {b}", model, int(b)) for b in a.batch_sizes.split(",")] if a.batch_sizes else
+                [(d, model, a.batch_size) for d in a.dtypes.split(",")] if a.dtypes else None)
+    if variants:
         base = None
-        for bs in sizes:
+        for name, m, bs in variants:
+            m = m.to(getattr(torch, name)) if a.dtypes else m  # in place: list the saved dtype first
             runs = []
             for _ in range(a.repeats):
                 t = time.perf_counter()
-                out = generate_queries(model, tok, prompts, batch_size=bs)
+                out = generate_queries(m, tok, prompts, batch_size=bs)
                 runs.append(time.perf_counter() - t)
-            base = base or (statistics.median(runs), out)
+            base = base or (statistics.median(runs), out, name)
             same = sum(x == y for x, y in zip(base[1], out)) / len(prompts)
-            print(f"{len(prompts)} prompts, batch {bs}: median of {a.repeats} {statistics.median(runs):.2f} s, "
-                  f"{base[0] / statistics.median(runs):.2f}x of batch {sizes[0]}; identical queries {same:.1%}")
+            print(f"{len(prompts)} prompts, {name}: median of {a.repeats} {statistics.median(runs):.2f} s, "
+                  f"{base[0] / statistics.median(runs):.2f}x of {base[2]}; identical queries {same:.1%}")
         return
     times, outputs = {}, {}
     for name, cache in (("dynamic", None), ("static", "static")):

@@ -21,7 +21,7 @@ from .report import md_table, plot_curve
 from .run import command_line, prepare_world, run, write_json
 from .world.stats import split_user_stats
 
-SHARED = ("two_tower", "reasoner_warm", "qe_rec", "control", "round1/rg_sft")
+SHARED = ("two_tower", "headroom", "reasoner_warm", "qe_rec", "control", "round1/rg_sft")
 COLUMNS = ("gauc", "recall@3", "valid_reward", "kl_to_ref", "wall_s", "reward_calls")
 
 
@@ -46,7 +46,7 @@ def compare(config: str, algos: list[str], seeds: list[int], out: str, world_dir
         cfg = from_dict(LoopConfig, {**base, "seed": seed})
         shared.mkdir(parents=True, exist_ok=True)
         world = prepare_world(cfg, world_dir, shared)
-        log(f"== seed {seed}: shared stages (two-tower, warm reasoner, QE-Rec, RG-SFT) in {shared}")
+        log(f"== seed {seed}: shared stages ({', '.join(SHARED)}) in {shared}")
         ClosedLoop(world, cfg, shared, log=log).run(shared_only=True)
         done = json.loads((shared / "state.json").read_text())["done"]
         runs[seed] = {}

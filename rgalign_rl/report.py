@@ -144,6 +144,14 @@ def write_run_report(out: str | Path, metrics: dict, command: str) -> Path:
         text += ["", "Final vs control (the same calibration with the warm, unaligned reasoner: what retraining the "
                      "ranker gives by itself), i.e. alignment's own share: "
                      + ", ".join(f"{LABELS[k]} {diff_cell(vc[k])}" for k in ("gauc", "recall@3")) + "."]
+    hr, fin = (by.get(k, {}).get("vs_two_tower") for k in ("headroom", "final"))
+    if hr:
+        share = (f" ({100 * fin['gauc']['diff'] / hr['gauc']['diff']:+.1f}% of the headroom)"
+                 if fin and hr["gauc"]["diff"] > 0 else "")
+        text += ["", "World headroom (QE-Rec given the true need's text instead of a reasoner's query: what a perfect "
+                     "reasoner could add over the two-tower): "
+                 + ", ".join(f"{LABELS[k]} {diff_cell(hr[k])}" for k in ("gauc", "recall@3"))
+                 + (f"; the final stage over the two-tower: GAUC {diff_cell(fin['gauc'])}{share}." if fin else ".")]
     text += ["", "![metrics per stage](stages.png)", "", "## The reasoner at each stage", "",
              md_table(["stage", "valid reward", "need accuracy", "degenerate", "KL to ref", "rolled back", "wall s"],
                       [[r["name"], _f(r.get("valid_reward")), _need(r.get("need_accuracy")), _f(r.get("degenerate_share")),

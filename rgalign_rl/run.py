@@ -42,7 +42,7 @@ def flatten(stage: dict) -> dict:
         if f"{k}_ci" in m:
             row[f"{k}_ci"] = m[f"{k}_ci"]
     for k in ("valid_reward", "need_accuracy", "degenerate_share", "kl_to_ref", "winner_share", "rolled_back",
-              "reward_calls", "wall_s", "examples", "curve", "train_log", "pairs", "path", "vs_qe_rec", "vs_control"):
+              "reward_calls", "wall_s", "examples", "curve", "train_log", "pairs", "path", "vs_qe_rec", "vs_control", "vs_two_tower"):
         if k in stage:
             row[k] = stage[k]
     return row
@@ -86,9 +86,12 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
     log("\ntest split, 95% CIs over users:")
     log(format_table({s["name"]: s for s in metrics["stages"] if s.get("gauc") is not None}))
     final = next((s for s in metrics["stages"] if s["name"] == "final"), {})
-    for label, key in (("QE-Rec with the warm reasoner", "vs_qe_rec"), ("the control (calibration without alignment)", "vs_control")):
-        if final.get(key):
-            log(f"final vs {label}: " + ", ".join(f"{k} {diff_cell(final[key][k])}" for k in ("gauc", "recall@3")))
+    headroom = next((s for s in metrics["stages"] if s["name"] == "headroom"), {})
+    for name, row, label, key in (("final", final, "QE-Rec with the warm reasoner", "vs_qe_rec"),
+                                  ("final", final, "the control (calibration without alignment)", "vs_control"),
+                                  ("headroom (the true need's text)", headroom, "the two-tower", "vs_two_tower")):
+        if row.get(key):
+            log(f"{name} vs {label}: " + ", ".join(f"{k} {diff_cell(row[key][k])}" for k in ("gauc", "recall@3")))
     log(f"\nreport: {report}")
     return metrics
 

@@ -22,7 +22,7 @@ def test_recipe_runs_under_accelerate_launch(tiny_world, tmp_path, launch_config
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     stages = [s["name"] for s in json.loads((out / "metrics.json").read_text())["stages"]]
-    assert stages[-3:] == ["final", "control", "oracle"]
+    assert stages[-4:] == ["final", "control", "headroom", "oracle"]
     # the TRL stages really ran inside the engine the launch config asked for
     expected = {"accelerate_config.yaml": ("NO", None), "recipes/accelerate/deepspeed_zero2.yaml": ("DEEPSPEED", 2),
                 "recipes/accelerate/deepspeed_zero3.yaml": ("DEEPSPEED", 3)}[launch_config]

@@ -40,7 +40,7 @@ def check_stage_metrics(stages):
 def test_run_writes_metrics_report_plots_and_logs(dpo_run, tiny_world):
     out, metrics = dpo_run
     names = [s["name"] for s in metrics["stages"]]
-    assert names == ["two_tower", "qe_rec", "rg_sft", "dpo", "final", "control", "oracle"]
+    assert names == ["two_tower", "qe_rec", "rg_sft", "dpo", "final", "control", "headroom", "oracle"]
     saved = json.loads((out / "metrics.json").read_text())
     assert [s["name"] for s in saved["stages"]] == names and {"config", "versions", "world"} <= set(saved)
     check_stage_metrics(saved["stages"])
@@ -55,16 +55,21 @@ def test_run_writes_metrics_report_plots_and_logs(dpo_run, tiny_world):
     assert d["ci"][0] <= d["diff"] <= d["ci"][1]
     assert d["diff"] == pytest.approx(by["final"]["gauc"] - by["control"]["gauc"], abs=1e-9)
     assert by["control"]["need_accuracy"] == by["qe_rec"]["need_accuracy"]  # the control serves the warm reasoner
+    for name in ("headroom", "final"):  # the world's headroom beside the loop's own gain over the two-tower
+        d = by[name]["vs_two_tower"]["gauc"]
+        assert d["diff"] == pytest.approx(by[name]["gauc"] - by["two_tower"]["gauc"], abs=1e-9)
+    assert "need_accuracy" not in by["headroom"]  # no reasoner: it reads the oracle's need text
     assert by["dpo"]["kl_to_ref"] >= -0.5 and 0 < by["dpo"]["reward_calls"] <= 240  # the YAML's reward_budget
     curve = by["dpo"]["curve"]
     assert curve[0]["step"] == 0 and len(curve) >= 2 and all(math.isfinite(p["reward"]) for p in curve)
     report = (out / "report.md").read_text()
     assert "| final |" in report and "| control |" in report and "Final vs control" in report
+    assert "| headroom |" in report and "World headroom" in report
     assert "Reproduce" in report and "atlas" in report
     for png in ("stages.png", "aligner_reward.png", "aligner_kl.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     stages_logged = {json.loads(line).get("stage") for line in (out / "log.jsonl").read_text().splitlines()}
-    assert {"two_tower", "control", "round1/dpo", "round1/calibrate"} <= stages_logged
+    assert {"two_tower", "headroom", "control", "round1/dpo", "round1/calibrate"} <= stages_logged
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert not list(out.glob("**/checkpoint-*"))  # finished stages leave no trainer checkpoints behind
     with pytest.raises(SystemExit, match="--resume"):
@@ -79,14 +84,14 @@ def test_compare_two_aligners_from_one_rg_sft_checkpoint(tiny_world, tmp_path):
     for algo in ("dpo", "ppo"):
         m = json.loads((out / "seed0" / algo / "metrics.json").read_text())
         check_stage_metrics(m["stages"])
-        assert [s["name"] for s in m["stages"]] == ["two_tower", "qe_rec", "rg_sft", algo, "final", "control", "oracle"]
+        assert [s["name"] for s in m["stages"]] == ["two_tower", "qe_rec", "rg_sft", algo, "final", "control", "headroom", "oracle"]
         row = summary["algos"][algo]
         assert 0 < row["reward_calls"][0] <= 240 and math.isfinite(row["gauc"][0])
     # both aligners started from the same RG-SFT checkpoint, saw the same QE-Rec and share one control
-    for name in ("rg_sft", "control"):
+    for name in ("rg_sft", "control", "headroom"):
         st = [next(s for s in json.loads((out / "seed0" / a / "metrics.json").read_text())["stages"] if s["name"] == name)
               for a in ("dpo", "ppo")]
-        assert st[0]["path"] == st[1]["path"] and st[0]["gauc"] == st[1]["gauc"]
+        assert st[0].get("path") == st[1].get("path") and st[0]["gauc"] == st[1]["gauc"]
     report = (out / "report.md").read_text()
     assert "| dpo |" in report and "| ppo |" in report and "Verdict" in report
     assert summary["ranking"][0] in report.split("## Verdict")[1] and "The control" in summary["verdict"]

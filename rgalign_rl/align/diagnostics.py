@@ -17,15 +17,24 @@ from .ppo import positions, response_mask, token_logprobs
 from reward.base import is_degenerate
 
 
-def need_hits(world, indices, queries: list[str]) -> np.ndarray | None:
-    """[n] whether each query's nearest need text is its request's true need (None: no needs in the oracle)."""
-    if not world.oracle or not any(r.get("needs") for r in world.oracle.values()):
+def nearest_needs(world, queries: list[str]) -> list[str] | None:
+    """The need phrase (text encoder cosine over all the world's needs) nearest to each query; None when
+    the oracle has no needs."""
+    if not world.has_needs:
         return None
-    rows = [world.oracle.get(world.samples[i]["sample_id"], {}) for i in indices]
     needs = sorted({n for r in world.oracle.values() for n in r.get("needs", [])})
     uniq, inverse = np.unique(np.asarray(queries, dtype=object).astype(str), return_inverse=True)
     nearest = np.argmax(encode_texts(list(uniq), cache=False) @ encode_texts(needs).T, axis=1)[inverse]
-    return np.array([needs[j] in r.get("needs", []) for j, r in zip(nearest, rows)])
+    return [needs[j] for j in nearest]
+
+
+def need_hits(world, indices, queries: list[str]) -> np.ndarray | None:
+    """[n] whether each query's nearest need text is its request's true need (None: no needs in the oracle)."""
+    nearest = nearest_needs(world, queries)
+    if nearest is None:
+        return None
+    rows = [world.oracle.get(world.samples[i]["sample_id"], {}) for i in indices]
+    return np.array([n in r.get("needs", []) for n, r in zip(nearest, rows)])
 
 
 def need_accuracy(world, indices, queries: list[str]) -> dict | None:

@@ -20,6 +20,7 @@ import reward as rewards
 
 from .. import devices
 from ..metrics import HEADLINE, bootstrap_weights, paired_difference, summarize
+from ..ranker.headroom import need_ranker
 from ..ranker.queries import query_embeddings
 from ..ranker.train import RankerData, TrainConfig, load_ranker, save_ranker, score, train_ranker
 from ..reasoner.model import load_reasoner
@@ -67,6 +68,7 @@ class EvalSettings:
     max_degenerate: float = 0.3            # roll a stage back above this share of degenerate queries
     rollback_tolerance: float = 0.01       # ... or when its valid reward falls by more than this
     control: bool = True                   # calibrate the warm reasoner the same way: what retraining alone gives
+    headroom: bool = True                  # QE-Rec on the true need's text (worlds whose oracle has needs)
 
 
 @dataclass
@@ -200,6 +202,12 @@ class ClosedLoop:
         scores = score(model, RankerData(self.world, enc), np.arange(len(self.world.samples)))
         return {"path": str(path), "metrics": self.test_metrics(scores, "two_tower")}
 
+    def headroom(self) -> dict:
+        """QE-Rec given the oracle's true-need text instead of a reasoner's query (text encoder), trained like
+        the others: what a perfect reasoner could add to the two-tower in this world (DESIGN.md section 7)."""
+        model, data = need_ranker(self.world, self.cfg.ranker.train)
+        return {"metrics": self.test_metrics(score(model, data, np.arange(len(self.world.samples))), "headroom")}
+
     def reasoner_warm(self) -> dict:
         r = self.cfg.reasoner
         if r.preset == "tiny":
@@ -270,6 +278,7 @@ class ClosedLoop:
         hands to every aligner)."""
         cfg = self.cfg
         stages = [{"name": "two_tower", **self.stage("two_tower", self.two_tower)}]
+        headroom = self.stage("headroom", self.headroom) if cfg.eval.headroom and self.world.has_needs else None
         warm = self.stage("reasoner_warm", self.reasoner_warm)["path"]
         qe = self.stage("qe_rec", lambda: self.qe_rec(warm))
         stages.append({"name": "qe_rec", **qe})
@@ -295,6 +304,8 @@ class ClosedLoop:
             stages.append({"name": "final" if rnd == cfg.rounds else f"calibrated_r{rnd}", "key": f"round{rnd}/calibrate", **cal})
         if control is not None:
             stages.append({"name": "control", "key": "control", **control})
+        if headroom is not None:
+            stages.append({"name": "headroom", "key": "headroom", **headroom})
         probs = self.world.oracle_probs()
         if probs is not None:
             stages.append({"name": "oracle", "metrics": self.test_metrics(probs, "oracle")})
@@ -305,6 +316,8 @@ class ClosedLoop:
                 st["vs_qe_rec"] = self.headline_versus("qe_rec", key)
             if st["name"] == "final" and control is not None:  # alignment's own share of the final gain
                 st["vs_control"] = self.headline_versus("control", st["key"])
+            if st["name"] in ("final", "headroom"):  # the gain a perfect reasoner gives, beside the loop's
+                st["vs_two_tower"] = self.headline_versus("two_tower", st["key"])
         if self.tb is not None:
             self.tb.close()
         return {"stages": stages, "config": asdict(cfg)}

@@ -13,15 +13,26 @@ from .queries import query_embeddings
 from .train import RankerData, TrainConfig, score, train_ranker
 
 
+def need_ranker(world: World, cfg: TrainConfig, log=lambda *a: None) -> tuple:
+    """(QE-Rec trained with the true need's text as every request's query, the RankerData it reads)."""
+    q = query_embeddings(world, "need", "text")
+    model, enc, _ = train_ranker(world, "qe_rec", q, cfg, log=log)
+    return model, RankerData(world, enc, q)
+
+
+def headroom_rankers(world: World, seed: int = 0, log=lambda *a: None) -> dict:
+    """{"without": (two-tower, data), "with_need": need_ranker(...)}, trained on the world's train split;
+    ``data`` is the RankerData each reads (bench/need_readout.py feeds the second other queries)."""
+    model, enc, _ = train_ranker(world, "two_tower", None, TrainConfig(seed=seed), log=log)
+    return {"without": (model, RankerData(world, enc)), "with_need": need_ranker(world, TrainConfig(seed=seed), log)}
+
+
 def measure_headroom(world: World, seed: int = 0, log=lambda *a: None) -> dict:
     idx = world.indices("test")
     labels, mask, users = world.labels[idx], world.candidates[1][idx], world.user_codes[idx]
     boot = bootstrap_weights(len(np.unique(users)))
-    stats = {}
-    for name, spec, arch in (("without", "none", "two_tower"), ("with_need", "need", "qe_rec")):
-        q = query_embeddings(world, spec, "text")
-        model, enc, _ = train_ranker(world, arch, q, TrainConfig(seed=seed), log=log)
-        stats[name] = user_stats(score(model, RankerData(world, enc, q), idx), labels, mask, users)
+    stats = {name: user_stats(score(model, data, idx), labels, mask, users)
+             for name, (model, data) in headroom_rankers(world, seed, log).items()}
     diff = paired_difference(stats["without"], stats["with_need"], boot)
     return {"without": summarize(stats["without"], boot), "with_need": summarize(stats["with_need"], boot),
             "gauc_gain": diff["gauc"]["diff"], "gauc_gain_ci": diff["gauc"]["ci"]}

@@ -36,7 +36,7 @@ def world_stats(world: World, headroom: bool = False, seed: int = 0) -> dict:
     boot = bootstrap_weights(len(np.unique(world.user_codes[idx])))
     refs = {name: split_metrics(world, s, "test", boot) for name, s in reference_scores(world).items()}
     out = {"world": world.name, "sizes": world.sizes(), "reference": refs}
-    if headroom and world.oracle and any(r["needs"] for r in world.oracle.values()):
+    if headroom and world.has_needs:
         from ..ranker.headroom import measure_headroom
 
         out["headroom"] = measure_headroom(world, seed=seed)

@@ -74,6 +74,11 @@ class World:
                 out[i] = np.isin(ids[i], list(clicked))
         return out
 
+    @property
+    def has_needs(self) -> bool:
+        """Whether the oracle names each request's true need (need accuracy and the headroom need it)."""
+        return bool(self.oracle) and any(r.get("needs") for r in self.oracle.values())
+
     def oracle_probs(self) -> np.ndarray | None:
         """[n, C] the true click probability of each candidate (0 where the oracle is silent)."""
         if self.oracle is None:
