@@ -8,7 +8,8 @@ then warm needs by how many training requests carry them: ``rare`` (< 200), ``mi
 mean over clicked requests of the AUC of that request's candidates: a per-request view, unlike the
 user-weighted GAUC) and, for reasoner stages, the share of the stage's greedy test queries whose nearest
 need text is the true one (the cached generations of the stage's reasoner; stages without a reasoner
-snapshot print '-').
+snapshot print '-'). ``--winners`` adds round 1's Best-of-N candidates per group: how often each
+source's candidates, the reward's winner and any candidate name the true need (training requests).
 """
 from __future__ import annotations
 
@@ -41,19 +42,50 @@ def request_auc(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.
     return np.where(weight > 0, auc, np.nan)
 
 
+def need_groups(world, world_dir: str, indices: np.ndarray) -> np.ndarray:
+    """The group (GROUPS) of each request's true need."""
+    cold = set(json.loads((Path(world_dir) / "world.json").read_text()).get("cold_intents", []))
+    need = np.array([world.oracle[s["sample_id"]]["need_intent"] for s in world.samples])
+    train_count = collections.Counter(need[world.indices("train")])
+    count = np.array([train_count[n] for n in need[indices]])
+    return np.where(np.isin(need[indices], list(cold)), "cold",
+                    np.where(count < 200, "rare", np.where(count < 1000, "mid", "frequent")))
+
+
+def winners(run: Path, world, world_dir: str) -> None:
+    """Round 1's Best-of-N candidates (training requests) per need group: the need accuracy of each
+    source's candidates, of the reward's winner, and the share of requests with any right candidate."""
+    c = json.loads((run / "round1" / "candidates.json").read_text())
+    idx, cands, rewards = np.array(c["indices"]), c["candidates"], c["rewards"]
+    texts = [t for cs in cands for _, t in cs]
+    right = need_hits(world, np.repeat(idx, [len(cs) for cs in cands]), texts)
+    right = np.split(right, np.cumsum([len(cs) for cs in cands])[:-1])
+    group = need_groups(world, world_dir, idx)
+    sources = sorted({s for cs in cands for s, _ in cs})
+    print("\n| RG-SFT candidates: need group (train requests) | " + " | ".join(sources)
+          + " | reward's winner | any candidate right |")
+    print("|---|" + "---|" * (len(sources) + 2))
+    for g in GROUPS:
+        rows = np.nonzero(group == g)[0]
+        per_source = []
+        for src in sources:
+            hits = [right[r][k] for r in rows for k, (s, _) in enumerate(cands[r]) if s == src]
+            per_source.append(f"{np.mean(hits):.1%}" if hits else "-")
+        won = np.mean([right[r][int(np.argmax(rewards[r]))] for r in rows])
+        print(f"| {g} (n={len(rows)}) | " + " | ".join(per_source)
+              + f" | {won:.1%} | {np.mean([right[r].any() for r in rows]):.1%} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run")
-    run = Path(ap.parse_args().run)
+    ap.add_argument("--winners", action="store_true", help="also the RG-SFT candidates' need accuracy per group")
+    args = ap.parse_args()
+    run = Path(args.run)
     metrics = json.loads((run / "metrics.json").read_text())
     world = load_world(metrics["world"])
-    cold = set(json.loads((Path(metrics["world"]) / "world.json").read_text()).get("cold_intents", []))
-    need = np.array([world.oracle[s["sample_id"]]["need_intent"] for s in world.samples])
-    train_count = collections.Counter(need[world.indices("train")])
     test = world.indices("test")
-    count = np.array([train_count[n] for n in need[test]])
-    group = np.where(np.isin(need[test], list(cold)), "cold",
-                     np.where(count < 200, "rare", np.where(count < 1000, "mid", "frequent")))
+    group = need_groups(world, metrics["world"], test)
     print("| stage | " + " | ".join(f"{g} (n={int((group == g).sum())}) AUC / need acc." for g in GROUPS) + " |")
     print("|---|" + "---|" * len(GROUPS))
     for path in sorted((run / "scores").glob("*.npy"), key=lambda p: p.stat().st_mtime):
@@ -66,6 +98,8 @@ def main() -> None:
         cells = [f"{np.nanmean(auc[group == g]):.4f} / " + (f"{ok[group == g].mean():.1%}" if ok is not None else "-")
                  for g in GROUPS]
         print(f"| {path.stem} | " + " | ".join(cells) + " |")
+    if args.winners:
+        winners(run, world, metrics["world"])
 
 
 if __name__ == "__main__":

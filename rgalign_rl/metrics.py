@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 HEADLINE = ("gauc", "error_rate", "recall@3", "ndcg@3", "mrr")
+PAIRED = ("gauc", "recall@3")  # the metrics every paired stage comparison reports (the targets)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from . import metrics as metric_defs
-from .metrics import HEADLINE
+from .metrics import HEADLINE, PAIRED
 
 LABELS = {"gauc": "GAUC", "error_rate": "error rate", "recall@3": "Recall@3", "ndcg@3": "NDCG@3", "mrr": "MRR"}
 
@@ -43,7 +43,7 @@ def gains(stages: dict) -> dict | None:
     return out
 
 
-def plot_stages(rows: list[dict], path: Path, keys=("gauc", "recall@3")) -> None:
+def plot_stages(rows: list[dict], path: Path, keys=PAIRED) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,14 +143,14 @@ def write_run_report(out: str | Path, metrics: dict, command: str) -> Path:
     if vc:
         text += ["", "Final vs control (the same calibration with the warm, unaligned reasoner: what retraining the "
                      "ranker gives by itself), i.e. alignment's own share: "
-                     + ", ".join(f"{LABELS[k]} {diff_cell(vc[k])}" for k in ("gauc", "recall@3")) + "."]
+                     + ", ".join(f"{LABELS[k]} {diff_cell(vc[k])}" for k in PAIRED) + "."]
     hr, fin = (by.get(k, {}).get("vs_two_tower") for k in ("headroom", "final"))
     if hr:
         share = (f" ({100 * fin['gauc']['diff'] / hr['gauc']['diff']:+.1f}% of the headroom)"
                  if fin and hr["gauc"]["diff"] > 0 else "")
         text += ["", "World headroom (QE-Rec given the true need's text instead of a reasoner's query: what a perfect "
                      "reasoner could add over the two-tower): "
-                 + ", ".join(f"{LABELS[k]} {diff_cell(hr[k])}" for k in ("gauc", "recall@3"))
+                 + ", ".join(f"{LABELS[k]} {diff_cell(hr[k])}" for k in PAIRED)
                  + (f"; the final stage over the two-tower: GAUC {diff_cell(fin['gauc'])}{share}." if fin else ".")]
     text += ["", "![metrics per stage](stages.png)", "", "## The reasoner at each stage", "",
              md_table(["stage", "valid reward", "need accuracy", "degenerate", "KL to ref", "rolled back", "wall s"],

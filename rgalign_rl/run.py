@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .align.loop import ClosedLoop, LoopConfig
 from .config import from_dict, load_yaml
-from .metrics import HEADLINE
+from .metrics import HEADLINE, PAIRED
 from .world import load_world
 from .world.stats import format_table
 
@@ -91,7 +91,7 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
                                   ("final", final, "the control (calibration without alignment)", "vs_control"),
                                   ("headroom (the true need's text)", headroom, "the two-tower", "vs_two_tower")):
         if row.get(key):
-            log(f"{name} vs {label}: " + ", ".join(f"{k} {diff_cell(row[key][k])}" for k in ("gauc", "recall@3")))
+            log(f"{name} vs {label}: " + ", ".join(f"{k} {diff_cell(row[key][k])}" for k in PAIRED))
     log(f"\nreport: {report}")
     return metrics
 

@@ -19,7 +19,7 @@ import torch
 import reward as rewards
 
 from .. import devices
-from ..metrics import HEADLINE, bootstrap_weights, paired_difference, summarize
+from ..metrics import HEADLINE, PAIRED, bootstrap_weights, paired_difference, summarize
 from ..ranker.headroom import need_ranker
 from ..ranker.queries import query_embeddings
 from ..ranker.train import RankerData, TrainConfig, load_ranker, save_ranker, score, train_ranker
@@ -192,7 +192,7 @@ class ClosedLoop:
         return paired_difference(a, b, self.boot)
 
     def headline_versus(self, base: str, key: str) -> dict:
-        return {k: v for k, v in self.versus(base, key).items() if k in ("gauc", "recall@3")}
+        return {k: v for k, v in self.versus(base, key).items() if k in PAIRED}
 
     # ---- stages --------------------------------------------------------------------------------
     def two_tower(self) -> dict:
