@@ -39,16 +39,17 @@ def main() -> None:
     world = load_world(a.world)
     model, tok = load_reasoner(a.reasoner)
     prompts = build_prompts(world, world.indices("test")[: a.n], tok)
-    variants = ([(f"batch {b}", model, int(b)) for b in a.batch_sizes.split(",")] if a.batch_sizes else
-                [(d, model, a.batch_size) for d in a.dtypes.split(",")] if a.dtypes else None)
+    variants = ([(f"batch {b}", int(b), None) for b in a.batch_sizes.split(",")] if a.batch_sizes else
+                [(d, a.batch_size, getattr(torch, d)) for d in a.dtypes.split(",")] if a.dtypes else None)
     if variants:
         base = None
-        for name, m, bs in variants:
-            m = m.to(getattr(torch, name)) if a.dtypes else m  # in place: list the saved dtype first
+        for name, bs, dtype in variants:
+            if dtype is not None:
+                model.to(dtype)  # in place: list the saved dtype first
             runs = []
             for _ in range(a.repeats):
                 t = time.perf_counter()
-                out = generate_queries(m, tok, prompts, batch_size=bs)
+                out = generate_queries(model, tok, prompts, batch_size=bs)
                 runs.append(time.perf_counter() - t)
             base = base or (statistics.median(runs), out, name)
             same = sum(x == y for x, y in zip(base[1], out)) / len(prompts)

@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rgalign_rl.align.diagnostics import nearest_needs  # noqa: E402
+from rgalign_rl.align.diagnostics import nearest_needs, true_need_named  # noqa: E402
 from rgalign_rl.align.loop import sample_subset  # noqa: E402
 from rgalign_rl.metrics import bootstrap_weights, paired_difference, summarize, user_stats  # noqa: E402
 from rgalign_rl.ranker.headroom import headroom_rankers  # noqa: E402
@@ -90,7 +90,7 @@ def main() -> None:
     for key in [k for k in done if k == "reasoner_warm" or (k.startswith("round") and not k.endswith("calibrate"))]:
         queries = reasoner_queries(world, Path(done[key]["path"]), idx)[1]
         needs = nearest_needs(world, queries)
-        ok = [n in world.oracle[world.samples[i]["sample_id"]]["needs"] for n, i in zip(needs[nv:], test)]
+        ok = true_need_named(world, test, needs[nv:])  # need accuracy, from the phrases found once
         for form, texts in (("nearest need", needs), ("query text", queries)):
             r = read(texts)
             row = (f"{key} ({form})", f"{np.mean(ok):.1%}", stats(r[nv:], test), *fused(r))

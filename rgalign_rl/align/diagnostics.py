@@ -28,13 +28,16 @@ def nearest_needs(world, queries: list[str]) -> list[str] | None:
     return [needs[j] for j in nearest]
 
 
+def true_need_named(world, indices, needs: list[str]) -> np.ndarray:
+    """[n] whether each need phrase is the true need of the request at the same place in ``indices``."""
+    rows = [world.oracle.get(world.samples[i]["sample_id"], {}) for i in indices]
+    return np.array([n in r.get("needs", []) for n, r in zip(needs, rows)])
+
+
 def need_hits(world, indices, queries: list[str]) -> np.ndarray | None:
     """[n] whether each query's nearest need text is its request's true need (None: no needs in the oracle)."""
     nearest = nearest_needs(world, queries)
-    if nearest is None:
-        return None
-    rows = [world.oracle.get(world.samples[i]["sample_id"], {}) for i in indices]
-    return np.array([n in r.get("needs", []) for n, r in zip(nearest, rows)])
+    return None if nearest is None else true_need_named(world, indices, nearest)
 
 
 def need_accuracy(world, indices, queries: list[str]) -> dict | None:
