@@ -10,6 +10,9 @@ user-weighted GAUC) and, for reasoner stages, the share of the stage's greedy te
 need text is the true one (the cached generations of the stage's reasoner; stages without a reasoner
 snapshot print '-'). ``--winners`` adds round 1's Best-of-N candidates per group: how often each
 source's candidates, the reward's winner and any candidate name the true need (training requests).
+``--rescore SPACE[,SPACE]`` scores those same candidates again with the run's frozen QE-Rec and reward,
+its denoising neighbours chosen in each given space (``reward.scorer.neighbour_space``), and prints the
+winners' table for each.
 """
 from __future__ import annotations
 
@@ -52,11 +55,34 @@ def need_groups(world, world_dir: str, indices: np.ndarray) -> np.ndarray:
                     np.where(count < 200, "rare", np.where(count < 1000, "mid", "frequent")))
 
 
-def winners(run: Path, world, world_dir: str) -> None:
+def rescore(run: Path, world, idx: np.ndarray, cands: list, space: str) -> list[list[float]]:
+    """The candidates' rewards from the run's frozen QE-Rec and reward, neighbours found in ``space``."""
+    from rgalign_rl.align.best_of_n import score_candidates
+    from rgalign_rl.reasoner.model import load_tokenizer
+    from rgalign_rl.reasoner.prompt import build_prompts
+    from rgalign_rl.scoring import FrozenRankerScorer, ScorerConfig
+    from reward import build_reward
+
+    cfg = json.loads((run / "metrics.json").read_text())["config"]["reward"]
+    scorer = FrozenRankerScorer(world, run / "qe_rec", ScorerConfig(**{**cfg["scorer"], "neighbour_space": space}))
+    reward_fn = build_reward({"name": cfg["name"], "k": cfg["k"]}, scorer)
+    prompts = build_prompts(world, idx, load_tokenizer(run / "reasoner_warm"))
+    return score_candidates(reward_fn, world, idx, prompts, [[tuple(c) for c in cs] for cs in cands])
+
+
+def winners(run: Path, world, world_dir: str, spaces: list[str]) -> None:
     """Round 1's Best-of-N candidates (training requests) per need group: the need accuracy of each
     source's candidates, of the reward's winner, and the share of requests with any right candidate."""
     c = json.loads((run / "round1" / "candidates.json").read_text())
-    idx, cands, rewards = np.array(c["indices"]), c["candidates"], c["rewards"]
+    idx, cands = np.array(c["indices"]), c["candidates"]
+    for space in spaces or [None]:
+        rewards = c["rewards"] if space is None else rescore(run, world, idx, cands, space)
+        if space is not None:
+            print(f"\nrescored, reward.scorer.neighbour_space={space}:")
+        winner_table(world, world_dir, idx, cands, rewards)
+
+
+def winner_table(world, world_dir: str, idx: np.ndarray, cands: list, rewards: list) -> None:
     texts = [t for cs in cands for _, t in cs]
     right = need_hits(world, np.repeat(idx, [len(cs) for cs in cands]), texts)
     right = np.split(right, np.cumsum([len(cs) for cs in cands])[:-1])
@@ -80,6 +106,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run")
     ap.add_argument("--winners", action="store_true", help="also the RG-SFT candidates' need accuracy per group")
+    ap.add_argument("--rescore", default="", help="with --winners: neighbour spaces to score the candidates again in")
     args = ap.parse_args()
     run = Path(args.run)
     metrics = json.loads((run / "metrics.json").read_text())
@@ -99,7 +126,7 @@ def main() -> None:
                  for g in GROUPS]
         print(f"| {path.stem} | " + " | ".join(cells) + " |")
     if args.winners:
-        winners(run, world, metrics["world"])
+        winners(run, world, metrics["world"], [x for x in args.rescore.split(",") if x])
 
 
 if __name__ == "__main__":

@@ -5,9 +5,12 @@ denoised click target:
 - the distribution mixes the frozen QE-Rec's softmax with a text anchor, softmax(cos(query text,
   intent text) / tau) through the shared text encoder, so that a query's *meaning* counts and not only
   a path fitted on (teacher query, click) pairs, which inherits the teachers' biases (DESIGN.md s.7);
-- the target averages the click distributions of the request and its k nearest training requests in
-  the ranker's user space: one click is a random draw, and a winner picked on it has often only
-  guessed that draw (DESIGN.md s.6).
+- the target averages the click distributions of the request and its k nearest training requests: one
+  click is a random draw, and a winner picked on it has often only guessed that draw (DESIGN.md s.6).
+  Nearest in the ranker's user space (``user``), or in that space joined with the text of the request's
+  teacher queries (``user+teachers``, training material of train/valid requests only): a rare need's
+  nearest users mostly carry other needs, so their clicks point the target at a frequent neighbour's
+  intents and the reward picks that neighbour's phrase (BENCHMARKS.md, session 6).
 Everything is batched: one text-encoder pass, one reasoner pass and one ranker pass per call.
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .world import World
 @dataclass
 class ScorerConfig:
     neighbours: int = 20            # k nearest training requests whose clicks denoise the target (0 = own click)
+    neighbour_space: str = "user+teachers"  # user | user+teachers: where "nearest" is measured
     anchor_weight: float = 0.5      # share of the text anchor in the candidate distribution
     anchor_temperature: float = 0.05
     batch_size: int = 1024
@@ -51,6 +55,44 @@ class FrozenRankerScorer:
                for i in range(0, len(self.world.samples), 4096)]
         return torch.nn.functional.normalize(torch.cat(out), dim=-1)
 
+    def _teacher_text(self) -> torch.Tensor:
+        """[n, D] mean text vector of each train/valid request's teacher queries (zero for test requests and
+        requests without teacher rows: no stage reads test requests' teacher rows)."""
+        rows: dict[int, list[str]] = {}
+        for t in self.world.teachers or []:
+            i = self.index.get(t["sample_id"])
+            if i is not None and self.world.samples[i]["split"] != "test":
+                rows.setdefault(i, []).append(t["query"])
+        texts = sorted({q for qs in rows.values() for q in qs})
+        out = torch.zeros(len(self.world.samples), self.text_emb.shape[1])
+        if texts:
+            vec, pos = torch.from_numpy(encode_texts(texts)), {q: j for j, q in enumerate(texts)}
+            for i, qs in rows.items():
+                out[i] = vec[[pos[q] for q in qs]].mean(0)
+        return torch.nn.functional.normalize(out, dim=-1)
+
+    def _neighbour_space(self) -> torch.Tensor:
+        space = self.cfg.neighbour_space
+        if space not in ("user", "user+teachers"):
+            raise ValueError(f"reward.scorer.neighbour_space: {space!r} is not one of user, user+teachers")
+        emb = self._user_embeddings()
+        if space == "user+teachers":
+            emb = torch.nn.functional.normalize(torch.cat([emb, self._teacher_text()], 1), dim=-1)
+        return emb
+
+    def nearest_training(self, k: int) -> np.ndarray:
+        """[n, k] the k nearest training requests of every request (world sample indices) in the
+        neighbour space; a request is not its own neighbour."""
+        train = torch.as_tensor(self.world.indices("train"))
+        emb = self._neighbour_space()
+        bank, out = emb[train], []
+        for start in range(0, len(emb), 2048):
+            rows = torch.arange(start, min(start + 2048, len(emb)))
+            sim = emb[rows] @ bank.T
+            sim[train.unsqueeze(0) == rows.unsqueeze(1)] = -2.0
+            out.append(train[sim.topk(k, dim=1).indices].numpy())
+        return np.concatenate(out)
+
     def _denoised_targets(self) -> torch.Tensor:
         """[n, C] target click distribution over each request's candidates (train and valid requests;
         test requests get none: no stage may read their clicks)."""
@@ -63,15 +105,7 @@ class FrozenRankerScorer:
                 clicks[i, [w.intent_index[c] for c in s["clicked"]]] = 1.0 / len(s["clicked"])
         pooled = clicks.copy()
         if k > 0:
-            train = torch.as_tensor(w.indices("train"))
-            emb = self._user_embeddings()
-            bank, bank_clicks = emb[train], torch.from_numpy(clicks[train.numpy()])
-            for start in range(0, len(w.samples), 2048):
-                rows = torch.arange(start, min(start + 2048, len(w.samples)))
-                sim = emb[rows] @ bank.T
-                sim[train.unsqueeze(0) == rows.unsqueeze(1)] = -2.0  # a request is not its own neighbour
-                nb = sim.topk(k, dim=1).indices
-                pooled[rows.numpy()] += bank_clicks[nb].sum(1).numpy()
+            pooled += clicks[self.nearest_training(k)].sum(1)
         target = np.take_along_axis(pooled, np.maximum(ids, 0), axis=1) * mask
         target[w.split == "test"] = 0.0
         total = target.sum(1, keepdims=True)

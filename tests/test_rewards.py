@@ -49,6 +49,28 @@ def test_denoised_targets_are_distributions_and_test_clicks_are_never_read(score
     assert (t[no_click].sum(1) > 0).mean() > 0.9
 
 
+def test_teacher_text_neighbours_share_the_need_and_skip_test_rows(scorer, tiny_world, tiny_ranker):
+    """The user+teachers space finds training requests with the same hidden need more often than the
+    ranker's user space alone (rare needs are where it matters), and test requests' teacher rows play no part."""
+    world = scorer.world
+    need = np.array([world.oracle[s["sample_id"]]["need_intent"] for s in world.samples])
+    train = world.indices("train")
+    user = FrozenRankerScorer(world, tiny_ranker, ScorerConfig(neighbours=10, neighbour_space="user"))
+    same = {name: (need[sc.nearest_training(10)[train]] == need[train, None]).mean()
+            for name, sc in (("user", user), ("user+teachers", scorer))}
+    assert same["user+teachers"] > same["user"] + 0.1, same
+    assert (scorer._teacher_text()[world.indices("test")] == 0).all()
+    garbled = load_world(tiny_world)
+    test_ids = {garbled.samples[i]["sample_id"] for i in garbled.indices("test")}
+    for t in garbled.teachers:
+        if t["sample_id"] in test_ids:
+            t["query"] = "reset my password"
+    again = FrozenRankerScorer(garbled, tiny_ranker, ScorerConfig(neighbours=10))
+    assert np.array_equal(again.targets.numpy(), scorer.targets.numpy())
+    with pytest.raises(ValueError, match="neighbour_space: 'items' is not one of"):
+        FrozenRankerScorer(world, tiny_ranker, ScorerConfig(neighbours=10, neighbour_space="items"))
+
+
 def test_shaping_and_non_finite_rewards(scorer):
     r = reward.build_reward({"name": "clicked_prob"}, scorer)
     sid = scorer.world.samples[int(scorer.world.indices("train")[0])]["sample_id"]
