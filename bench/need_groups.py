@@ -32,9 +32,16 @@ from rgalign_rl.reasoner.queries import reasoner_queries  # noqa: E402
 from rgalign_rl.world import load_world  # noqa: E402
 
 GROUPS = ("cold", "rare", "mid", "frequent")
-REASONERS = {"qe_rec": "reasoner_warm", "round1_rg_sft": "round1/rg_sft", "round1_dpo": "round1/dpo",
-             "round1_ppo": "round1/ppo", "round1_grpo": "round1/grpo", "round1_rloo": "round1/rloo",
-             "round1_rg_cl": "round1/rg_cl", "round1_calibrate": "round1/rg_cl"}
+
+
+def snapshot(done: dict, key: str) -> Path | None:
+    """The reasoner snapshot behind a scores/<key>.npy (from state.json, so reused stages resolve too):
+    a stage's ``reasoner`` (rankers: QE-Rec, control, calibration), else its ``path`` if that is a causal LM."""
+    entry = done.get(key.replace("_", "/", 1) if key.startswith("round") else key, {})
+    for field in ("reasoner", "path"):
+        if entry.get(field) and (Path(entry[field]) / "tokenizer_config.json").exists():  # a causal LM, not a ranker
+            return Path(entry[field])
+    return None
 
 
 def request_auc(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -64,9 +71,15 @@ def rescore(run: Path, world, idx: np.ndarray, cands: list, space: str) -> list[
     from reward import build_reward
 
     cfg = json.loads((run / "metrics.json").read_text())["config"]["reward"]
-    scorer = FrozenRankerScorer(world, run / "qe_rec", ScorerConfig(**{**cfg["scorer"], "neighbour_space": space}))
+    done = json.loads((run / "state.json").read_text())["done"]
+    scorer = FrozenRankerScorer(world, done["qe_rec"]["path"], ScorerConfig(**{**cfg["scorer"], "neighbour_space": space}))
     reward_fn = build_reward({"name": cfg["name"], "k": cfg["k"]}, scorer)
-    prompts = build_prompts(world, idx, load_tokenizer(run / "reasoner_warm"))
+    need = np.array([world.oracle[s["sample_id"]]["need_intent"] for s in world.samples])
+    same = (need[scorer.nearest_training(scorer.cfg.neighbours)[idx]] == need[idx, None]).mean(1)
+    group = need_groups(world, str(world.root), idx)
+    print(f"\nneighbour_space={space}: share of the {scorer.cfg.neighbours} nearest training requests with the "
+          "request's need: " + ", ".join(f"{g} {same[group == g].mean():.1%}" for g in GROUPS))
+    prompts = build_prompts(world, idx, load_tokenizer(done["reasoner_warm"]["path"]))
     return score_candidates(reward_fn, world, idx, prompts, [[tuple(c) for c in cs] for cs in cands])
 
 
@@ -111,6 +124,7 @@ def main() -> None:
     run = Path(args.run)
     metrics = json.loads((run / "metrics.json").read_text())
     world = load_world(metrics["world"])
+    done = json.loads((run / "state.json").read_text())["done"]
     test = world.indices("test")
     group = need_groups(world, metrics["world"], test)
     print("| stage | " + " | ".join(f"{g} (n={int((group == g).sum())}) AUC / need acc." for g in GROUPS) + " |")
@@ -118,9 +132,8 @@ def main() -> None:
     for path in sorted((run / "scores").glob("*.npy"), key=lambda p: p.stat().st_mtime):
         auc = request_auc(np.load(path), world.labels[test], world.candidates[1][test])
         ok = None
-        stage = REASONERS.get(path.stem)
-        folder = run / stage if stage else None
-        if folder is not None and (folder / "config.json").exists():
+        folder = snapshot(done, path.stem)
+        if folder is not None:
             ok = need_hits(world, test, reasoner_queries(world, folder, test)[1])
         cells = [f"{np.nanmean(auc[group == g]):.4f} / " + (f"{ok[group == g].mean():.1%}" if ok is not None else "-")
                  for g in GROUPS]
