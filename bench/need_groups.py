@@ -52,10 +52,15 @@ def request_auc(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.
     return np.where(weight > 0, auc, np.nan)
 
 
+def need_intents(world) -> np.ndarray:
+    """[n] the intent id of every request's true need (the oracle's)."""
+    return np.array([world.oracle[s["sample_id"]]["need_intent"] for s in world.samples])
+
+
 def need_groups(world, world_dir: str, indices: np.ndarray) -> np.ndarray:
     """The group (GROUPS) of each request's true need."""
     cold = set(json.loads((Path(world_dir) / "world.json").read_text()).get("cold_intents", []))
-    need = np.array([world.oracle[s["sample_id"]]["need_intent"] for s in world.samples])
+    need = need_intents(world)
     train_count = collections.Counter(need[world.indices("train")])
     count = np.array([train_count[n] for n in need[indices]])
     return np.where(np.isin(need[indices], list(cold)), "cold",
@@ -72,9 +77,10 @@ def rescore(run: Path, world, idx: np.ndarray, cands: list, space: str) -> list[
 
     cfg = json.loads((run / "metrics.json").read_text())["config"]["reward"]
     done = json.loads((run / "state.json").read_text())["done"]
-    scorer = FrozenRankerScorer(world, done["qe_rec"]["path"], ScorerConfig(**{**cfg["scorer"], "neighbour_space": space}))
+    scorer_cfg = ScorerConfig(**{**cfg["scorer"], "neighbour_space": space})
+    scorer = FrozenRankerScorer(world, done["qe_rec"]["path"], scorer_cfg)
     reward_fn = build_reward({"name": cfg["name"], "k": cfg["k"]}, scorer)
-    need = np.array([world.oracle[s["sample_id"]]["need_intent"] for s in world.samples])
+    need = need_intents(world)
     same = (need[scorer.nearest_training(scorer.cfg.neighbours)[idx]] == need[idx, None]).mean(1)
     group = need_groups(world, str(world.root), idx)
     print(f"\nneighbour_space={space}: share of the {scorer.cfg.neighbours} nearest training requests with the "

@@ -26,6 +26,9 @@ from .text_encoder import encode_texts
 from .world import World
 
 
+SPACES = ("user", "user+teachers")  # where a request's nearest training requests are found
+
+
 @dataclass
 class ScorerConfig:
     neighbours: int = 20            # k nearest training requests whose clicks denoise the target (0 = own click)
@@ -33,6 +36,11 @@ class ScorerConfig:
     anchor_weight: float = 0.5      # share of the text anchor in the candidate distribution
     anchor_temperature: float = 0.05
     batch_size: int = 1024
+
+    def __post_init__(self) -> None:  # at config load, not minutes later when the first reward is built
+        if self.neighbour_space not in SPACES:
+            raise ValueError(f"reward.scorer.neighbour_space: {self.neighbour_space!r} is not one of "
+                             f"{', '.join(SPACES)}")
 
 
 class FrozenRankerScorer:
@@ -72,11 +80,8 @@ class FrozenRankerScorer:
         return torch.nn.functional.normalize(out, dim=-1)
 
     def _neighbour_space(self) -> torch.Tensor:
-        space = self.cfg.neighbour_space
-        if space not in ("user", "user+teachers"):
-            raise ValueError(f"reward.scorer.neighbour_space: {space!r} is not one of user, user+teachers")
         emb = self._user_embeddings()
-        if space == "user+teachers":
+        if self.cfg.neighbour_space == "user+teachers":
             emb = torch.nn.functional.normalize(torch.cat([emb, self._teacher_text()], 1), dim=-1)
         return emb
 
