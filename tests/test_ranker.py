@@ -62,3 +62,18 @@ def test_nested_qe_rec_starts_exactly_at_the_two_tower(tiny_world):
     np.testing.assert_allclose(score(qe, RankerData(world, enc, need), idx), score(tt, RankerData(world, enc), idx),
                                atol=1e-4)
     assert hist[0]["epoch"] == 0
+
+
+def test_calibration_never_returns_a_ranker_worse_on_valid_than_its_start(tiny_world):
+    # continuing from a trained ranker (closed-loop calibration, the control) makes that ranker epoch 0:
+    # when every epoch is worse on valid (here a learning rate that wrecks the weights) the start comes back
+    world = load_world(tiny_world)
+    need = query_embeddings(world, "need")
+    qe, enc, first = train_ranker(world, "qe_rec", need, TrainConfig(epochs=2), log=lambda *a: None)
+    again, _, hist = train_ranker(world, "qe_rec", need, TrainConfig(epochs=2, lr=50.0, patience=5), init=qe,
+                                  encoder=enc, log=lambda *a: None)
+    assert [h["epoch"] for h in hist] == [0, 1, 2]
+    assert hist[0]["valid_gauc"] == max(h["valid_gauc"] for h in first)
+    assert max(h["valid_gauc"] for h in hist[1:]) < hist[0]["valid_gauc"]
+    idx = np.arange(len(world.samples))
+    np.testing.assert_array_equal(score(again, RankerData(world, enc, need), idx), score(qe, RankerData(world, enc, need), idx))

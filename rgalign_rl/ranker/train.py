@@ -2,7 +2,7 @@
 
 Loss: ListNet (softmax cross-entropy of the scores against the request's click distribution) plus
 λ·KL(reference || ranker) to a reference ranker's scores, which keeps calibration rounds stable.
-Early stopping on valid GAUC; the best epoch's weights are kept.
+Early stopping on valid GAUC; the best epoch's weights are kept (a ranker that training starts from is epoch 0).
 """
 from __future__ import annotations
 
@@ -95,9 +95,11 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
                  nest: TwoTowerRanker | None = None, train_indices: np.ndarray | None = None, **model_kw):
     """Trains a ranker on the world's train split; returns (model, encoder, history).
 
-    ``nest``: a trained two-tower whose towers initialise a QE-Rec whose query paths start at zero, so
-    training starts from the baseline's scores (epoch 0 is evaluated too) and can only keep what the
-    query adds on valid data. ``train_indices``: train on these requests only (default: the train split)."""
+    ``init``: a trained ranker to continue from (calibration). ``nest``: a trained two-tower whose towers
+    initialise a QE-Rec whose query paths start at zero, so training starts from the baseline's scores.
+    Either way the starting point is epoch 0 of early stopping: training keeps it unless an epoch beats it
+    on valid, so it never returns a ranker worse on valid than the one it started from.
+    ``train_indices``: train on these requests only (default: the train split)."""
     cfg = cfg or TrainConfig()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -123,7 +125,7 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
         ref_scores = torch.from_numpy(score(reference, ref_data, np.arange(len(world.samples))))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_state, history, bad = -1.0, None, [], 0
-    if nest is not None:
+    if nest is not None or init is not None:
         best, best_state = split_gauc(model, data, "valid"), copy.deepcopy(model.state_dict())
         history.append({"epoch": 0, "loss": None, "valid_gauc": best})
     for epoch in progress(range(cfg.epochs), f"train {arch}"):
