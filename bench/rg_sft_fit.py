@@ -1,0 +1,71 @@
+"""Does RG-SFT underfit or fail to generalise? Re-run it on a run's stored Best-of-N winners.
+
+    python bench/rg_sft_fit.py RUN_DIR --epochs 2,6
+
+For each epoch count, fine-tunes the run's warm reasoner on round 1's winners (RUN/round1/candidates.json,
+the loop's RG-SFT settings otherwise: lr 1e-3, batch 64, NEFTune 5) and prints, per need group
+(bench/need_groups.py), how often the winners it was taught name the true need, and how often its greedy
+query does on 12,000 of those same training requests and on the test split. Taught >> train means
+underfitting (more epochs or capacity would help); train >> test means it does not generalise. Each
+epoch count costs ~80 s per epoch plus ~30 s of generation on 2 cores; models go to a temp folder.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from need_groups import GROUPS, need_groups  # noqa: E402
+
+from rgalign_rl.align.best_of_n import BestOfNSettings, select_winners  # noqa: E402
+from rgalign_rl.align.diagnostics import need_hits  # noqa: E402
+from rgalign_rl.reasoner.queries import reasoner_queries  # noqa: E402
+from rgalign_rl.reasoner.sft import sft  # noqa: E402
+from rgalign_rl.world import load_world  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run")
+    ap.add_argument("--epochs", default="2,6", help="comma-separated RG-SFT epoch counts")
+    ap.add_argument("--sample", type=int, default=12000, help="training requests whose greedy query is checked")
+    args = ap.parse_args()
+    run = Path(args.run)
+    world_dir = json.loads((run / "metrics.json").read_text())["world"]
+    world = load_world(world_dir)
+    done = json.loads((run / "state.json").read_text())["done"]
+    c = json.loads((run / "round1" / "candidates.json").read_text())
+    idx, cands = np.array(c["indices"]), [[tuple(x) for x in cs] for cs in c["candidates"]]
+    winners, _ = select_winners(cands, c["rewards"])
+    pairs = [(i, cs[k][1]) for i, cs, k in zip(idx, cands, winners) if k >= 0 and cs[k][1].strip()]
+    pick = np.sort(np.random.default_rng(0).choice(len(idx), min(args.sample, len(idx)), replace=False))
+    taught = need_hits(world, idx[pick], [cands[i][winners[i]][1] for i in pick])
+    group = need_groups(world, world_dir, idx[pick])
+    test = world.indices("test")
+    test_group = need_groups(world, world_dir, test)
+    rows = [("taught (winners)", taught, None)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for epochs in (float(e) for e in args.epochs.split(",")):
+            settings = dataclasses.replace(BestOfNSettings().sft, epochs=epochs, lr=1e-3)
+            path = sft(done["reasoner_warm"]["path"], world, pairs, Path(tmp) / f"e{epochs:g}", settings)
+            train_ok = need_hits(world, idx[pick], reasoner_queries(world, path, idx[pick])[1])
+            test_ok = need_hits(world, test, reasoner_queries(world, path, test)[1])
+            rows.append((f"RG-SFT {epochs:g} epochs", train_ok, test_ok))
+    print("\n| need accuracy | " + " | ".join(f"{g} train / test" for g in GROUPS) + " | all test |")
+    print("|---|" + "---|" * (len(GROUPS) + 1))
+    for name, tr, te in rows:
+        cells = [f"{tr[group == g].mean():.1%} / " + ("-" if te is None else f"{te[test_group == g].mean():.1%}")
+                 for g in GROUPS]
+        print(f"| {name} | " + " | ".join(cells) + " | " + ("-" if te is None else f"{te.mean():.1%}") + " |")
+
+
+if __name__ == "__main__":
+    main()
