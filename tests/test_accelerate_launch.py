@@ -1,4 +1,5 @@
-"""The recipe under `accelerate launch`: the default config and DeepSpeed ZeRO-2 / ZeRO-3 (one CPU process)."""
+"""The recipe under `accelerate launch`: the default config and DeepSpeed ZeRO-2 / ZeRO-3 (one CPU process; the
+ZeRO-3 run's DPO uses LoRA, whose adapters are merged into weights that ZeRO-3 partitions)."""
 import json
 import os
 import subprocess
@@ -6,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,6 +21,8 @@ def test_recipe_runs_under_accelerate_launch(tiny_world, tmp_path, launch_config
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / launch_config),
            str(ROOT / "recipes" / "rgalign.py"), "--config", str(ROOT / "recipes/configs/shopsim_tiny.yaml"),
            "--world", str(tiny_world), "--out", str(out), "align.algorithm=dpo"]
+    lora = launch_config.endswith("zero3.yaml")
+    cmd += ["align.dpo.lora=true"] if lora else []
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     stages = [s["name"] for s in json.loads((out / "metrics.json").read_text())["stages"]]
@@ -29,3 +33,10 @@ def test_recipe_runs_under_accelerate_launch(tiny_world, tmp_path, launch_config
     for stage in ("reasoner_warm", "round1/rg_sft", "round1/dpo"):
         engine = json.loads((out / stage / "engine.json").read_text())
         assert (engine["distributed_type"], engine["zero_stage"]) == expected, (stage, engine)
+    if lora:  # the merged model is whole: every tensor saved, only the adapted projections moved
+        from safetensors.torch import load_file
+
+        before, after = (load_file(out / "round1" / stage / "model.safetensors") for stage in ("rg_sft", "dpo"))
+        assert {k: v.shape for k, v in before.items()} == {k: v.shape for k, v in after.items()}
+        moved = {k for k in before if not torch.equal(before[k], after[k])}
+        assert moved and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in moved), moved
