@@ -54,9 +54,10 @@ def main() -> None:
         cfg, world = metrics["config"], load_world(metrics["world"])
         done = json.loads((run / "state.json").read_text())["done"]
         boot = bootstrap_weights(len(np.unique(world.user_codes[world.indices("test")])))
-        base = split_user_stats(world, np.load(run / "scores" / "qe_rec.npy"))
+        qe_rec = np.load(run / "scores" / "qe_rec.npy")
+        base = split_user_stats(world, qe_rec)
         final_key = f"round{cfg['rounds']}/calibrate"
-        rows = [("qe_rec", best_valid(done["qe_rec"]["path"]), np.load(run / "scores" / "qe_rec.npy")),
+        rows = [("qe_rec", best_valid(done["qe_rec"]["path"]), qe_rec),
                 ("final (calibrated)", best_valid(done[final_key]["path"]),
                  np.load(run / "scores" / f"{final_key.replace('/', '_')}.npy"))]
         jobs = [("final reasoner, retrained", done[final_key]["reasoner"])]

@@ -3,7 +3,7 @@
     python bench/rg_sft_fit.py RUN_DIR --epochs 2,6
 
 For each epoch count, fine-tunes the run's warm reasoner on round 1's winners (RUN/round1/candidates.json,
-the loop's RG-SFT settings otherwise: lr 1e-3, batch 64, NEFTune 5) and prints, per need group
+the run's own ``best_of_n.sft`` settings otherwise) and prints, per need group
 (bench/need_groups.py), how often the winners it was taught name the true need, and how often its greedy
 query does on 12,000 of those same training requests and on the test split. Taught >> train means
 underfitting (more epochs or capacity would help); train >> test means it does not generalise. Each
@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from need_groups import GROUPS, need_groups  # noqa: E402
 
-from rgalign_rl.align.best_of_n import BestOfNSettings, select_winners  # noqa: E402
+from rgalign_rl.align.best_of_n import select_winners, winner_pairs  # noqa: E402
 from rgalign_rl.align.diagnostics import need_hits  # noqa: E402
 from rgalign_rl.reasoner.queries import reasoner_queries  # noqa: E402
-from rgalign_rl.reasoner.sft import sft  # noqa: E402
+from rgalign_rl.reasoner.sft import SFTSettings, sft  # noqa: E402
 from rgalign_rl.world import load_world  # noqa: E402
 
 
@@ -39,13 +39,14 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=12000, help="training requests whose greedy query is checked")
     args = ap.parse_args()
     run = Path(args.run)
-    world_dir = json.loads((run / "metrics.json").read_text())["world"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    world_dir, run_sft = metrics["world"], SFTSettings(**metrics["config"]["best_of_n"]["sft"])
     world = load_world(world_dir)
     done = json.loads((run / "state.json").read_text())["done"]
     c = json.loads((run / "round1" / "candidates.json").read_text())
     idx, cands = np.array(c["indices"]), [[tuple(x) for x in cs] for cs in c["candidates"]]
     winners, _ = select_winners(cands, c["rewards"])
-    pairs = [(i, cs[k][1]) for i, cs, k in zip(idx, cands, winners) if k >= 0 and cs[k][1].strip()]
+    pairs = winner_pairs(idx, cands, winners)
     pick = np.sort(np.random.default_rng(0).choice(len(idx), min(args.sample, len(idx)), replace=False))
     taught = need_hits(world, idx[pick], [cands[i][winners[i]][1] for i in pick])
     group = need_groups(world, world_dir, idx[pick])
@@ -54,7 +55,7 @@ def main() -> None:
     rows = [("taught (winners)", taught, None)]
     with tempfile.TemporaryDirectory() as tmp:
         for epochs in (float(e) for e in args.epochs.split(",")):
-            settings = dataclasses.replace(BestOfNSettings().sft, epochs=epochs, lr=1e-3)
+            settings = dataclasses.replace(run_sft, epochs=epochs)
             path = sft(done["reasoner_warm"]["path"], world, pairs, Path(tmp) / f"e{epochs:g}", settings)
             train_ok = need_hits(world, idx[pick], reasoner_queries(world, path, idx[pick])[1])
             test_ok = need_hits(world, test, reasoner_queries(world, path, test)[1])

@@ -74,3 +74,8 @@ def select_winners(candidates, rewards) -> tuple[list[int], dict]:
         wins[cands[best][0]] += 1
     total = max(sum(wins.values()), 1)
     return winners, {src: n / total for src, n in sorted(wins.items())}
+
+
+def winner_pairs(indices, candidates, winners) -> list[tuple[int, str]]:
+    """(sample index, winning query) for every request with a non-empty winner: RG-SFT's training pairs."""
+    return [(int(i), c[k][1]) for i, c, k in zip(indices, candidates, winners) if k >= 0 and c[k][1].strip()]

@@ -32,7 +32,7 @@ from ..scoring import FrozenRankerScorer, ScorerConfig
 from ..world import World
 from ..world.stats import split_user_stats
 from .aligners import ALIGNERS, AlignSettings
-from .best_of_n import BestOfNSettings, collect_candidates, score_candidates, select_winners
+from .best_of_n import BestOfNSettings, collect_candidates, score_candidates, select_winners, winner_pairs
 from .calibrate import calibrate
 from .diagnostics import degenerate_share, need_accuracy, sampled_kl
 from .rg_cl import RGCLSettings, run_rg_cl
@@ -266,8 +266,7 @@ class ClosedLoop:
         cands = collect_candidates(w, idx, prompts, (model, tok), s.reasoner_samples, s.temperature, self.cfg.seed + rnd)
         scores = score_candidates(self.reward_fn(ranker_dir), w, idx, prompts, cands, s.score_batch)
         winners, share = select_winners(cands, scores)
-        pairs = [(i, c[k][1]) for i, c, k in zip(idx, cands, winners) if k >= 0 and c[k][1].strip()]
-        out = sft(reasoner, w, pairs, self.out / f"round{rnd}" / "rg_sft", s.sft)
+        out = sft(reasoner, w, winner_pairs(idx, cands, winners), self.out / f"round{rnd}" / "rg_sft", s.sft)
         (self.out / f"round{rnd}" / "candidates.json").write_text(json.dumps(
             {"indices": idx.tolist(), "candidates": cands, "rewards": scores}))
         return {"path": str(out), "winner_share": share, "mean_winner_reward": float(np.mean(
