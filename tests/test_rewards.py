@@ -49,6 +49,17 @@ def test_denoised_targets_are_distributions_and_test_clicks_are_never_read(score
     assert (t[no_click].sum(1) > 0).mean() > 0.9
 
 
+def test_a_few_requests_targets_are_the_full_tables_rows_and_cost_only_those(scorer, tiny_ranker):
+    """Targets are computed per request on first use (an evaluation reads 3k of ~55k requests): the rows
+    asked for, and only they, are computed, bit for bit the rows of the full table."""
+    world = scorer.world
+    fresh = FrozenRankerScorer(world, tiny_ranker, scorer.cfg)
+    rows = np.concatenate([world.indices("valid")[:40], world.indices("train")[:40], world.indices("test")[:5]])
+    part = fresh.target(rows[::-1])
+    assert fresh._have.sum() == len(rows)
+    assert np.array_equal(part.numpy(), scorer.targets.numpy()[rows[::-1]])
+
+
 def test_teacher_text_neighbours_share_the_need_and_skip_test_rows(scorer, tiny_world, tiny_ranker):
     """The user+teachers space finds training requests with the same hidden need more often than the
     ranker's user space alone (rare needs are where it matters), and test requests' teacher rows play no part."""

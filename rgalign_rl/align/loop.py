@@ -138,6 +138,7 @@ class ClosedLoop:
         self.valid = sample_subset(world.indices("valid"), cfg.eval.max_valid, cfg.seed)
         self.test = world.indices("test")
         self.boot = bootstrap_weights(len(np.unique(world.user_codes[self.test])))
+        self._rewards: dict = {}
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def log(self, record: dict) -> None:
@@ -252,11 +253,12 @@ class ClosedLoop:
         return out
 
     def reward_fn(self, ranker_dir: str):
-        if getattr(self, "_reward_for", None) != ranker_dir:
+        """The reward with the ranker in ``ranker_dir`` frozen; one per ranker for the run (the control's
+        evaluation comes between QE-Rec's and RG-SFT's, which share theirs)."""
+        if ranker_dir not in self._rewards:
             scorer = FrozenRankerScorer(self.world, ranker_dir, self.cfg.reward.scorer)
-            self._reward = rewards.build_reward({"name": self.cfg.reward.name, "k": self.cfg.reward.k}, scorer)
-            self._reward_for = ranker_dir
-        return self._reward
+            self._rewards[ranker_dir] = rewards.build_reward({"name": self.cfg.reward.name, "k": self.cfg.reward.k}, scorer)
+        return self._rewards[ranker_dir]
 
     def rg_sft(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:
         s, w = self.cfg.best_of_n, self.world

@@ -41,7 +41,10 @@ class RankerData:
     """Every sample of a world as tensors the rankers read; ``query`` is [n, D] or None."""
 
     def __init__(self, world: World, encoder: FeatureEncoder, query: np.ndarray | None = None):
-        x, b = encoder.transform(world.samples)
+        key = ("features", json.dumps(encoder.to_json(), sort_keys=True))
+        if key not in world.derived:
+            world.derived[key] = encoder.transform(world.samples)
+        x, b = world.derived[key]
         ids, mask = world.candidates
         self.x, self.behavior = torch.from_numpy(x), torch.from_numpy(b)
         self.cand, self.mask = torch.from_numpy(np.maximum(ids, 0)), torch.from_numpy(mask)

@@ -25,6 +25,9 @@ class World:
     oracle: dict[str, dict] | None = None
     teachers: list[dict] | None = None
     intent_index: dict[str, int] = field(init=False)
+    # arrays other modules derive from the samples, kept for the loaded world's lifetime (the ranker's
+    # feature fields per encoder: a loop builds them ~10 times, seconds each on a default world)
+    derived: dict = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.intent_index = {it["intent_id"]: i for i, it in enumerate(self.intents)}
