@@ -47,7 +47,8 @@ def main() -> None:
     idx, cands = np.array(c["indices"]), [[tuple(x) for x in cs] for cs in c["candidates"]]
     winners, _ = select_winners(cands, c["rewards"])
     pairs = winner_pairs(idx, cands, winners)
-    pick = np.sort(np.random.default_rng(0).choice(len(idx), min(args.sample, len(idx)), replace=False))
+    taught_at = np.flatnonzero(np.array(winners) >= 0)  # requests with at least one candidate (ShopSim: all)
+    pick = np.sort(np.random.default_rng(0).choice(taught_at, min(args.sample, len(taught_at)), replace=False))
     taught = need_hits(world, idx[pick], [cands[i][winners[i]][1] for i in pick])
     group = need_groups(world, world_dir, idx[pick])
     test = world.indices("test")

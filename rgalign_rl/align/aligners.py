@@ -71,7 +71,7 @@ def align_dpo(loop, rnd: int, reasoner: str, ranker_dir: str) -> dict:
     own = [[src == "reasoner" or s.dpo.rejected == "any" for src, _ in c] for c in cands]
     pairs = build_preference_pairs(prompts, [[q for _, q in c] for c in cands], scores, s.dpo.min_margin, own)
     out = loop.out / f"round{rnd}" / "dpo"
-    probe = _probe(loop, reasoner, ranker_dir, f"round{rnd}/dpo")
+    probe = _probe(loop, reasoner, ranker_dir, f"round{rnd}/dpo", ref_tok=(model, tok))  # the sampler is the reference
     hist = run_dpo(reasoner, pairs, out, s.dpo, log_dir=loop.out / f"round{rnd}" / "dpo.trainer",
                    callbacks=[probe_callback(probe)] if probe else None)
     steps = [h for h in hist if "loss" in h]

@@ -46,23 +46,63 @@ def fingerprint(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+class TopKSampler:
+    """A logits processor that draws the next token itself and scores every other token -inf, for generate()
+    run greedy: the distribution of transformers' temperature -> top-k -> top-p sampling, drawn among the k
+    kept tokens. torch.multinomial costs ~30 ns per logit on CPU whatever top-k masked: ~70% of the tiny
+    reasoner's sampled generation (BENCHMARKS.md, session 8)."""
+
+    # warpers a model's generation_config may switch on that this sampler does not apply: with any of them
+    # set, sampling goes through transformers' own path
+    OTHER_WARPERS = ("min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h")
+
+    def __init__(self, temperature: float, top_k: int, top_p: float):
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+
+    @classmethod
+    def applies(cls, model, top_k: int) -> bool:
+        cfg = model.generation_config
+        return bool(top_k) and top_k < model.config.get_text_config().vocab_size and all(
+            getattr(cfg, w, None) in (None, 1.0, 0.0) for w in cls.OTHER_WARPERS)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        vals, ids = (scores.float() / self.temperature).topk(self.top_k, dim=-1)
+        if self.top_p < 1.0:
+            from transformers import TopPLogitsWarper
+
+            vals = TopPLogitsWarper(self.top_p)(input_ids, vals)
+        pick = ids.gather(1, torch.multinomial(torch.softmax(vals, dim=-1), 1))
+        return torch.full_like(scores, float("-inf")).scatter_(1, pick, 0.0)
+
+
 @torch.no_grad()
 def generate_queries(model, tok, prompts: list[str], batch_size: int = 256, max_new_tokens: int = 16,
-                     do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+                     do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 50,
                      num_return_sequences: int = 1, seed: int | None = None,
                      cache_implementation: str | None = None) -> list[str]:
     """Batched generation with left padding; returns num_return_sequences texts per prompt, in order.
+    Sampling keeps the ``top_k`` most likely tokens (50, transformers' default; 0: all), then ``top_p``.
     ``cache_implementation``: transformers' KV cache kind (None: its default, dynamic)."""
+    from transformers import LogitsProcessorList
+
     if seed is not None:
         torch.manual_seed(seed)
     tok.padding_side = "left"
+    if do_sample and TopKSampler.applies(model, top_k):
+        # greedy over the sampler's one-hot scores; the rows are repeated here, as generate() would
+        sampling = {"do_sample": False, "logits_processor": LogitsProcessorList([TopKSampler(temperature, top_k, top_p)])}
+        repeat, n_return = num_return_sequences, 1
+    else:
+        sampling = {"do_sample": do_sample, "temperature": temperature if do_sample else None,
+                    "top_p": top_p if do_sample else None, "top_k": top_k if do_sample else None}
+        repeat, n_return = 1, num_return_sequences
     out: list[str] = []
     for i in progress(range(0, len(prompts), batch_size), "generate", total=-(-len(prompts) // batch_size)):
         batch = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-        gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                             temperature=temperature if do_sample else None, top_p=top_p if do_sample else None,
-                             num_return_sequences=num_return_sequences, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id, cache_implementation=cache_implementation)
+        batch = {k: v.repeat_interleave(repeat, dim=0) for k, v in batch.items()}
+        gen = model.generate(**batch, max_new_tokens=max_new_tokens, num_return_sequences=n_return,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                             cache_implementation=cache_implementation, **sampling)
         texts = tok.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         out += [t.strip() for t in texts]
     return out
