@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rgalign_rl.align.loop import ClosedLoop, LoopConfig  # noqa: E402
+from rgalign_rl.align.loop import ClosedLoop, LoopConfig, scores_file  # noqa: E402
 from rgalign_rl.config import from_dict  # noqa: E402
 from rgalign_rl.world import load_world  # noqa: E402
 
@@ -45,7 +45,7 @@ def main() -> None:
         warm, qe_dir = done["reasoner_warm"]["path"], done["qe_rec"]["path"]
         res = loop.stage("control", lambda: loop.control(warm, qe_dir))
         for key in ("qe_rec", f"round{cfg.rounds}/calibrate"):
-            np.save(loop.scores_path(f"run_{key}"), np.load(run / "scores" / f"{key.replace('/', '_')}.npy"))
+            np.save(loop.scores_path(f"run_{key}"), np.load(scores_file(run, key)))
         pairs = (("run_qe_rec", "vs the run's QE-Rec"), (f"run_round{cfg.rounds}/calibrate", "vs the run's final"))
     m = res["metrics"]
     print(f"control (calibrated on the warm reasoner): GAUC {m['gauc']:.4f} [{m['gauc_ci'][0]:.4f}, {m['gauc_ci'][1]:.4f}], "

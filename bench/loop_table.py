@@ -18,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rgalign_rl.align.loop import scores_file  # noqa: E402
 from rgalign_rl.metrics import bootstrap_weights, paired_difference  # noqa: E402
 from rgalign_rl.report import _need, cell, diff_cell, gains  # noqa: E402
 from rgalign_rl.world import load_world  # noqa: E402
@@ -47,13 +48,13 @@ def control_of(run: str, m: dict, by: dict) -> tuple[float | None, dict | None]:
     """(control GAUC, final - control paired differences) from the run's control stage or RUN/control."""
     if "control" in by:
         return by["control"]["gauc"], by["final"].get("vs_control")
-    path = Path(run) / "control" / "scores" / "control.npy"
+    path = scores_file(Path(run) / "control", "control")
     if not path.exists():
         return None, None
     world = load_world(m["world"])
     boot = bootstrap_weights(len(np.unique(world.user_codes[world.indices("test")])))
     control = split_user_stats(world, np.load(path))
-    final = split_user_stats(world, np.load(Path(run) / "scores" / f"round{m['config']['rounds']}_calibrate.npy"))
+    final = split_user_stats(world, np.load(scores_file(run, f"round{m['config']['rounds']}/calibrate")))
     return float(control.value()["gauc"]), paired_difference(control, final, boot)
 
 

@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rgalign_rl.align.diagnostics import nearest_needs, true_need_named  # noqa: E402
-from rgalign_rl.align.loop import sample_subset  # noqa: E402
+from rgalign_rl.align.loop import sample_subset, scores_file  # noqa: E402
 from rgalign_rl.metrics import bootstrap_weights, paired_difference, summarize, user_stats  # noqa: E402
 from rgalign_rl.ranker.headroom import headroom_rankers  # noqa: E402
 from rgalign_rl.ranker.train import score  # noqa: E402
@@ -80,9 +80,10 @@ def main() -> None:
 
     base = stats(two_tower[nv:], test)
     rows = [("two_tower", "–", base, None, None)]
-    for name in ("qe_rec", "round1_calibrate", "control"):  # the run's own rankers, for scale
-        if (run / "scores" / f"{name}.npy").exists():
-            rows.append((f"{name} (the run's)", "", stats(np.load(run / "scores" / f"{name}.npy"), test), None, None))
+    for name in ("qe_rec", "round1/calibrate", "control"):  # the run's own rankers, for scale
+        path = scores_file(run, name)
+        if path.exists():
+            rows.append((f"{path.stem} (the run's)", "", stats(np.load(path), test), None, None))
     r = read(None)
     rows.append(("true need", "100.0%", stats(r[nv:], test), *fused(r)))
     first: dict = {}

@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rgalign_rl.align.loop import scores_file  # noqa: E402
 from rgalign_rl.metrics import bootstrap_weights, paired_difference  # noqa: E402
 from rgalign_rl.ranker.queries import query_embeddings  # noqa: E402
 from rgalign_rl.ranker.train import RankerData, TrainConfig, load_ranker, score, train_ranker  # noqa: E402
@@ -54,12 +55,12 @@ def main() -> None:
         cfg, world = metrics["config"], load_world(metrics["world"])
         done = json.loads((run / "state.json").read_text())["done"]
         boot = bootstrap_weights(len(np.unique(world.user_codes[world.indices("test")])))
-        qe_rec = np.load(run / "scores" / "qe_rec.npy")
+        qe_rec = np.load(scores_file(run, "qe_rec"))
         base = split_user_stats(world, qe_rec)
         final_key = f"round{cfg['rounds']}/calibrate"
         rows = [("qe_rec", best_valid(done["qe_rec"]["path"]), qe_rec),
                 ("final (calibrated)", best_valid(done[final_key]["path"]),
-                 np.load(run / "scores" / f"{final_key.replace('/', '_')}.npy"))]
+                 np.load(scores_file(run, final_key)))]
         jobs = [("final reasoner, retrained", done[final_key]["reasoner"])]
         if args.check_warm:
             jobs.append(("warm reasoner, retrained", done["reasoner_warm"]["path"]))

@@ -38,8 +38,9 @@ def main() -> None:
     torch.set_num_threads(2)
     run = Path(a.run)
     state = json.loads((run / "state.json").read_text())
-    cfg = json.loads((run / "metrics.json").read_text())["config"]["reward"]["scorer"]
-    world = load_world(run / "world" if (run / "world").exists() else state["world"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    cfg = metrics["config"]["reward"]["scorer"]
+    world = load_world(metrics["world"])
     ranker = state["done"]["qe_rec"]["path"]
     scfg = ScorerConfig(**cfg)
     rows = np.sort(np.random.default_rng(0).choice(world.indices("valid"), a.rows, replace=False))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .align.loop import ClosedLoop, LoopConfig
+from .align.loop import ClosedLoop, LoopConfig, scores_file
 from .config import from_dict, load_yaml
 from .metrics import bootstrap_weights, paired_difference
 from .report import md_table, plot_curve
@@ -81,7 +81,7 @@ def summarize_runs(runs: dict, algos: list[str], world_dir: str, out: Path) -> d
     boot = bootstrap_weights(len(np.unique(world.user_codes[test])))
 
     def stats(seed, algo):
-        scores = np.load(out / f"seed{seed}" / algo / "scores" / "round1_calibrate.npy")
+        scores = np.load(scores_file(out / f"seed{seed}" / algo, "round1/calibrate"))
         return split_user_stats(world, scores)
 
     rows = {}

@@ -95,6 +95,11 @@ class LoopConfig:
     log: LogSettings = field(default_factory=LogSettings)
 
 
+def scores_file(run: str | Path, key: str) -> Path:
+    """Where a run keeps a stage's test scores (``key``: the stage's state key, e.g. round1/calibrate)."""
+    return Path(run) / "scores" / f"{key.replace('/', '_')}.npy"
+
+
 def sample_subset(indices: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     """At most ``n`` of ``indices`` (None: all), drawn without replacement by ``seed``, in index order."""
     n = len(indices) if n is None else min(n, len(indices))
@@ -182,7 +187,7 @@ class ClosedLoop:
         return summarize(self.test_stats(scores[self.test]), self.boot)
 
     def scores_path(self, key: str) -> Path:
-        return self.out / "scores" / f"{key.replace('/', '_')}.npy"
+        return scores_file(self.out, key)
 
     def test_stats(self, test_scores: np.ndarray):
         return split_user_stats(self.world, test_scores)
