@@ -42,16 +42,20 @@ def _load():
 
 @torch.inference_mode()
 def _encode_uncached(texts: list[str], batch_size: int = 128) -> np.ndarray:
+    """Each text's vector is the same whatever it is encoded with (:func:`length_batches`): which texts are
+    left to encode depends on the cache, and must not change a vector."""
+    from .batching import length_batches
+    from .dist import device
+
     tok, model = _load()
-    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths share a batch: less padding
+    dev = device()
+    model.to(dev)
+    ids = tok(texts, truncation=True, max_length=64)["input_ids"]
     out = np.zeros((len(texts), DIM), np.float32)
-    for i in range(0, len(texts), batch_size):
-        rows = order[i : i + batch_size]
-        batch = tok([texts[j] for j in rows], padding=True, truncation=True, max_length=64, return_tensors="pt")
-        hidden = model(**batch).last_hidden_state
-        m = batch["attention_mask"].unsqueeze(-1).float()
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        out[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+    for rows in length_batches([len(x) for x in ids], batch_size):
+        x = torch.tensor([ids[j] for j in rows], device=dev)
+        hidden = model(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state
+        out[rows] = torch.nn.functional.normalize(hidden.mean(1), dim=-1).float().cpu().numpy()
     return out
 
 

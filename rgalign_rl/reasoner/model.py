@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import dist
+from ..batching import length_batches
 from ..devices import progress, unpartitioned
 from ..text_encoder import cache_dir
 
@@ -25,14 +27,22 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
 
 
 def load_reasoner(path: str | Path, trust_remote_code: bool = False, dtype=torch.float32):
-    """(model, tokenizer) from a local HF causal-LM folder; never executes remote code unless asked."""
+    """(model, tokenizer) from a local HF causal-LM folder, on the run's device (:func:`dist.device`); never
+    executes remote code unless asked."""
     from transformers import AutoModelForCausalLM
 
     tok = load_tokenizer(path, trust_remote_code)
     with unpartitioned():
         model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code, dtype=dtype)
-    model.eval()
+    model.to(dist.device()).eval()
     return model, tok
+
+
+def prompt_ids(tok, texts: list[str]) -> list[list[int]]:
+    """The token ids of prompt strings (already in the model's chat template where it has one), as
+    generation, last-token embedding, PPO and RG-CL feed them: the template's text carries the special
+    tokens, so none is added here."""
+    return tok(list(texts), add_special_tokens=False)["input_ids"]
 
 
 def fingerprint(path: str | Path) -> str:
@@ -58,6 +68,8 @@ class TopKSampler:
 
     def __init__(self, temperature: float, top_k: int, top_p: float):
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.uniforms: torch.Tensor | None = None  # [rows, max_new_tokens]: each row's own random stream
+        self.prompt_len = 0
 
     @classmethod
     def applies(cls, model, top_k: int) -> bool:
@@ -71,40 +83,59 @@ class TopKSampler:
             from transformers import TopPLogitsWarper
 
             vals = TopPLogitsWarper(self.top_p)(input_ids, vals)
-        pick = ids.gather(1, torch.multinomial(torch.softmax(vals, dim=-1), 1))
+        # inverse CDF with the row's own uniform for this step: a row draws the same whatever batch it is in
+        u = self.uniforms[:, input_ids.shape[1] - self.prompt_len].to(scores.device).unsqueeze(1)
+        cdf = torch.softmax(vals, dim=-1).cumsum(-1)
+        pick = ids.gather(1, torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=self.top_k - 1))
         return torch.full_like(scores, float("-inf")).scatter_(1, pick, 0.0)
+
+
+def row_uniforms(seed: int, keys, n_return: int, steps: int) -> torch.Tensor:
+    """[len(keys) * n_return, steps] uniforms, one stream per (seed, key, return index): a request's samples
+    depend on the seed and the request alone, not on its batch or on how many processes share the work."""
+    return torch.from_numpy(np.stack([np.random.default_rng([seed, int(k), j]).random(steps, np.float32)
+                                      for k in keys for j in range(n_return)]))
 
 
 @torch.no_grad()
 def generate_queries(model, tok, prompts: list[str], batch_size: int = 256, max_new_tokens: int = 16,
                      do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 50,
-                     num_return_sequences: int = 1, seed: int | None = None,
+                     num_return_sequences: int = 1, seed: int | None = None, row_keys=None,
                      cache_implementation: str | None = None) -> list[str]:
-    """Batched generation with left padding; returns num_return_sequences texts per prompt, in order.
-    Sampling keeps the ``top_k`` most likely tokens (50, transformers' default; 0: all), then ``top_p``.
+    """Greedy or sampled queries, ``num_return_sequences`` per prompt, in order. Prompts are batched by
+    token length (:func:`length_batches`: no padding), so a prompt's query does not depend on its batch.
+    Sampling keeps the ``top_k`` most likely tokens (50, transformers' default; 0: all), then ``top_p``,
+    and draws each row from its own stream (``seed`` and ``row_keys[i]``, default the prompt's position):
+    pass the requests' sample indices as ``row_keys`` to get the same draws however the prompts are split.
     ``cache_implementation``: transformers' KV cache kind (None: its default, dynamic)."""
     from transformers import LogitsProcessorList
 
-    if seed is not None:
+    seed = 0 if seed is None else seed
+    n_ret = num_return_sequences
+    sampler = TopKSampler(temperature, top_k, top_p) if do_sample and TopKSampler.applies(model, top_k) else None
+    if sampler is not None:
+        sampler.uniforms_all = row_uniforms(seed, range(len(prompts)) if row_keys is None else row_keys, n_ret,
+                                            max_new_tokens)
+        sampling = {"do_sample": False, "logits_processor": LogitsProcessorList([sampler])}
+    elif do_sample:  # transformers' own sampler (top_k 0, or warpers ours lacks): one stream for the call
         torch.manual_seed(seed)
-    tok.padding_side = "left"
-    if do_sample and TopKSampler.applies(model, top_k):
-        # greedy over the sampler's one-hot scores; the rows are repeated here, as generate() would
-        sampling = {"do_sample": False, "logits_processor": LogitsProcessorList([TopKSampler(temperature, top_k, top_p)])}
-        repeat, n_return = num_return_sequences, 1
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
     else:
-        sampling = {"do_sample": do_sample, "temperature": temperature if do_sample else None,
-                    "top_p": top_p if do_sample else None, "top_k": top_k if do_sample else None}
-        repeat, n_return = 1, num_return_sequences
-    out: list[str] = []
-    for i in progress(range(0, len(prompts), batch_size), "generate", total=-(-len(prompts) // batch_size)):
-        batch = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-        batch = {k: v.repeat_interleave(repeat, dim=0) for k, v in batch.items()}
-        gen = model.generate(**batch, max_new_tokens=max_new_tokens, num_return_sequences=n_return,
+        sampling = {"do_sample": False}
+    ids = prompt_ids(tok, prompts)
+    rows = np.repeat(np.arange(len(prompts)), n_ret)  # row r: prompt rows[r], return index r % n_ret
+    out = [""] * len(rows)
+    batches = length_batches([len(ids[i]) for i in rows], batch_size)
+    dev = model.device
+    for b in progress(batches, "generate"):
+        x = torch.tensor([ids[rows[r]] for r in b], device=dev)
+        if sampler is not None:
+            sampler.uniforms, sampler.prompt_len = sampler.uniforms_all[b], x.shape[1]
+        gen = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                              cache_implementation=cache_implementation, **sampling)
-        texts = tok.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-        out += [t.strip() for t in texts]
+        for r, text in zip(b, tok.batch_decode(gen[:, x.shape[1]:], skip_special_tokens=True)):
+            out[r] = text.strip()
     return out
 
 
@@ -125,26 +156,25 @@ def last_hidden_states(model, **inputs) -> torch.Tensor:
 
 
 @torch.no_grad()
-def last_token_embedding(model, tok, prompts: list[str], queries: list[str], batch_size: int = 256,
-                         padding_side: str = "right") -> np.ndarray:
-    """[n, hidden] last-layer hidden state at the last non-pad token of prompt + query."""
-    tok.padding_side = padding_side
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        texts = [p + " " + q for p, q in zip(prompts[i : i + batch_size], queries[i : i + batch_size])]
-        batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        hidden = last_hidden_states(model, **batch)
-        pos = last_token_positions(batch["attention_mask"])
-        out.append(hidden[torch.arange(len(texts)), pos].float().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), np.float32)
+def last_token_embedding(model, tok, prompts: list[str], queries: list[str], batch_size: int = 256) -> np.ndarray:
+    """[n, hidden] last-layer hidden state at the last token of prompt + " " + query. Texts are batched by
+    token length (no padding, so the last token is the last position and a row's state does not depend on
+    its batch)."""
+    ids = prompt_ids(tok, [p + " " + q for p, q in zip(prompts, queries)])
+    out = np.zeros((len(ids), model.config.get_text_config().hidden_size), np.float32)
+    dev = model.device
+    for b in length_batches([len(x) for x in ids], batch_size):
+        x = torch.tensor([ids[i] for i in b], device=dev)
+        out[b] = last_hidden_states(model, input_ids=x, attention_mask=torch.ones_like(x))[:, -1].float().cpu().numpy()
+    return out
 
 
 class EmbeddingCache:
-    """On-disk cache of last-token embeddings for one model snapshot: shards of (keys, vectors)."""
+    """On-disk cache of last-token embeddings for one model snapshot: shards of (keys, vectors), written by the
+    main process only. ``embed`` is collective under N processes: each rank embeds its share of what is missing."""
 
     def __init__(self, model_path: str | Path):
         self.dir = cache_dir() / "last_token" / fingerprint(model_path)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.table: dict[str, np.ndarray] = {}
         for shard in sorted(self.dir.glob("*.npz")):
             with np.load(shard) as z:
@@ -158,12 +188,16 @@ class EmbeddingCache:
         keys = [self.key(p, q) for p, q in zip(prompts, queries)]
         todo = sorted({k: i for i, k in enumerate(keys) if k not in self.table}.items())
         if todo:
-            idx = [i for _, i in todo]
-            vecs = last_token_embedding(model, tok, [prompts[i] for i in idx], [queries[i] for i in idx])
+            mine = todo[dist.shard(len(todo))]
+            vecs = last_token_embedding(model, tok, [prompts[i] for _, i in mine], [queries[i] for _, i in mine])
+            vecs = np.stack(dist.gather(list(vecs), len(todo)))
             new_keys = [k for k, _ in todo]
             self.table.update(zip(new_keys, vecs))
-            name = hashlib.sha1("".join(new_keys).encode()).hexdigest()[:16]
-            tmp = self.dir / f".{name}.tmp.npz"
-            np.savez(tmp, keys=np.array(new_keys), vectors=vecs)
-            tmp.replace(self.dir / f"{name}.npz")
+            if dist.is_main():
+                self.dir.mkdir(parents=True, exist_ok=True)
+                name = hashlib.sha1("".join(new_keys).encode()).hexdigest()[:16]
+                tmp = self.dir / f".{name}.tmp.npz"
+                np.savez(tmp, keys=np.array(new_keys), vectors=vecs)
+                tmp.replace(self.dir / f"{name}.npz")
+            dist.barrier()
         return np.stack([self.table[k] for k in keys]).astype(np.float32)

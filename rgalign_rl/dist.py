@@ -1,0 +1,134 @@
+"""Processes and devices: the one place that decides which device every model uses and which rank writes.
+
+A run is one process (``rgalign run``) or N (``torchrun`` / ``accelerate launch``). The rules
+(DESIGN.md section 8):
+- **one writer**: the main process writes every file of a run folder; the others wait at a barrier
+  (:func:`main_first` / :func:`on_main`) and receive its result, so no rank reads a half-written folder
+  and decisions are made once;
+- **sharded request loops**: generation, embedding and reward scoring over many requests run on
+  :func:`shard` (rank r takes every N-th item of a canonical order) and :func:`gather` puts the results
+  back in request order, so N ranks compute what one would;
+- **one device**: :func:`device` is the accelerator's device (CUDA where present, else CPU), for every model
+  and every tensor fed to it.
+
+Single-process runs never touch torch.distributed: every helper is then the identity.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+_STATE = None
+_SOLO = 0  # > 0 inside on_main: the main process works alone, every helper acts as in one process
+
+
+def state():
+    """accelerate's PartialState, created once. ``cpu=True`` without CUDA: under torchrun on CPU that makes
+    it MULTI_CPU with the gloo backend (without it accelerate would see one process per rank)."""
+    global _STATE
+    if _STATE is None:
+        from accelerate import PartialState
+
+        _STATE = PartialState(cpu=not torch.cuda.is_available())
+    return _STATE
+
+
+def world_size() -> int:
+    return 1 if _SOLO else state().num_processes
+
+
+def rank() -> int:
+    return 0 if _SOLO else state().process_index
+
+
+def is_main() -> bool:
+    return bool(_SOLO) or state().is_main_process
+
+
+def device() -> torch.device:
+    """Where models live and inputs go: the process's accelerator (its own GPU under N processes), else CPU."""
+    return torch.device(state().device) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        state().wait_for_everyone()
+
+
+def broadcast(obj):
+    """The main process's ``obj`` on every rank (any picklable object)."""
+    if world_size() == 1:
+        return obj
+    import torch.distributed as td
+
+    box = [obj]
+    td.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shard(n: int) -> slice:
+    """This rank's share of ``n`` items in a canonical order: every N-th one, starting at the rank."""
+    return slice(rank(), n, world_size())
+
+
+def gather(local: list, n: int) -> list:
+    """Inverse of :func:`shard`: every rank's ``local`` results (in its shard's order), interleaved back into
+    the ``n`` items' order, on every rank."""
+    if world_size() == 1:
+        return list(local)
+    import torch.distributed as td
+
+    parts = [None] * world_size()
+    td.all_gather_object(parts, list(local))
+    out = [None] * n
+    for r, part in enumerate(parts):
+        out[r::world_size()] = part
+    return out
+
+
+def sum_all(x: float) -> float:
+    """The sum of a number over ranks (counts such as reward calls)."""
+    return float(sum(gather([x], world_size())))
+
+
+def on_main(fn, *args, **kwargs):
+    """Runs ``fn`` on the main process only (it writes files, trains a ranker) and returns its result on every
+    rank, after it finished. Inside, the helpers here act as in one process (a sharded loop called from ``fn``
+    runs whole on the main process instead of waiting for ranks that never come). On CPU the main process
+    takes the waiting ranks' threads meanwhile, so its reductions run on as many threads as one process would."""
+    global _SOLO
+    if world_size() == 1:
+        return fn(*args, **kwargs)
+    out = None
+    if is_main():
+        _SOLO += 1
+        try:
+            with _threads(torch.get_num_threads() * state().num_processes if device().type == "cpu" else None):
+                out = fn(*args, **kwargs)
+        finally:
+            _SOLO -= 1
+    return broadcast(out)
+
+
+@contextmanager
+def main_first():
+    """The main process runs the body first (it may create or cache something); the others run it after."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()
+
+
+@contextmanager
+def _threads(n: int | None):
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
