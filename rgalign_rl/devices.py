@@ -38,15 +38,30 @@ def trainer_kwargs(checkpoints: bool = False) -> dict:
     from .trl_cpu import install
 
     install()  # plain LM-head log-probs on CPU tensors (TRL's tiled kernel is 2-3x slower there)
+    from . import dist
+
     cuda = torch.cuda.is_available()
     out = {"use_cpu": not cuda, "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
-           "gradient_checkpointing": False, "report_to": _SETTINGS["report_to"],
+           "gradient_checkpointing": False, "report_to": _SETTINGS["report_to"] if dist.is_main() else "none",
            "disable_tqdm": not _bars(), "save_strategy": "no"}
+    if not cuda and dist.world_size() > 1:
+        out["ddp_backend"] = "gloo"  # DeepSpeed on CPU needs it said (DESIGN.md s.5)
     every = _SETTINGS["checkpoint_every"]
     if checkpoints and every > 0:
         # save_only_model=False: optimizer, scheduler and RNG states too, so a resumed stage replays exactly
         out.update(save_strategy="steps", save_steps=every, save_total_limit=1)
     return out
+
+
+def per_device(batch_size: int, key: str) -> int:
+    """The per-process share of a global batch: N processes each take batch_size / N, so a run optimises the
+    same way on 1 or N processes (same steps, same examples per step)."""
+    from . import dist
+
+    n = dist.world_size()
+    if batch_size % n:
+        raise ValueError(f"{key}: {batch_size} does not split over {n} processes; use a multiple of {n}")
+    return batch_size // n
 
 
 def last_checkpoint(trainer_dir: str | Path) -> str | None:

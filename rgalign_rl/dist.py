@@ -21,6 +21,7 @@ import torch
 
 _STATE = None
 _SOLO = 0  # > 0 inside on_main: the main process works alone, every helper acts as in one process
+_COUNTS: dict[str, int] = {}  # items this rank processed per kind of request loop, since the last shares()
 
 
 def state():
@@ -49,6 +50,13 @@ def is_main() -> bool:
 def device() -> torch.device:
     """Where models live and inputs go: the process's accelerator (its own GPU under N processes), else CPU."""
     return torch.device(state().device) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def set_threads(n: int) -> None:
+    """Torch threads for a stage that asks for ``n`` on the whole machine: on CPU, N processes share it
+    (``n`` // N each; two jobs with 2 threads each on 2 cores run >10x slower). :func:`on_main` gives the
+    waiting ranks' threads back to the main process."""
+    torch.set_num_threads(max(1, n // world_size()) if device().type == "cpu" else n)
 
 
 def barrier() -> None:
@@ -85,6 +93,22 @@ def gather(local: list, n: int) -> list:
     for r, part in enumerate(parts):
         out[r::world_size()] = part
     return out
+
+
+def count(kind: str, n: int) -> None:
+    """Notes that this rank processed ``n`` items of a request loop (``generate``, ``embed``, ``score``...)."""
+    _COUNTS[kind] = _COUNTS.get(kind, 0) + n
+
+
+def shares() -> dict[str, list[int]]:
+    """Per kind, how many items each rank processed since the last call (logged per stage: N ranks should
+    each do about 1/N)."""
+    mine = dict(_COUNTS)
+    _COUNTS.clear()
+    if world_size() == 1:
+        return {k: [v] for k, v in sorted(mine.items())}
+    every = gather([mine], world_size())
+    return {k: [c.get(k, 0) for c in every] for k in sorted({k for c in every for k in c})}
 
 
 def sum_all(x: float) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import dist
 from .align.loop import ClosedLoop, LoopConfig
 from .config import from_dict, load_yaml
 from .metrics import HEADLINE, PAIRED
@@ -30,7 +31,7 @@ def prepare_world(cfg: LoopConfig, world_dir: str | None, out: Path):
 
         path = out / "world"
         if not (path / "world.json").exists():
-            write_shopsim(path, from_dict(ShopSimConfig, {"seed": cfg.seed, **cfg.shopsim}, "shopsim"))
+            dist.on_main(write_shopsim, path, from_dict(ShopSimConfig, {"seed": cfg.seed, **cfg.shopsim}, "shopsim"))
     return load_world(path)
 
 
@@ -42,7 +43,7 @@ def flatten(stage: dict) -> dict:
         if f"{k}_ci" in m:
             row[f"{k}_ci"] = m[f"{k}_ci"]
     for k in ("valid_reward", "need_accuracy", "degenerate_share", "kl_to_ref", "winner_share", "rolled_back",
-              "reward_calls", "wall_s", "examples", "curve", "train_log", "pairs", "path", "vs_qe_rec", "vs_control", "vs_two_tower"):
+              "reward_calls", "wall_s", "shares", "eval_shares", "examples", "curve", "train_log", "pairs", "path", "vs_qe_rec", "vs_control", "vs_two_tower"):
         if k in stage:
             row[k] = stage[k]
     return row
@@ -74,13 +75,17 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
     out_p = Path(out)
     if out_p.exists() and (out_p / "state.json").exists() and not resume:
         raise SystemExit(f"error: {out} holds an earlier run: pass --resume to continue it, or choose another --out")
+    dist.barrier()  # every rank has looked before the main process writes anything
     out_p.mkdir(parents=True, exist_ok=True)
     world = prepare_world(cfg, world_dir, out_p)  # validated before any training
     if seed_state and not (out_p / "state.json").exists():
-        write_json(out_p / "state.json", {"done": seed_state})
+        dist.on_main(write_json, out_p / "state.json", {"done": seed_state})
     result = ClosedLoop(world, cfg, out_p, log=log).run()
     metrics = {"stages": [flatten(s) for s in result["stages"]], "config": result["config"],
-               "world": str(world.root), "versions": versions()}
+               "world": str(world.root), "versions": versions(), "processes": dist.world_size()}
+    if not dist.is_main():  # the main process writes and prints; the others are done
+        dist.barrier()
+        return metrics
     write_json(out_p / "metrics.json", metrics)
     report = write_run_report(out_p, metrics, command_line(config, world_dir, out, seed, overrides))
     log("\ntest split, 95% CIs over users:")
@@ -93,5 +98,6 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
         if row.get(key):
             log(f"{name} vs {label}: " + ", ".join(f"{k} {diff_cell(row[key][k])}" for k in PAIRED))
     log(f"\nreport: {report}")
+    dist.barrier()
     return metrics
 

@@ -63,7 +63,8 @@ class FrozenRankerScorer:
     # ---- targets -------------------------------------------------------------------------------
     @torch.no_grad()
     def _user_embeddings(self) -> torch.Tensor:
-        out = [self.model.user_embedding(self.data.x[i : i + 4096], self.data.behavior[i : i + 4096])
+        dev = self.text_emb.device
+        out = [self.model.user_embedding(self.data.x[i : i + 4096].to(dev), self.data.behavior[i : i + 4096].to(dev)).cpu()
                for i in range(0, len(self.world.samples), 4096)]
         return torch.nn.functional.normalize(torch.cat(out), dim=-1)
 
@@ -76,7 +77,7 @@ class FrozenRankerScorer:
             if i is not None and self.world.samples[i]["split"] != "test":
                 rows.setdefault(i, []).append(t["query"])
         texts = sorted({q for qs in rows.values() for q in qs})
-        out = torch.zeros(len(self.world.samples), self.text_emb.shape[1])
+        out = torch.zeros(len(self.world.samples), self.text_emb.shape[1])  # on CPU, like the neighbour space
         if texts:
             vec, pos = torch.from_numpy(encode_texts(texts)), {q: j for j, q in enumerate(texts)}
             for i, qs in rows.items():
@@ -162,14 +163,14 @@ class FrozenRankerScorer:
         """[B, C] probability of each candidate given the query (padding gets 0)."""
         text = encode_texts(queries, cache=False)  # completions are mostly new: no disk cache
         q = self._query_embedding(prompts, queries, text)
-        j = torch.as_tensor(idx)
-        x, b, cand, _ = self.data.batch(j)
-        mask = self.data.mask[j]
-        scores = self.model(x, b, cand, q).masked_fill(~mask, NEG)
+        j, dev = torch.as_tensor(idx), self.text_emb.device  # the ranker's device
+        x, b, cand, _ = self.data.batch(j, dev)
+        mask = self.data.mask[j].to(dev)
+        scores = self.model(x, b, cand, None if q is None else q.to(dev)).masked_fill(~mask, NEG)
         p = torch.softmax(scores, dim=-1)
         a = self.cfg.anchor_weight
         if a > 0:
-            cos = torch.from_numpy(text) @ self.text_emb.T                   # [B, K]
+            cos = torch.from_numpy(text).to(dev) @ self.text_emb.T           # [B, K]
             anchor = torch.gather(cos, 1, cand) / self.cfg.anchor_temperature
             p = (1 - a) * p + a * torch.softmax(anchor.masked_fill(~mask, NEG), dim=-1)
-        return p * mask
+        return (p * mask).cpu()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import dist
 from ..reasoner.model import load_reasoner
 from ..reasoner.prompt import build_prompts
 from .best_of_n import collect_candidates, score_candidates
@@ -75,7 +76,7 @@ def align_dpo(loop, rnd: int, reasoner: str, ranker_dir: str) -> dict:
     hist = run_dpo(reasoner, pairs, out, s.dpo, log_dir=loop.out / f"round{rnd}" / "dpo.trainer",
                    callbacks=[probe_callback(probe)] if probe else None)
     steps = [h for h in hist if "loss" in h]
-    return {"path": str(out), "pairs": len(pairs), "reward_calls": fn.calls - calls,
+    return {"path": str(out), "pairs": len(pairs), "reward_calls": int(dist.sum_all(fn.calls - calls)),
             "curve": probe.curve if probe else [],
             "train_log": [{"step": h["step"], "loss": h["loss"], "margin": h.get("rewards/margins")} for h in steps]}
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import dist
 from ..reasoner.sft import SFTSettings
 
 
@@ -39,22 +40,31 @@ def collect_candidates(world, indices: np.ndarray, prompts: list[str], reasoner=
             raise ValueError("Best-of-N never reads test requests' teacher rows")
         out.append(list(by_sample.get(world.samples[i]["sample_id"], [])))
     if reasoner is not None and n_samples > 0:
+        # each rank samples its share of the requests; each request draws from its own (seed, index) stream,
+        # so the candidates are the same on 1 or N processes
         model, tok = reasoner
-        gen = generate_queries(model, tok, prompts, do_sample=True, temperature=temperature,
-                               num_return_sequences=n_samples, seed=seed)
-        for k in range(len(indices)):
-            out[k] += [("reasoner", q) for q in gen[k * n_samples : (k + 1) * n_samples]]
+        mine = dist.shard(len(indices))
+        dist.count("sample", len(indices[mine]))
+        gen = generate_queries(model, tok, prompts[mine], do_sample=True, temperature=temperature,
+                               num_return_sequences=n_samples, seed=seed, row_keys=indices[mine])
+        per_request = dist.gather([gen[k * n_samples : (k + 1) * n_samples] for k in range(len(indices[mine]))],
+                                  len(indices))
+        for k, qs in enumerate(per_request):
+            out[k] += [("reasoner", q) for q in qs]
     return out
 
 
 def score_candidates(reward_fn, world, indices, prompts, candidates, batch: int = 2048) -> list[list[float]]:
-    """Rewards aligned with ``candidates``, computed in large batched calls."""
+    """Rewards aligned with ``candidates``, computed in large batched calls, each rank scoring its share."""
     flat = [(k, q) for k, cands in enumerate(candidates) for _, q in cands]
-    scores: list[float] = []
-    for start in range(0, len(flat), batch):
-        chunk = flat[start : start + batch]
-        scores += reward_fn([prompts[k] for k, _ in chunk], [q for _, q in chunk],
-                            sample_id=[world.samples[indices[k]]["sample_id"] for k, _ in chunk])
+    mine = flat[dist.shard(len(flat))]
+    dist.count("score", len(mine))
+    local: list[float] = []
+    for start in range(0, len(mine), batch):
+        chunk = mine[start : start + batch]
+        local += reward_fn([prompts[k] for k, _ in chunk], [q for _, q in chunk],
+                           sample_id=[world.samples[indices[k]]["sample_id"] for k, _ in chunk])
+    scores = dist.gather(local, len(flat))
     out, pos = [], 0
     for cands in candidates:
         out.append(scores[pos : pos + len(cands)])

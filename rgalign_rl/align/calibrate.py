@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import dist
 from ..ranker.queries import query_embeddings
 from ..ranker.train import TrainConfig, load_ranker, save_ranker, train_ranker
 
@@ -23,16 +24,20 @@ def calibrate(world, reasoner_path: str | Path, prev_ranker_dir: str | Path, out
     the valid split are re-generated; None: the whole train split."""
     prev, enc, meta = load_ranker(prev_ranker_dir)
     mode = meta.get("query_mode", "last_token")
-    prev_query = query_embeddings(world, meta["queries"], mode)
+    prev_query = query_embeddings(world, meta["queries"], mode)  # every rank generates and embeds its share
     spec = f"reasoner:{reasoner_path}"
     subset = world.indices("train")
     if max_requests is not None and max_requests < len(subset):
         subset = np.sort(np.random.default_rng(seed).choice(subset, max_requests, replace=False))
     query = query_embeddings(world, spec, mode, np.concatenate([subset, world.indices("valid")]))
-    init = prev if query.shape[1] == prev.cfg.query_dim else None
-    cfg = dataclasses.replace(train or TrainConfig(), epochs=epochs, kl_weight=kl_weight, seed=seed)
-    model, enc, history = train_ranker(world, "qe_rec", query, cfg, reference=prev, ref_query=prev_query, init=init,
-                                       encoder=enc, log=log, train_indices=subset)
-    return save_ranker(out, model, enc, {"queries": spec, "query_mode": mode, "history": history,
-                                         "calibrated_from": str(prev_ranker_dir), "kl_weight": kl_weight,
-                                         "train_requests": len(subset)})
+
+    def fine_tune() -> Path:  # the main process trains and writes; the others wait for its path
+        init = prev if query.shape[1] == prev.cfg.query_dim else None
+        cfg = dataclasses.replace(train or TrainConfig(), epochs=epochs, kl_weight=kl_weight, seed=seed)
+        model, new_enc, history = train_ranker(world, "qe_rec", query, cfg, reference=prev, ref_query=prev_query,
+                                               init=init, encoder=enc, log=log, train_indices=subset)
+        return save_ranker(out, model, new_enc, {"queries": spec, "query_mode": mode, "history": history,
+                                                 "calibrated_from": str(prev_ranker_dir), "kl_weight": kl_weight,
+                                                 "train_requests": len(subset)})
+
+    return dist.on_main(fine_tune)

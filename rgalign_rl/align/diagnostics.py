@@ -64,6 +64,7 @@ def sampled_kl(model, ref, tok, prompts: list[str], max_new_tokens: int = 16, ba
     total = []
     for i in range(0, len(prompts), batch_size):
         enc = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(model.device) for k, v in enc.items()}  # tokenizers return CPU tensors
         seq = model.generate(**enc, do_sample=True, top_k=0, max_new_tokens=max_new_tokens,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         P = enc["input_ids"].shape[1]
@@ -72,5 +73,5 @@ def sampled_kl(model, ref, tok, prompts: list[str], max_new_tokens: int = 16, ba
         attn = torch.cat([enc["attention_mask"], rmask.long()], 1)
         lp = token_logprobs(model(input_ids=seq, attention_mask=attn, position_ids=positions(attn)).logits[:, P - 1 : -1], resp)
         lr = token_logprobs(ref(input_ids=seq, attention_mask=attn, position_ids=positions(attn)).logits[:, P - 1 : -1], resp)
-        total.append(((lp - lr) * rmask).sum(1))
+        total.append(((lp - lr) * rmask).sum(1).cpu())
     return float(torch.cat(total).mean()) if total else 0.0

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..devices import last_checkpoint, save_trained, save_trainer_model, trainer_kwargs
+from .. import dist
+from ..devices import last_checkpoint, per_device, save_trained, save_trainer_model, trainer_kwargs
 
 
 @dataclass
@@ -55,7 +56,7 @@ def run_dpo(model_path: str | Path, pairs: list[dict], out: str | Path, s: DPOSe
     from ..reasoner.model import load_reasoner
 
     s = s or DPOSettings()
-    torch.set_num_threads(s.threads)
+    dist.set_threads(s.threads)
     model, tok = load_reasoner(model_path)
     ref, _ = load_reasoner(model_path)
     peft_config = None
@@ -68,7 +69,7 @@ def run_dpo(model_path: str | Path, pairs: list[dict], out: str | Path, s: DPOSe
     data = datasets.Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs[: s.max_pairs]])
     trainer_dir = str(log_dir or Path(out).with_name(Path(out).name + ".trainer"))
     args = DPOConfig(output_dir=trainer_dir, beta=s.beta, learning_rate=s.learning_rate, num_train_epochs=s.epochs,
-                     per_device_train_batch_size=s.batch_size, logging_steps=1, seed=s.seed,
+                     per_device_train_batch_size=per_device(s.batch_size, "align.dpo.batch_size"), logging_steps=1, seed=s.seed,
                      **trainer_kwargs(checkpoints=True))
     trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=data, processing_class=tok,
                          peft_config=peft_config, callbacks=callbacks)

@@ -2,6 +2,11 @@
 calibration, for R rounds. Every stage writes under the run folder and is recorded in state.json, so
 ``resume`` skips finished stages.
 
+Under N processes (torchrun / accelerate launch) every rank runs every stage; inside a stage the request loops
+(generation, embedding, Best-of-N sampling and scoring) are split across ranks, the TRL trainers and PPO
+train data-parallel, and everything that writes the run folder or trains a ranker runs on the main process
+(``dist.on_main``) while the others wait for its result. A stage's result is the main process's, broadcast.
+
 Stage evaluation follows the serving path: the stage's reasoner writes each valid/test request's query
 (greedy), the frozen snapshot that the current QE-Rec was trained with embeds it, and the current QE-Rec
 ranks. Calibration then makes the aligned reasoner the new snapshot.
@@ -18,7 +23,7 @@ import torch
 
 import reward as rewards
 
-from .. import devices
+from .. import devices, dist
 from ..metrics import HEADLINE, PAIRED, bootstrap_weights, paired_difference, summarize
 from ..ranker.headroom import need_ranker
 from ..ranker.queries import query_embeddings
@@ -133,10 +138,10 @@ class ClosedLoop:
         self.out.mkdir(parents=True, exist_ok=True)
         self.state_path = self.out / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}}
-        torch.set_num_threads(cfg.threads)
+        dist.set_threads(cfg.threads)  # the machine's budget: N processes on one CPU share it
         devices.configure(cfg.log.report_to, cfg.log.checkpoint_every, cfg.log.progress)
         self.tb = None
-        if cfg.log.report_to == "tensorboard":
+        if cfg.log.report_to == "tensorboard" and dist.is_main():
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(self.out / "tensorboard"))
@@ -147,6 +152,8 @@ class ClosedLoop:
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def log(self, record: dict) -> None:
+        if not dist.is_main():
+            return
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps({"time": time.time(), **record}) + "\n")
         if self.tb is not None and "stage" in record:
@@ -157,29 +164,41 @@ class ClosedLoop:
                     self.tb.add_scalar(f"{record['stage']}/probe_{key}", point[key], point["step"])
             self.tb.flush()
 
-    def stage(self, name: str, fn) -> dict:
-        """Runs ``fn`` unless state.json says the stage finished; records its result."""
+    def say(self, text: str) -> None:
+        if dist.is_main():
+            self.print(text)
+
+    def stage(self, name: str, fn, main_only: bool = False) -> dict:
+        """Runs ``fn`` unless state.json says the stage finished; records its result. Every rank calls ``fn``
+        (``main_only``: the main process alone, the others wait); the main process's result is the stage's."""
         if name in self.state["done"]:
-            self.print(f"[{name}] done earlier, skipped")
+            self.say(f"[{name}] done earlier, skipped")
             return self.state["done"][name]
-        self.print(f"[{name}] ...")
+        self.say(f"[{name}] ...")
         t = time.time()
-        result = fn()
+        dist.shares()  # counts from here on are this stage's
+        result = dist.on_main(fn) if main_only else fn()
         result["wall_s"] = round(time.time() - t, 1)
+        result["shares"] = dist.shares()  # items each rank generated / embedded / scored
+        result = dist.broadcast(result)
         self.save_state(name, result)
-        devices.drop_checkpoints(self.out)  # the stage is recorded: its trainer checkpoints are spent
+        if dist.is_main():
+            devices.drop_checkpoints(self.out)  # the stage is recorded: its trainer checkpoints are spent
         self.log(_record(name, result))
+        dist.barrier()
         return result
 
     def save_state(self, name: str, result: dict) -> None:
         self.state["done"][name] = result
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=1))
-        tmp.replace(self.state_path)
+        if dist.is_main():
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.state, indent=1))
+            tmp.replace(self.state_path)
 
     def test_metrics(self, scores: np.ndarray, key: str) -> dict:
         """Metrics with CIs on the test split; the scores are kept (scores/<key>.npy) for paired comparisons."""
         path = self.scores_path(key)
+        assert dist.is_main(), "test metrics are computed and kept by the main process"
         path.parent.mkdir(exist_ok=True)
         with open(path.with_suffix(".tmp"), "wb") as f:
             np.save(f, scores[self.test].astype(np.float32))
@@ -217,7 +236,7 @@ class ClosedLoop:
     def reasoner_warm(self) -> dict:
         r = self.cfg.reasoner
         if r.preset == "tiny":
-            base = build_tiny_reasoner(self.world, self.out / "reasoner_init", r.tiny)
+            base = dist.on_main(build_tiny_reasoner, self.world, self.out / "reasoner_init", r.tiny)
         else:
             from ..reasoner.smollm2 import resolve_reasoner
 
@@ -228,9 +247,13 @@ class ClosedLoop:
     def qe_rec(self, reasoner: str) -> dict:
         path = self.out / "qe_rec"
         spec, mode = f"reasoner:{reasoner}", self.cfg.ranker.query_mode
-        q = query_embeddings(self.world, spec, mode)
-        model, enc, hist = train_ranker(self.world, "qe_rec", q, self.cfg.ranker.train, log=lambda *a: None)
-        save_ranker(path, model, enc, {"queries": spec, "query_mode": mode, "history": hist})
+        q = query_embeddings(self.world, spec, mode)  # every rank generates and embeds its share
+
+        def train():
+            model, enc, hist = train_ranker(self.world, "qe_rec", q, self.cfg.ranker.train, log=lambda *a: None)
+            save_ranker(path, model, enc, {"queries": spec, "query_mode": mode, "history": hist})
+
+        dist.on_main(train)
         return {"path": str(path), "reasoner": reasoner, **self.evaluate_reasoner(reasoner, str(path), "qe_rec")}
 
     def evaluate_reasoner(self, reasoner: str, ranker_dir: str, key: str, reference: str | None = None) -> dict:
@@ -238,9 +261,13 @@ class ClosedLoop:
         w = self.world
         idx = np.concatenate([self.valid, self.test])
         prompts, queries = reasoner_queries(w, reasoner, idx, max_new_tokens=self.cfg.reasoner.max_new_tokens)
-        model, enc, meta = load_ranker(ranker_dir)
-        snapshot = meta["queries"].split(":", 1)[1]
-        emb = embed_queries(snapshot, prompts, queries, meta["query_mode"])
+        meta = json.loads((Path(ranker_dir) / "config.json").read_text())
+        emb = embed_queries(meta["queries"].split(":", 1)[1], prompts, queries, meta["query_mode"])  # sharded
+        return dist.on_main(self._evaluated, reasoner, ranker_dir, key, reference, idx, prompts, queries, emb)
+
+    def _evaluated(self, reasoner, ranker_dir, key, reference, idx, prompts, queries, emb) -> dict:
+        w = self.world
+        model, enc, _ = load_ranker(ranker_dir)
         full = np.zeros((len(w.samples), emb.shape[1]), np.float32)
         full[idx] = emb
         scores = score(model, RankerData(w, enc, full), np.arange(len(w.samples)))
@@ -272,10 +299,11 @@ class ClosedLoop:
         prompts = build_prompts(w, idx, tok)
         cands = collect_candidates(w, idx, prompts, (model, tok), s.reasoner_samples, s.temperature, self.cfg.seed + rnd)
         scores = score_candidates(self.reward_fn(ranker_dir), w, idx, prompts, cands, s.score_batch)
-        winners, share = select_winners(cands, scores)
+        winners, share = select_winners(cands, scores)  # the same on every rank: gathered candidates and scores
         out = sft(reasoner, w, winner_pairs(idx, cands, winners), self.out / f"round{rnd}" / "rg_sft", s.sft)
-        (self.out / f"round{rnd}" / "candidates.json").write_text(json.dumps(
-            {"indices": idx.tolist(), "candidates": cands, "rewards": scores}))
+        if dist.is_main():
+            (self.out / f"round{rnd}" / "candidates.json").write_text(json.dumps(
+                {"indices": idx.tolist(), "candidates": cands, "rewards": scores}))
         return {"path": str(out), "winner_share": share, "mean_winner_reward": float(np.mean(
             [r[k] for r, k in zip(scores, winners) if k >= 0]))}
 
@@ -283,8 +311,8 @@ class ClosedLoop:
         """All rounds; ``shared_only`` stops after round 1's RG-SFT (the checkpoint `rgalign compare`
         hands to every aligner)."""
         cfg = self.cfg
-        stages = [{"name": "two_tower", **self.stage("two_tower", self.two_tower)}]
-        headroom = self.stage("headroom", self.headroom) if cfg.eval.headroom and self.world.has_needs else None
+        stages = [{"name": "two_tower", **self.stage("two_tower", self.two_tower, main_only=True)}]
+        headroom = self.stage("headroom", self.headroom, main_only=True) if cfg.eval.headroom and self.world.has_needs else None
         warm = self.stage("reasoner_warm", self.reasoner_warm)["path"]
         qe = self.stage("qe_rec", lambda: self.qe_rec(warm))
         stages.append({"name": "qe_rec", **qe})
@@ -314,7 +342,7 @@ class ClosedLoop:
             stages.append({"name": "headroom", "key": "headroom", **headroom})
         probs = self.world.oracle_probs()
         if probs is not None:
-            stages.append({"name": "oracle", "metrics": self.test_metrics(probs, "oracle")})
+            stages.append({"name": "oracle", "metrics": dist.on_main(self.test_metrics, probs, "oracle")})
         keys = {"two_tower": "two_tower", "qe_rec": "qe_rec", "oracle": "oracle"}
         for st in stages:  # every stage against QE-Rec with the warm reasoner, paired over the same users
             key = keys.get(st["name"], st.get("key"))
@@ -331,7 +359,9 @@ class ClosedLoop:
     def checked(self, name, res, ranker_dir, base, prev) -> dict:
         """Evaluates a reasoner stage once and decides whether to keep it or roll back to ``base``."""
         if "metrics" not in res:
+            dist.shares()
             res.update(self.evaluate_reasoner(res["path"], ranker_dir, name, reference=base))
+            res["eval_shares"] = dist.shares()
             ev = self.cfg.eval
             collapsed = res["degenerate_share"] > ev.max_degenerate
             worse = "valid_reward" in prev and res["valid_reward"] < prev["valid_reward"] - ev.rollback_tolerance
@@ -339,8 +369,9 @@ class ClosedLoop:
             res["use"] = base if res["rolled_back"] else res["path"]
             self.save_state(name, res)
             self.log(_record(name + "/eval", res))
+            dist.barrier()
             if res["rolled_back"]:
-                self.print(f"[{name}] rolled back (degenerate {res['degenerate_share']:.2f}, "
+                self.say(f"[{name}] rolled back (degenerate {res['degenerate_share']:.2f}, "
                            f"valid reward {res['valid_reward']:.4f} vs {prev.get('valid_reward', float('nan')):.4f})")
         return res
 
@@ -350,7 +381,8 @@ class ClosedLoop:
         idx = sample_subset(clicked, s.max_requests, self.cfg.seed + rnd)  # generate only what it trains on
         prompts, queries = reasoner_queries(w, reasoner, idx, max_new_tokens=self.cfg.reasoner.max_new_tokens)
         ranker, _, _ = load_ranker(ranker_dir)
-        hist = run_rg_cl(reasoner, w, ranker, prompts, queries, idx, self.out / f"round{rnd}" / "rg_cl", s)
+        # one process: RG-CL is a few hundred steps of a contrastive head, small next to generation (sharded above)
+        hist = dist.on_main(run_rg_cl, reasoner, w, ranker, prompts, queries, idx, self.out / f"round{rnd}" / "rg_cl", s)
         return {"path": str(self.out / f"round{rnd}" / "rg_cl"), "loss_first": hist[0]["loss/rg_cl"],
                 "loss_last": hist[-1]["loss/rg_cl"], "steps": len(hist)}
 

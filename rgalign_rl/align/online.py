@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..devices import last_checkpoint, save_trainer_model, trainer_kwargs
+from .. import dist
+from ..devices import last_checkpoint, per_device, save_trainer_model, trainer_kwargs
 
 
 @dataclass
@@ -36,7 +37,7 @@ def run_online(model_path: str | Path, reward_fn, dataset, out: str | Path, s: O
     from ..reasoner.model import load_reasoner
 
     s = s or OnlineSettings()
-    torch.set_num_threads(s.threads)
+    dist.set_threads(s.threads)
     trainers = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}
     if s.algorithm not in trainers:
         raise ValueError(f"unknown online algorithm {s.algorithm!r}: grpo or rloo")
@@ -45,7 +46,8 @@ def run_online(model_path: str | Path, reward_fn, dataset, out: str | Path, s: O
     extra = {} if s.beta is None else {"beta": s.beta}
     trainer_dir = str(log_dir or Path(out).with_name(Path(out).name + ".trainer"))
     args = config_cls(output_dir=trainer_dir, max_steps=s.max_steps, learning_rate=s.learning_rate,
-                      per_device_train_batch_size=s.prompts_per_step * s.num_generations,
+                      per_device_train_batch_size=per_device(s.prompts_per_step, "align.online.prompts_per_step")
+                      * s.num_generations,
                       num_generations=s.num_generations, max_completion_length=s.max_completion_length,
                       temperature=s.temperature, logging_steps=1, seed=s.seed,
                       **extra, **trainer_kwargs(checkpoints=True))

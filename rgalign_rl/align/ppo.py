@@ -165,7 +165,6 @@ class PPOTrainer:
         columns = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
         scores = torch.tensor(self.reward_fn([r["prompt"] for r in rows], [t.strip() for t in texts], **columns),
                               dtype=torch.float32)
-        self.reward_calls += len(rows)
         kl = (logp - ref_logp) * rmask
         rewards = -self.kl_coef * kl
         last = (rmask.sum(1).long() - 1).clamp(min=0)
@@ -185,10 +184,11 @@ class PPOTrainer:
         cfg, n, P = self.cfg, ro["seq"].shape[0], ro["P"]
         out = []
         self.model.train()
+        mb = max(1, cfg.mini_batch_size // self.acc.num_processes)  # this process's share of a minibatch
         for _ in range(cfg.ppo_epochs):
             perm = self.rng.permutation(n)
-            for start in range(0, n, cfg.mini_batch_size):
-                j = torch.as_tensor(perm[start : start + cfg.mini_batch_size])
+            for start in range(0, n, mb):
+                j = torch.as_tensor(perm[start : start + mb])
                 m = ro["rmask"][j]
                 logits, v = self.model(ro["seq"][j], ro["attn"][j])
                 logp = token_logprobs(logits[:, P - 1 : -1], ro["response"][j])
@@ -218,8 +218,11 @@ class PPOTrainer:
         if self.probe and start == 0:
             self.probe(self.policy(), 0)
         for step in range(start, cfg.rollouts):
-            rows = [self.prompts[i] for i in self.rng.choice(len(self.prompts), cfg.batch_size, replace=False)]
-            ro = self.rollout(rows)
+            # every rank draws the same batch (one seed) and rolls out its own share of it: disjoint prompts,
+            # gradients averaged by the engine
+            chosen = self.rng.choice(len(self.prompts), cfg.batch_size, replace=False)
+            ro = self.rollout([self.prompts[i] for i in chosen[self.acc.process_index :: self.acc.num_processes]])
+            self.reward_calls += len(chosen)  # completions scored by all ranks together
             mb = self.update(ro)
             kl = ro["kl"].mean().item()
             stats = {"step": step + 1, "objective/kl": kl, "objective/kl_coef": self.kl_coef,
@@ -249,12 +252,16 @@ class PPOTrainer:
 
         from ..world import atomic_dir
 
+        if not self.acc.is_main_process:  # one writer; the replicas' weights and optimizer are the main's
+            self.acc.wait_for_everyone()
+            return
         with atomic_dir(self.ckpt_dir) as tmp:
             save_model(self.acc.unwrap_model(self.model), str(tmp / "model.safetensors"))  # handles tied weights
             torch.save({"optimizer": self.opt.state_dict(), "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
             (tmp / "state.json").write_text(json.dumps({
                 "step": step, "kl_coef": self.kl_coef, "reward_calls": self.reward_calls,
                 "history": self.history, "numpy_rng": self.rng.bit_generator.state}))
+        self.acc.wait_for_everyone()
 
     def load_checkpoint(self) -> int:
         import json

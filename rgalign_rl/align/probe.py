@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import dist
 from ..reasoner.model import generate_queries
 from .diagnostics import sampled_kl
 
@@ -44,6 +45,8 @@ class RewardProbe:
 
         if is_deepspeed_zero3_enabled():
             return None  # partitioned weights can't generate outside the engine; the curve stays empty
+        if not dist.is_main():
+            return None  # one process measures and writes the curve; the others go on to the next step
         # the probe must not move the training RNG (a resumed run has to replay the same draws)
         with torch.random.fork_rng(devices=[]):
             return self._probe(model, step)

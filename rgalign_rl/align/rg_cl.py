@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import dist
 from ..reasoner.model import last_hidden_states
 from ..world import atomic_dir
 
@@ -54,7 +55,7 @@ class LastTokenProjector(nn.Module):
 
 @torch.no_grad()
 def ranker_intent_embeddings(ranker) -> torch.Tensor:
-    ids = torch.arange(ranker.cfg.n_intents)
+    ids = torch.arange(ranker.cfg.n_intents, device=ranker.intent.text_emb.device)
     return ranker.intent(ids)[0]
 
 
@@ -65,12 +66,13 @@ def run_rg_cl(reasoner_path, world, ranker, prompts: list[str], queries: list[st
     from ..reasoner.model import load_reasoner
 
     s = s or RGCLSettings()
-    torch.set_num_threads(s.threads)
+    dist.set_threads(s.threads)
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
     lm, tok = load_reasoner(reasoner_path)
-    intents = ranker_intent_embeddings(ranker)
-    head = LastTokenProjector(lm.config.hidden_size, intents.shape[1])
+    dev = lm.device
+    intents = ranker_intent_embeddings(ranker).to(dev)
+    head = LastTokenProjector(lm.config.hidden_size, intents.shape[1]).to(dev)
     keep = [k for k, i in enumerate(indices) if world.samples[i]["clicked"]][: s.max_requests]
     ids, mask = world.candidates
     opt = torch.optim.AdamW(list(lm.parameters()) + list(head.parameters()), lr=s.learning_rate)
@@ -83,11 +85,11 @@ def run_rg_cl(reasoner_path, world, ranker, prompts: list[str], queries: list[st
             b = order[start : start + s.batch_size]
             rows = indices[b]
             enc = tok([prompts[k] + " " + queries[k] for k in b], return_tensors="pt", padding=True,
-                      add_special_tokens=False)
-            pos = torch.tensor([world.intent_index[rng.choice(world.samples[i]["clicked"])] for i in rows])
+                      add_special_tokens=False).to(dev)
+            pos = torch.tensor([world.intent_index[rng.choice(world.samples[i]["clicked"])] for i in rows], device=dev)
             z = head(lm, enc["input_ids"], enc["attention_mask"])
-            loss = rg_cl_loss(z, intents, torch.from_numpy(np.maximum(ids[rows], 0)), torch.from_numpy(mask[rows]),
-                              pos, s.temperature)
+            loss = rg_cl_loss(z, intents, torch.from_numpy(np.maximum(ids[rows], 0)).to(dev),
+                              torch.from_numpy(mask[rows]).to(dev), pos, s.temperature)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from .. import dist
 from ..devices import progress
 from ..metrics import group_auc
 from ..text_encoder import encode_texts
@@ -53,19 +54,22 @@ class RankerData:
         self.users = world.user_codes
         self.world = world
 
-    def batch(self, idx):
+    def batch(self, idx, device=None):
+        """The model inputs of rows ``idx``, on ``device`` (the model's)."""
         q = None if self.query is None else self.query[idx]
-        return self.x[idx], self.behavior[idx], self.cand[idx], q
+        out = self.x[idx], self.behavior[idx], self.cand[idx], q
+        return out if device is None else tuple(None if t is None else t.to(device) for t in out)
 
 
 @torch.no_grad()
 def score(model: TwoTowerRanker, data: RankerData, idx: np.ndarray, batch_size: int = 2048) -> np.ndarray:
     """[len(idx), C] scores (padding gets NEG)."""
     model.eval()
+    dev = next(model.parameters()).device
     out = []
     for start in range(0, len(idx), batch_size):
         j = torch.as_tensor(idx[start : start + batch_size])
-        s = model(*data.batch(j))
+        s = model(*data.batch(j, dev)).cpu()
         out.append(s.masked_fill(~data.mask[j], NEG))
     return torch.cat(out).numpy() if out else np.zeros((0, data.cand.shape[1]), np.float32)
 
@@ -126,6 +130,8 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
         # every trained or loaded ranker carries its own feature encoder and reads its own query embeddings
         ref_data = RankerData(world, FeatureEncoder.from_json(reference.encoder_json), ref_query)
         ref_scores = torch.from_numpy(score(reference, ref_data, np.arange(len(world.samples))))
+    dev = dist.device()
+    model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_state, history, bad = -1.0, None, [], 0
     if nest is not None or init is not None:
@@ -137,9 +143,9 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
             j = torch.as_tensor(order[start : start + cfg.batch_size])
-            s = model(*data.batch(j))
-            loss = listnet_kl_loss(s, data.labels[j], data.mask[j],
-                                   None if ref_scores is None else ref_scores[j], cfg.kl_weight)
+            s = model(*data.batch(j, dev))
+            loss = listnet_kl_loss(s, data.labels[j].to(dev), data.mask[j].to(dev),
+                                   None if ref_scores is None else ref_scores[j].to(dev), cfg.kl_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -161,7 +167,7 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
 
 def save_ranker(out: str | Path, model: TwoTowerRanker, encoder: FeatureEncoder, extra: dict | None = None) -> Path:
     with atomic_dir(out) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         meta = {"ranker": model.cfg.to_dict(), "features": encoder.to_json(), **(extra or {})}
         (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
     return Path(out)
@@ -173,6 +179,6 @@ def load_ranker(path: str | Path) -> tuple[TwoTowerRanker, FeatureEncoder, dict]
     state = load_file(str(path / "model.safetensors"))
     model = build_ranker(RankerConfig(**meta["ranker"]), state["intent.text_emb"])
     model.load_state_dict(state)
-    model.eval()
+    model.to(dist.device()).eval()
     model.encoder_json = meta["features"]
     return model, FeatureEncoder.from_json(meta["features"]), meta

@@ -189,6 +189,7 @@ class EmbeddingCache:
         todo = sorted({k: i for i, k in enumerate(keys) if k not in self.table}.items())
         if todo:
             mine = todo[dist.shard(len(todo))]
+            dist.count("embed", len(mine))
             vecs = last_token_embedding(model, tok, [prompts[i] for _, i in mine], [queries[i] for _, i in mine])
             vecs = np.stack(dist.gather(list(vecs), len(todo)))
             new_keys = [k for k, _ in todo]

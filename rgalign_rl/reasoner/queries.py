@@ -20,24 +20,35 @@ MODES = ("last_token", "text", "both")
 
 def reasoner_queries(world: World, path: str | Path, indices=None, style: str | None = None,
                      max_new_tokens: int = 16) -> tuple[list[str], list[str]]:
-    """(prompts, greedy queries) for the given sample indices (all by default); cached per snapshot."""
+    """(prompts, greedy queries) for the given sample indices (all by default); cached per snapshot and
+    length. Collective under N processes: each rank generates its share of what the cache lacks, the main
+    process appends the gathered queries to the cache."""
+    from .. import dist
     from ..text_encoder import cache_dir
 
     indices = np.arange(len(world.samples)) if indices is None else np.asarray(indices)
     prompts = build_prompts(world, indices, load_tokenizer(path), style)
-    cache = cache_dir() / "generated" / f"{fingerprint(path)}.jsonl"
+    cache = cache_dir() / "generated" / f"{fingerprint(path)}-{max_new_tokens}.jsonl"
     known: dict[str, str] = {}
     if cache.exists():
-        known = {r["p"]: r["q"] for r in map(json.loads, cache.read_text().splitlines())}
+        for line in cache.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:  # a process killed mid-append leaves a partial last line: generated again
+                continue
+            known[row["p"]] = row["q"]
     todo = sorted({p for p in prompts if p not in known})
     if todo:
         model, tok = load_reasoner(path)
-        for p, q in zip(todo, generate_queries(model, tok, todo, max_new_tokens=max_new_tokens)):
+        mine = todo[dist.shard(len(todo))]
+        dist.count("generate", len(mine))
+        for p, q in zip(todo, dist.gather(generate_queries(model, tok, mine, max_new_tokens=max_new_tokens), len(todo))):
             known[p] = q
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with open(cache, "a") as f:
-            for p in todo:
-                f.write(json.dumps({"p": p, "q": known[p]}) + "\n")
+        if dist.is_main():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with open(cache, "a") as f:
+                f.write("".join(json.dumps({"p": p, "q": known[p]}) + "\n" for p in todo))
+        dist.barrier()
     return prompts, [known[p] for p in prompts]
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..devices import last_checkpoint, save_trainer_model, trainer_kwargs
+from .. import dist
+from ..devices import last_checkpoint, per_device, save_trainer_model, trainer_kwargs
 from ..world import World
 from .prompt import build_prompts
 
@@ -60,7 +61,7 @@ def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out:
     from .model import load_reasoner
 
     s = settings or SFTSettings()
-    torch.set_num_threads(s.threads)
+    dist.set_threads(s.threads)
     rng = np.random.default_rng(s.seed)
     if s.max_pairs is not None and len(pairs) > s.max_pairs:
         pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), s.max_pairs, replace=False))]
@@ -69,7 +70,7 @@ def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out:
     data = datasets.Dataset.from_dict({"prompt": prompts, "completion": [" " + q for _, q in pairs]})
     trainer_dir = str(log_dir or Path(out).with_name(Path(out).name + ".trainer"))
     args = SFTConfig(output_dir=trainer_dir, num_train_epochs=s.epochs, learning_rate=s.lr,
-                     per_device_train_batch_size=s.batch_size, lr_scheduler_type="cosine", warmup_steps=0.05,
+                     per_device_train_batch_size=per_device(s.batch_size, "sft.batch_size"), lr_scheduler_type="cosine", warmup_steps=0.05,
                      logging_steps=50, max_length=s.max_length, neftune_noise_alpha=s.neftune_noise_alpha,
                      seed=s.seed, dataset_num_proc=None, **trainer_kwargs(checkpoints=True))
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
