@@ -124,8 +124,9 @@ def save_trained(accelerator, wrapped, model, tok, out: str | Path, prefix: str 
     state_dict = None
     plugin = deepspeed_plugin(accelerator)
     if wrapped is not None and plugin is not None and plugin.zero_stage == 3:
-        full = accelerator.get_state_dict(wrapped)  # collective: every process takes part
-        state_dict = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+        full = accelerator.get_state_dict(wrapped)  # collective: every process takes part, rank 0 gets it
+        if full is not None:
+            state_dict = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
     if accelerator.is_main_process:
         with atomic_dir(out) as tmp:
             model.save_pretrained(tmp, state_dict=state_dict)

@@ -65,7 +65,7 @@ def sampled_kl(model, ref, tok, prompts: list[str], max_new_tokens: int = 16, ba
     for i in range(0, len(prompts), batch_size):
         enc = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(model.device) for k, v in enc.items()}  # tokenizers return CPU tensors
-        seq = model.generate(**enc, do_sample=True, top_k=0, max_new_tokens=max_new_tokens,
+        seq = model.generate(**enc, do_sample=True, top_k=0, max_new_tokens=max_new_tokens, synced_gpus=False,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         P = enc["input_ids"].shape[1]
         resp = seq[:, P:]

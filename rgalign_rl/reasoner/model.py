@@ -107,7 +107,9 @@ def generate_queries(model, tok, prompts: list[str], batch_size: int = 256, max_
     Sampling keeps the ``top_k`` most likely tokens (50, transformers' default; 0: all), then ``top_p``,
     and draws each row from its own stream (``seed`` and ``row_keys[i]``, default the prompt's position):
     pass the requests' sample indices as ``row_keys`` to get the same draws however the prompts are split.
-    ``cache_implementation``: transformers' KV cache kind (None: its default, dynamic)."""
+    ``cache_implementation``: transformers' KV cache kind (None: its default, dynamic). Each process generates
+    alone on whole weights (``synced_gpus=False``: after a ZeRO-3 trainer transformers would otherwise wait
+    for every rank at every token)."""
     from transformers import LogitsProcessorList
 
     seed = 0 if seed is None else seed
@@ -133,7 +135,7 @@ def generate_queries(model, tok, prompts: list[str], batch_size: int = 256, max_
             sampler.uniforms, sampler.prompt_len = sampler.uniforms_all[b], x.shape[1]
         gen = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                             cache_implementation=cache_implementation, **sampling)
+                             cache_implementation=cache_implementation, synced_gpus=False, **sampling)
         for r, text in zip(b, tok.batch_decode(gen[:, x.shape[1]:], skip_special_tokens=True)):
             out[r] = text.strip()
     return out
