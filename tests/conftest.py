@@ -9,6 +9,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+CONFIG = "recipes/configs/shopsim_tiny.yaml"
+
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
@@ -47,3 +49,12 @@ def tiny_reasoner(tiny_world, tmp_path_factory):
     init = build_tiny_reasoner(world, root / "init", TinyReasonerConfig(vocab_size=1500, hidden_size=64,
                                                                        intermediate_size=128))
     return sft(init, world, teacher_pairs(world), root / "warm", SFTSettings(epochs=2, max_pairs=3000, batch_size=32, lr=5e-3))
+
+
+@pytest.fixture(scope="session")
+def one_process_run(tiny_world, tmp_path_factory):
+    """The tiny loop (DPO) in this process: (run folder, metrics)."""
+    from rgalign_rl.run import run
+
+    out = tmp_path_factory.mktemp("runs") / "dpo"
+    return out, run(CONFIG, str(tiny_world), str(out), log=lambda *a: None)

@@ -14,7 +14,7 @@ import pytest
 from rgalign_rl.compare import compare
 from rgalign_rl.run import run
 
-CONFIG = "recipes/configs/shopsim_tiny.yaml"
+from conftest import CONFIG
 HEADLINE = ("gauc", "error_rate", "recall@3", "ndcg@3", "mrr")
 
 
@@ -23,9 +23,8 @@ def quiet(*a):
 
 
 @pytest.fixture(scope="module")
-def dpo_run(tiny_world, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "dpo"
-    return out, run(CONFIG, str(tiny_world), str(out), log=quiet)
+def dpo_run(one_process_run):
+    return one_process_run
 
 
 def check_stage_metrics(stages):
