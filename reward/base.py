@@ -59,7 +59,9 @@ class RankerReward:
                 r -= self.overlong_penalty * max(0, n - self.max_words) / self.max_words
                 r -= self.degenerate_penalty * is_degenerate(text)
             if not math.isfinite(r):
-                raise ValueError(f"reward {self.name} is not finite ({r}) for sample_id {sid!r}, query {text!r}")
+                from rgalign_rl.faults import NonFiniteError
+
+                raise NonFiniteError(f"reward {self.name} is not finite ({r}) for sample_id {sid!r}, query {text!r}")
             out.append(float(r))
         return out
 

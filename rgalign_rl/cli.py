@@ -96,12 +96,25 @@ def cmd_ranker_eval(args) -> int:
     query = query_embeddings(world, meta["queries"], meta["query_mode"]) if meta["queries"] != "none" else None
     scores = score(model, RankerData(world, enc, query), np.arange(len(world.samples)))
     m = split_metrics(world, scores, args.split)
+    m["privileged"] = privileged_source(meta["queries"])
     if args.json:
         print(json.dumps(m))
     else:
         print(f"{args.split} split of {world.name}, ranker {args.ranker} ({meta['ranker']['arch']}, queries {meta['queries']}):")
         print(format_table({meta["ranker"]["arch"]: m}))
+        if m["privileged"]:
+            print(f"PRIVILEGED REFERENCE: {m['privileged']}")
     return 0
+
+
+def privileged_source(queries: str) -> str | None:
+    """Why a query source is not a servable ranker's (the metrics are a reference, not a result), or None."""
+    if queries == "need":
+        return "the queries are the oracle's true-need text: what a perfect reasoner could give, not a result"
+    if queries.startswith("teacher:"):
+        return (f"the queries are {queries}'s rows for the evaluated requests too; a simulator's teachers write them "
+                "from the hidden need, and no serving path has them: a reference, not a result")
+    return None
 
 
 def cmd_reasoner_tiny(args) -> int:
@@ -234,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except WorldError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        if not str(e).startswith("config key "):  # a bad config value: the key and the problem, no traceback
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .align.loop import ClosedLoop, LoopConfig, scores_file
+from . import dist
+from .align.loop import ClosedLoop, LoopConfig, loop_config, scores_file
 from .config import from_dict, load_yaml
 from .metrics import bootstrap_weights, paired_difference
 from .report import md_table, plot_curve
@@ -41,31 +42,38 @@ def compare(config: str, algos: list[str], seeds: list[int], out: str, world_dir
     if budget is None:
         raise SystemExit("error: compare needs align.reward_budget (the reward calls every aligner may spend)")
     runs: dict[int, dict[str, dict]] = {}
+    worlds: dict[int, str] = {}  # without --world every seed generates its own world and is scored on it
     for seed in seeds:
         shared = out_p / f"seed{seed}" / "shared"
-        cfg = from_dict(LoopConfig, {**base, "seed": seed})
+        cfg = loop_config({**base, "seed": seed})
         shared.mkdir(parents=True, exist_ok=True)
         world = prepare_world(cfg, world_dir, shared)
+        worlds[seed] = str(world.root)
         log(f"== seed {seed}: shared stages ({', '.join(SHARED)}) in {shared}")
         ClosedLoop(world, cfg, shared, log=log).run(shared_only=True)
         done = json.loads((shared / "state.json").read_text())["done"]
         runs[seed] = {}
         for algo in algos:
             run_dir = out_p / f"seed{seed}" / algo
-            if not (run_dir / "scores").exists():
+            if dist.is_main() and not (run_dir / "scores").exists():
                 shutil.copytree(shared / "scores", run_dir / "scores")
+            dist.barrier()
             log(f"== seed {seed}: {algo}")
             runs[seed][algo] = run(config, str(world.root), str(run_dir), seed, [*overrides, f"align.algorithm={algo}"],
                                    resume=True, log=log, seed_state={k: done[k] for k in SHARED if k in done})
-    summary = summarize_runs(runs, algos, world_dir or str(world.root), out_p)
+    summary = summarize_runs(runs, algos, worlds, out_p)
     summary["reward_budget"] = budget
     summary["command"] = command_line(config, world_dir, out, None, overrides[:-1], "compare",
                                       f"--algos {','.join(algos)} --seeds {','.join(map(str, seeds))}")
+    if not dist.is_main():
+        dist.barrier()
+        return summary
     write_json(out_p / "compare.json", summary)
     report = write_compare_report(out_p, summary)
     log("\n" + summary["table"])
     log("\n" + summary["verdict"])
     log(f"\nreport: {report}")
+    dist.barrier()
     return summary
 
 
@@ -73,16 +81,16 @@ def _stage(metrics: dict, name: str) -> dict:
     return next((s for s in metrics["stages"] if s["name"] == name), {})
 
 
-def summarize_runs(runs: dict, algos: list[str], world_dir: str, out: Path) -> dict:
+def summarize_runs(runs: dict, algos: list[str], worlds: dict[int, str], out: Path) -> dict:
+    """``worlds``: each seed's world folder (one folder for every seed with --world)."""
     from .world import load_world
 
-    world = load_world(world_dir)
-    test = world.indices("test")
-    boot = bootstrap_weights(len(np.unique(world.user_codes[test])))
+    loaded = {root: load_world(root) for root in sorted(set(worlds.values()))}
+    boots = {root: bootstrap_weights(len(np.unique(w.user_codes[w.indices("test")]))) for root, w in loaded.items()}
 
     def stats(seed, algo):
         scores = np.load(scores_file(out / f"seed{seed}" / algo, "round1/calibrate"))
-        return split_user_stats(world, scores)
+        return split_user_stats(loaded[worlds[seed]], scores)
 
     rows = {}
     for algo in algos:
@@ -98,9 +106,9 @@ def summarize_runs(runs: dict, algos: list[str], world_dir: str, out: Path) -> d
         rows[algo] = {"seeds": per_seed, **{k: _mean_std([p[k] for p in per_seed]) for k in COLUMNS}}
     ranking = sorted(algos, key=lambda a: -rows[a]["gauc"][0])
     best = ranking[0]
-    diffs = {a: [{"seed": s, **paired_difference(stats(s, a), stats(s, best), boot)["gauc"]} for s in runs]
+    diffs = {a: [{"seed": s, **paired_difference(stats(s, a), stats(s, best), boots[worlds[s]])["gauc"]} for s in runs]
              for a in ranking[1:]}
-    return {"algos": rows, "ranking": ranking, "paired_vs_best": diffs, "seeds": list(runs),
+    return {"algos": rows, "ranking": ranking, "paired_vs_best": diffs, "seeds": list(runs), "worlds": worlds,
             "table": _table(rows, ranking), "verdict": verdict(rows, ranking, diffs)}
 
 

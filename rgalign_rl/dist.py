@@ -59,6 +59,21 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(max(1, n // world_size()) if device().type == "cpu" else n)
 
 
+def reset_peak_memory() -> None:
+    if device().type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device())
+
+
+def peak_memory_mb() -> float:
+    """This process's peak accelerator memory since :func:`reset_peak_memory` (CUDA), or its peak resident
+    memory so far (CPU: the OS keeps no per-stage peak)."""
+    if device().type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device()) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def barrier() -> None:
     if world_size() > 1:
         state().wait_for_everyone()

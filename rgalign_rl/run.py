@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from . import dist
-from .align.loop import ClosedLoop, LoopConfig
+from .align.loop import ClosedLoop, LoopConfig, loop_config
 from .config import from_dict, load_yaml
 from .metrics import HEADLINE, PAIRED
 from .world import load_world
@@ -35,6 +36,13 @@ def prepare_world(cfg: LoopConfig, world_dir: str | None, out: Path):
     return load_world(path)
 
 
+def seeds_of(cfg: LoopConfig) -> dict[str, int]:
+    """Every seed the run used, by config key (the run's own and each component's)."""
+    from .config import resolve_seeds
+
+    return {"seed": cfg.seed, **resolve_seeds(cfg, asdict(cfg), cfg.seed)}
+
+
 def flatten(stage: dict) -> dict:
     row = {"name": stage["name"]}
     m = stage.get("metrics", {})
@@ -42,8 +50,8 @@ def flatten(stage: dict) -> dict:
         row[k] = m.get(k)
         if f"{k}_ci" in m:
             row[f"{k}_ci"] = m[f"{k}_ci"]
-    for k in ("valid_reward", "need_accuracy", "degenerate_share", "kl_to_ref", "winner_share", "rolled_back",
-              "reward_calls", "wall_s", "shares", "eval_shares", "examples", "curve", "train_log", "pairs", "path", "vs_qe_rec", "vs_control", "vs_two_tower"):
+    for k in ("valid_reward", "need_accuracy", "degenerate_share", "kl_to_ref", "winner_share", "rolled_back", "fault", "degenerate_ids",
+              "reward_calls", "wall_s", "peak_mem_mb", "shares", "eval_shares", "examples", "curve", "train_log", "pairs", "path", "vs_qe_rec", "vs_control", "vs_two_tower"):
         if k in stage:
             row[k] = stage[k]
     return row
@@ -71,18 +79,19 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
     raw = load_yaml(config, overrides)
     if seed is not None:
         raw["seed"] = seed
-    cfg = from_dict(LoopConfig, raw)
+    cfg = loop_config(raw)
     out_p = Path(out)
     if out_p.exists() and (out_p / "state.json").exists() and not resume:
         raise SystemExit(f"error: {out} holds an earlier run: pass --resume to continue it, or choose another --out")
     dist.barrier()  # every rank has looked before the main process writes anything
+    world = prepare_world(cfg, world_dir, out_p)  # validated before anything is written (a bad world leaves no folder)
     out_p.mkdir(parents=True, exist_ok=True)
-    world = prepare_world(cfg, world_dir, out_p)  # validated before any training
     if seed_state and not (out_p / "state.json").exists():
         dist.on_main(write_json, out_p / "state.json", {"done": seed_state})
     result = ClosedLoop(world, cfg, out_p, log=log).run()
     metrics = {"stages": [flatten(s) for s in result["stages"]], "config": result["config"],
-               "world": str(world.root), "versions": versions(), "processes": dist.world_size()}
+               "world": str(world.root), "versions": versions(), "processes": dist.world_size(),
+               "seeds": seeds_of(cfg)}
     if not dist.is_main():  # the main process writes and prints; the others are done
         dist.barrier()
         return metrics

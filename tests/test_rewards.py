@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+
+from rgalign_rl.faults import NonFiniteError
 import yaml
 
 import reward
@@ -89,7 +91,7 @@ def test_shaping_and_non_finite_rewards(scorer):
                                 sample_id=[sid] * 3)
     assert empty == -1.0 and repeated < normal
     r.score = lambda p, target: (p * target).sum(-1) * float("nan")
-    with pytest.raises(ValueError, match=f"not finite.*{sid}"):
+    with pytest.raises(NonFiniteError, match=f"not finite.*{sid}"):
         r([""], ["track my parcel"], sample_id=[sid])
     with pytest.raises(ValueError, match="sample_id"):
         r([""], ["x"])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import dist
+from ..faults import kill_point
 from ..reasoner.sft import SFTSettings
 
 
@@ -64,6 +65,7 @@ def score_candidates(reward_fn, world, indices, prompts, candidates, batch: int 
         chunk = mine[start : start + batch]
         local += reward_fn([prompts[k] for k, _ in chunk], [q for _, q in chunk],
                            sample_id=[world.samples[indices[k]]["sample_id"] for k, _ in chunk])
+        kill_point("best_of_n.scoring")
     scores = dist.gather(local, len(flat))
     out, pos = [], 0
     for cands in candidates:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import dist
+from ..faults import kill_point
 from ..ranker.queries import query_embeddings
 from ..ranker.train import TrainConfig, load_ranker, save_ranker, train_ranker
 
@@ -36,6 +37,7 @@ def calibrate(world, reasoner_path: str | Path, prev_ranker_dir: str | Path, out
         cfg = dataclasses.replace(train or TrainConfig(), epochs=epochs, kl_weight=kl_weight, seed=seed)
         model, new_enc, history = train_ranker(world, "qe_rec", query, cfg, reference=prev, ref_query=prev_query,
                                                init=init, encoder=enc, log=log, train_indices=subset)
+        kill_point("calibrate.trained")
         return save_ranker(out, model, new_enc, {"queries": spec, "query_mode": mode, "history": history,
                                                  "calibrated_from": str(prev_ranker_dir), "kl_weight": kl_weight,
                                                  "train_requests": len(subset)})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import dist
 from ..devices import last_checkpoint, per_device, save_trained, save_trainer_model, trainer_kwargs
+from ..faults import StageFault, finite_loss_callback
 
 
 @dataclass
@@ -56,6 +57,9 @@ def run_dpo(model_path: str | Path, pairs: list[dict], out: str | Path, s: DPOSe
     from ..reasoner.model import load_reasoner
 
     s = s or DPOSettings()
+    if not pairs:
+        raise StageFault("DPO has no preference pair: no request's candidates differ by min_margin "
+                         f"({s.min_margin}) in reward")
     dist.set_threads(s.threads)
     model, tok = load_reasoner(model_path)
     ref, _ = load_reasoner(model_path)
@@ -72,7 +76,7 @@ def run_dpo(model_path: str | Path, pairs: list[dict], out: str | Path, s: DPOSe
                      per_device_train_batch_size=per_device(s.batch_size, "align.dpo.batch_size"), logging_steps=1, seed=s.seed,
                      **trainer_kwargs(checkpoints=True))
     trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=data, processing_class=tok,
-                         peft_config=peft_config, callbacks=callbacks)
+                         peft_config=peft_config, callbacks=[finite_loss_callback(), *(callbacks or [])])
     trainer.train(resume_from_checkpoint=last_checkpoint(trainer_dir))  # None: from the start
     if s.lora:  # the merged model is whole: nothing to gather
         save_trained(trainer.accelerator, None, trainer.model.merge_and_unload(), tok, out)

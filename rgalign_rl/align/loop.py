@@ -14,6 +14,7 @@ ranks. Calibration then makes the aligned reasoner the new snapshot.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,8 +23,10 @@ import numpy as np
 import torch
 
 import reward as rewards
+from reward.base import is_degenerate
 
 from .. import devices, dist
+from ..faults import StageFault
 from ..metrics import HEADLINE, PAIRED, bootstrap_weights, paired_difference, summarize
 from ..ranker.headroom import need_ranker
 from ..ranker.queries import query_embeddings
@@ -74,6 +77,8 @@ class EvalSettings:
     rollback_tolerance: float = 0.01       # ... or when its valid reward falls by more than this
     control: bool = True                   # calibrate the warm reasoner the same way: what retraining alone gives
     headroom: bool = True                  # QE-Rec on the true need's text (worlds whose oracle has needs)
+    on_fault: str = "rollback"             # a stage without DPO pairs, with a NaN reward or loss: rollback (keep
+                                           # its starting reasoner, go on) | stop (end the run with the error)
 
 
 @dataclass
@@ -98,6 +103,30 @@ class LoopConfig:
     rg_cl: RGCLSettings = field(default_factory=RGCLSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     log: LogSettings = field(default_factory=LogSettings)
+
+
+def loop_config(raw: dict) -> LoopConfig:
+    """The loop's config from a loaded YAML (with overrides): every component seed the file leaves unset
+    follows the run's ``seed`` (``--seed``)."""
+    from ..config import from_dict, resolve_seeds
+
+    from ..reasoner.queries import MODES
+
+    cfg = from_dict(LoopConfig, raw)
+    resolve_seeds(cfg, raw, cfg.seed)
+    # names are checked here, before a world is generated or a model trained, not minutes into a run
+    if cfg.align.algorithm not in ALIGNERS:
+        raise ValueError(f"config key align.algorithm: unknown algorithm {cfg.align.algorithm!r}; "
+                         f"known: {', '.join(ALIGNERS)}")
+    try:
+        rewards.get_reward_class(cfg.reward.name)
+    except (KeyError, ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"config key reward.name: {e.args[0] if e.args else e}") from None
+    if cfg.eval.on_fault not in ("rollback", "stop"):
+        raise ValueError(f"config key eval.on_fault: {cfg.eval.on_fault!r} is not one of rollback, stop")
+    if cfg.ranker.query_mode not in MODES:
+        raise ValueError(f"config key ranker.query_mode: {cfg.ranker.query_mode!r} is not one of {', '.join(MODES)}")
+    return cfg
 
 
 def scores_file(run: str | Path, key: str) -> Path:
@@ -177,8 +206,10 @@ class ClosedLoop:
         self.say(f"[{name}] ...")
         t = time.time()
         dist.shares()  # counts from here on are this stage's
+        dist.reset_peak_memory()
         result = dist.on_main(fn) if main_only else fn()
         result["wall_s"] = round(time.time() - t, 1)
+        result["peak_mem_mb"] = dist.peak_memory_mb()  # the main process's
         result["shares"] = dist.shares()  # items each rank generated / embedded / scored
         result = dist.broadcast(result)
         self.save_state(name, result)
@@ -276,7 +307,9 @@ class ClosedLoop:
         valid_reward = float(np.mean(reward_fn(prompts[:nv], queries[:nv],
                                                sample_id=[w.samples[i]["sample_id"] for i in self.valid])))
         out = {"metrics": self.test_metrics(scores, key), "valid_reward": valid_reward,
-               "degenerate_share": degenerate_share(queries[nv:]), "need_accuracy": need_accuracy(w, self.test, queries[nv:]),
+               "degenerate_share": degenerate_share(queries[nv:]),
+               "degenerate_ids": [w.samples[i]["sample_id"] for i, q in zip(self.test, queries[nv:]) if is_degenerate(q)][:5],
+               "need_accuracy": need_accuracy(w, self.test, queries[nv:]),
                "examples": queries[nv : nv + 5]}
         if reference is not None:
             pol, tok = load_reasoner(reasoner)
@@ -319,14 +352,14 @@ class ClosedLoop:
         control = self.stage("control", lambda: self.control(warm, qe["path"])) if cfg.eval.control else None
         reasoner, ranker_dir = warm, qe["path"]
         for rnd in range(1, cfg.rounds + 1):
-            sft_res = self.stage(f"round{rnd}/rg_sft", lambda: self.rg_sft(rnd, reasoner, ranker_dir))
+            sft_res = self.stage(f"round{rnd}/rg_sft", self.guarded(lambda: self.rg_sft(rnd, reasoner, ranker_dir), reasoner))
             sft_res = self.checked(f"round{rnd}/rg_sft", sft_res, ranker_dir, base=reasoner, prev=stages[-1])
             stages.append({"name": "rg_sft" if cfg.rounds == 1 else f"rg_sft_r{rnd}", "key": f"round{rnd}/rg_sft", **sft_res})
             if shared_only:
                 return {"stages": stages, "config": asdict(cfg)}
             cur = sft_res["use"]
             algo = cfg.align.algorithm
-            al = self.stage(f"round{rnd}/{algo}", lambda: ALIGNERS[algo](self, rnd, cur, ranker_dir))
+            al = self.stage(f"round{rnd}/{algo}", self.guarded(lambda: ALIGNERS[algo](self, rnd, cur, ranker_dir), cur))
             al = self.checked(f"round{rnd}/{algo}", al, ranker_dir, base=cur, prev=stages[-1])
             stages.append({"name": algo if cfg.rounds == 1 else f"{algo}_r{rnd}", "key": f"round{rnd}/{algo}", **al})
             cur = al["use"]
@@ -356,8 +389,32 @@ class ClosedLoop:
             self.tb.close()
         return {"stages": stages, "config": asdict(cfg)}
 
+    def guarded(self, fn, base: str):
+        """``fn`` (a reasoner stage), or on a fault (:class:`StageFault`: no DPO pair, a non-finite reward or
+        loss) a result that rolls the stage back to ``base``, its starting reasoner, with the reason; with
+        ``eval.on_fault: stop`` the fault ends the run."""
+        def run() -> dict:
+            try:
+                return fn()
+            except StageFault as e:
+                if self.cfg.eval.on_fault == "stop":
+                    raise
+                self.say(f"  fault: {e}; rolled back to the stage's starting reasoner ({base})")
+                return {"path": base, "fault": f"{type(e).__name__}: {e}"}
+        return run
+
     def checked(self, name, res, ranker_dir, base, prev) -> dict:
         """Evaluates a reasoner stage once and decides whether to keep it or roll back to ``base``."""
+        if "fault" in res and "metrics" not in res:  # nothing new to evaluate: the stage serves ``base``
+            prev_key = prev.get("key", prev["name"])
+            res.update({k: prev[k] for k in ("metrics", "valid_reward", "degenerate_share", "need_accuracy", "examples")
+                        if k in prev}, kl_to_ref=0.0, rolled_back=True, use=base)
+            if dist.is_main():
+                shutil.copyfile(self.scores_path(prev_key), self.scores_path(name))
+            self.save_state(name, res)
+            self.log(_record(name + "/eval", res))
+            dist.barrier()
+            return res
         if "metrics" not in res:
             dist.shares()
             res.update(self.evaluate_reasoner(res["path"], ranker_dir, name, reference=base))
@@ -371,8 +428,9 @@ class ClosedLoop:
             self.log(_record(name + "/eval", res))
             dist.barrier()
             if res["rolled_back"]:
-                self.say(f"[{name}] rolled back (degenerate {res['degenerate_share']:.2f}, "
-                           f"valid reward {res['valid_reward']:.4f} vs {prev.get('valid_reward', float('nan')):.4f})")
+                self.say(f"[{name}] rolled back (degenerate {res['degenerate_share']:.2f}, e.g. samples "
+                         f"{', '.join(res['degenerate_ids']) or '-'}; "
+                         f"valid reward {res['valid_reward']:.4f} vs {prev.get('valid_reward', float('nan')):.4f})")
         return res
 
     def rg_cl(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:

@@ -8,7 +8,6 @@ the names TRL's PPO logged (objective/kl, objective/scores, policy/clipfrac, los
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import devices
+from ..faults import check_finite
 
 
 @dataclass
@@ -240,8 +240,7 @@ class PPOTrainer:
                 self.probe(self.policy(), step + 1)
             if self.ckpt_every and (step + 1) % self.ckpt_every == 0 and step + 1 < cfg.rollouts:
                 self.save_checkpoint(step + 1)
-            if not math.isfinite(stats["loss/policy"]):
-                raise FloatingPointError(f"PPO loss became non-finite at step {step + 1}")
+            check_finite(stats["loss/policy"], f"the PPO policy loss at rollout {step + 1}")
         return self.history
 
     # ---- resumable checkpoints: weights, optimizer, RNG streams, KL controller, history ------------

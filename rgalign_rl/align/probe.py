@@ -52,6 +52,12 @@ class RewardProbe:
             return self._probe(model, step)
 
     def _probe(self, model, step: int) -> dict:
+        from ..faults import NonFiniteError
+
+        # the probe runs at a step's end, before the trainer logs that step's loss: a diverged policy is named
+        # here, not by a sampling error deep inside generate()
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise NonFiniteError(f"the policy's weights are not finite after step {step}")
         was_training = model.training
         model.eval()
         queries = generate_queries(model, self.tok, self.prompts, do_sample=True, temperature=1.0,

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import dist
 from ..devices import last_checkpoint, per_device, save_trainer_model, trainer_kwargs
+from ..faults import finite_loss_callback
 from ..world import World
 from .prompt import build_prompts
 
@@ -73,6 +74,7 @@ def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out:
                      per_device_train_batch_size=per_device(s.batch_size, "sft.batch_size"), lr_scheduler_type="cosine", warmup_steps=0.05,
                      logging_steps=50, max_length=s.max_length, neftune_noise_alpha=s.neftune_noise_alpha,
                      seed=s.seed, dataset_num_proc=None, **trainer_kwargs(checkpoints=True))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
+                         callbacks=[finite_loss_callback()])
     trainer.train(resume_from_checkpoint=last_checkpoint(trainer_dir))  # None: from the start
     return save_trainer_model(trainer, tok, out)

@@ -89,18 +89,31 @@ def read_rows(path: Path) -> Iterator[tuple[int, Any]]:
     if path.suffix == ".parquet":
         import pandas as pd
 
-        frame = pd.read_parquet(path)
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as e:  # not Parquet at all, or truncated: one problem for the whole file
+            yield 0, ValueError(f"unreadable Parquet file: {type(e).__name__}: {e}")
+            return
         for i, row in enumerate(frame.to_dict(orient="records"), start=1):
             yield i, {k: _from_arrow(v) for k, v in row.items()}
         return
-    with open(path, encoding="utf-8") as f:
-        for i, text in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield i, ValueError(f"invalid UTF-8 (byte {e.start} of the line)")
+                continue
             if not text.strip():
                 continue
             try:
-                yield i, json.loads(text)
-            except json.JSONDecodeError as e:
+                yield i, json.loads(text, parse_constant=_no_constant)
+            except ValueError as e:  # JSONDecodeError, or NaN / Infinity
                 yield i, e
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows (NaN and infinities are refused)")
 
 
 def _from_arrow(value: Any) -> Any:
@@ -247,9 +260,12 @@ def check_teachers(path: Path, sample_ids: set[str]) -> tuple[list[dict], list[P
 def check_meta(path: Path) -> tuple[dict, list[Problem]]:
     chk = Checker(path.name)
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         chk.add(e.lineno, "(json)", f"invalid JSON: {e.msg}")
+        return {}, chk.problems
+    except ValueError as e:  # invalid UTF-8 (UnicodeDecodeError is a ValueError), NaN / Infinity
+        chk.add(1, "(file)", str(e))
         return {}, chk.problems
     if not isinstance(meta, dict):
         chk.add(1, "(file)", "expected a JSON object")
@@ -264,8 +280,11 @@ def check_meta(path: Path) -> tuple[dict, list[Problem]]:
 
 
 def _is_object(chk: Checker, line: int, row: Any) -> bool:
-    if isinstance(row, Exception):
-        chk.add(line, "(json)", f"invalid JSON: {getattr(row, 'msg', row)}")
+    if isinstance(row, json.JSONDecodeError):
+        chk.add(line, "(json)", f"invalid JSON at column {row.colno}: {row.msg}")
+        return False
+    if isinstance(row, Exception):  # invalid UTF-8, NaN / Infinity, an unreadable Parquet file (line 0)
+        chk.add(line, "(file)" if line == 0 else "(line)", str(row))
         return False
     if not isinstance(row, dict):
         chk.add(line, "(row)", f"expected a JSON object, got {type(row).__name__}")
