@@ -44,9 +44,9 @@ def main() -> None:
          **{"samples.jsonl": lines[0] + lines[1].replace(b"gold", b"g\xffld") + lines[2]})
     case("truncated_last_line", "samples.jsonl:3: (json): invalid JSON",
          **{"samples.jsonl": lines[0] + lines[1] + lines[2][:25]})
-    case("nan_feature", "samples.jsonl:2: (line): NaN is not a number JSON allows",
+    case("nan_feature", "samples.jsonl:2: features.age: non-finite number nan",
          **{"samples.jsonl": lines[0] + lines[1].replace(b'"age": 32', b'"age": NaN') + lines[2]})
-    case("infinite_probability", "oracle.jsonl:1: (line): Infinity is not a number JSON allows",
+    case("infinite_probability", "oracle.jsonl:1: probs.i1: probability inf is outside [0, 1]",
          **{"oracle.jsonl": b'{"sample_id": "s1", "probs": {"i1": Infinity}}\n'})
     case("probability_out_of_range", "oracle.jsonl:1: probs.i1: probability 1.5 is outside [0, 1]",
          **{"oracle.jsonl": jsonl([{"sample_id": "s1", "probs": {"i1": 1.5}}])})
