@@ -12,6 +12,7 @@ import numpy as np
 from .. import dist
 from ..reasoner.model import load_reasoner
 from ..reasoner.prompt import build_prompts
+from ..reasoner.tokens import serving_text
 from .best_of_n import collect_candidates, score_candidates
 from .dpo import DPOSettings, build_preference_pairs, run_dpo
 from .online import OnlineSettings, run_online
@@ -113,7 +114,8 @@ def _align_online(algorithm: str):
             settings = dataclasses.replace(settings, max_steps=max(1, s.reward_budget // per_step))
         idx = _requests(loop, rnd)
         _, tok = load_reasoner(reasoner)
-        data = datasets.Dataset.from_dict({"prompt": build_prompts(w, idx, tok),
+        # TRL tokenises the prompt with the tokenizer's special tokens: the serving text (reasoner/tokens.py)
+        data = datasets.Dataset.from_dict({"prompt": [serving_text(tok, p) for p in build_prompts(w, idx, tok)],
                                            "sample_id": [w.samples[i]["sample_id"] for i in idx]})
         out = loop.out / f"round{rnd}" / algorithm
         fn = loop.reward_fn(ranker_dir)

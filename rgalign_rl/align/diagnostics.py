@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..reasoner.tokens import padded, prompt_ids
 from ..text_encoder import encode_texts
 from .ppo import positions, response_mask, token_logprobs
 
@@ -60,11 +61,10 @@ def sampled_kl(model, ref, tok, prompts: list[str], max_new_tokens: int = 16, ba
                seed: int = 0) -> float:
     """Monte-Carlo KL(policy || ref) per sequence on completions sampled from the policy."""
     torch.manual_seed(seed)
-    tok.padding_side = "left"
     total = []
     for i in range(0, len(prompts), batch_size):
-        enc = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(model.device) for k, v in enc.items()}  # tokenizers return CPU tensors
+        x, attn = padded(prompt_ids(tok, prompts[i : i + batch_size]), tok.pad_token_id, "left", model.device)
+        enc = {"input_ids": x, "attention_mask": attn}
         seq = model.generate(**enc, do_sample=True, top_k=0, max_new_tokens=max_new_tokens, synced_gpus=False,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         P = enc["input_ids"].shape[1]

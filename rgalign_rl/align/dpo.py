@@ -21,6 +21,8 @@ class DPOSettings:
     epochs: float = 1.0
     batch_size: int = 32
     max_pairs: int = 4000
+    max_length: int | None = None   # None: no truncation (lengths come from the pairs); a cap drops, counted
+    max_dropped: float = 0.01       # share of pairs a cap may drop before the stage fails
     lora: bool = False
     lora_r: int = 8
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
@@ -51,10 +53,11 @@ def run_dpo(model_path: str | Path, pairs: list[dict], out: str | Path, s: DPOSe
             log_dir: str | Path | None = None, callbacks=None):
     """Trains with TRL's DPOTrainer (reference = the model at ``model_path``); returns the log history."""
     import datasets
-    import torch
     from trl import DPOConfig, DPOTrainer
 
     from ..reasoner.model import load_reasoner
+    from ..reasoner.sft import checked_examples
+    from ..reasoner.tokens import check_fits, completion_ids, prompt_ids, serving_text
 
     s = s or DPOSettings()
     if not pairs:
@@ -70,13 +73,21 @@ def run_dpo(model_path: str | Path, pairs: list[dict], out: str | Path, s: DPOSe
         peft_config = LoraConfig(r=s.lora_r, lora_alpha=2 * s.lora_r, target_modules=s.lora_target_modules,
                                  task_type="CAUSAL_LM")
         ref = None  # with LoRA the reference is the base model with adapters disabled
-    data = datasets.Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs[: s.max_pairs]])
+    pairs = pairs[: s.max_pairs]
+    longest = [len(p) + max(len(c), len(r)) + 1 for p, c, r in zip(
+        prompt_ids(tok, [p["prompt"] for p in pairs]), completion_ids(tok, [p["chosen"][1:] for p in pairs]),
+        completion_ids(tok, [p["rejected"][1:] for p in pairs]))]
+    check_fits(model, longest, [p.get("sample_id", f"pair {k}") for k, p in enumerate(pairs)], "a DPO pair")
+    # TRL tokenises the prompt with the tokenizer's special tokens: hand it the serving text (reasoner/tokens.py)
+    data = datasets.Dataset.from_list([{"prompt": serving_text(tok, p["prompt"]), "chosen": p["chosen"],
+                                        "rejected": p["rejected"]} for p in pairs])
     trainer_dir = str(log_dir or Path(out).with_name(Path(out).name + ".trainer"))
     args = DPOConfig(output_dir=trainer_dir, beta=s.beta, learning_rate=s.learning_rate, num_train_epochs=s.epochs,
-                     per_device_train_batch_size=per_device(s.batch_size, "align.dpo.batch_size"), logging_steps=1, seed=s.seed,
-                     **trainer_kwargs(checkpoints=True))
+                     per_device_train_batch_size=per_device(s.batch_size, "align.dpo.batch_size"), logging_steps=1,
+                     seed=s.seed, max_length=s.max_length, **trainer_kwargs(checkpoints=True))
     trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=data, processing_class=tok,
                          peft_config=peft_config, callbacks=[finite_loss_callback(), *(callbacks or [])])
+    checked_examples(len(data), len(trainer.train_dataset), s.max_dropped, "DPO")
     trainer.train(resume_from_checkpoint=last_checkpoint(trainer_dir))  # None: from the start
     if s.lora:  # the merged model is whole: nothing to gather
         save_trained(trainer.accelerator, None, trainer.model.merge_and_unload(), tok, out)

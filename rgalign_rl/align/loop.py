@@ -129,6 +129,13 @@ def loop_config(raw: dict) -> LoopConfig:
     return cfg
 
 
+def train_examples(sft_dir) -> dict | None:
+    """What an SFT stage trained on: {"given", "trained", "dropped"} (the main process's count; the stage's
+    result is the main process's)."""
+    f = Path(sft_dir) / "train_examples.json"
+    return json.loads(f.read_text()) if dist.is_main() and f.exists() else None
+
+
 def scores_file(run: str | Path, key: str) -> Path:
     """Where a run keeps a stage's test scores (``key``: the stage's state key, e.g. round1/calibrate)."""
     return Path(run) / "scores" / f"{key.replace('/', '_')}.npy"
@@ -271,9 +278,9 @@ class ClosedLoop:
         else:
             from ..reasoner.smollm2 import resolve_reasoner
 
-            base = resolve_reasoner(r.preset)
+            base = dist.on_main(resolve_reasoner, r.preset)  # a conversion into the cache: one writer
         path = sft(base, self.world, warm_start_pairs(self.world), self.out / "reasoner_warm", r.warm)
-        return {"path": str(path)}
+        return {"path": str(path), "train_examples": train_examples(path)}
 
     def qe_rec(self, reasoner: str) -> dict:
         path = self.out / "qe_rec"
@@ -337,7 +344,7 @@ class ClosedLoop:
         if dist.is_main():
             (self.out / f"round{rnd}" / "candidates.json").write_text(json.dumps(
                 {"indices": idx.tolist(), "candidates": cands, "rewards": scores}))
-        return {"path": str(out), "winner_share": share, "mean_winner_reward": float(np.mean(
+        return {"path": str(out), "train_examples": train_examples(out), "winner_share": share, "mean_winner_reward": float(np.mean(
             [r[k] for r, k in zip(scores, winners) if k >= 0]))}
 
     def run(self, shared_only: bool = False) -> dict:

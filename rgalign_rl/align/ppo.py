@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .. import devices
 from ..faults import check_finite
+from ..reasoner.tokens import padded, prompt_ids
 
 
 @dataclass
@@ -144,9 +145,8 @@ class PPOTrainer:
         from trl.models.utils import unwrap_model_for_generation
 
         tok, cfg = self.tok, self.cfg
-        tok.padding_side = "left"
-        enc = tok([r["prompt"] for r in rows], return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(self.acc.device) for k, v in enc.items()}
+        x, attn = padded(prompt_ids(tok, [r["prompt"] for r in rows]), tok.pad_token_id, "left", self.acc.device)
+        enc = {"input_ids": x, "attention_mask": attn}
         with unwrap_model_for_generation(self.model, self.acc) as unwrapped:
             seq = unwrapped.lm.generate(**enc, do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0,
                                         max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id,

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .. import dist
 from ..reasoner.model import last_hidden_states
+from ..reasoner.tokens import padded, sequence_ids
 from ..world import atomic_dir
 
 
@@ -76,7 +77,6 @@ def run_rg_cl(reasoner_path, world, ranker, prompts: list[str], queries: list[st
     keep = [k for k, i in enumerate(indices) if world.samples[i]["clicked"]][: s.max_requests]
     ids, mask = world.candidates
     opt = torch.optim.AdamW(list(lm.parameters()) + list(head.parameters()), lr=s.learning_rate)
-    tok.padding_side = "right"
     lm.train()
     history = []
     for _ in range(s.epochs):
@@ -84,10 +84,10 @@ def run_rg_cl(reasoner_path, world, ranker, prompts: list[str], queries: list[st
         for start in range(0, len(order), s.batch_size):
             b = order[start : start + s.batch_size]
             rows = indices[b]
-            enc = tok([prompts[k] + " " + queries[k] for k in b], return_tensors="pt", padding=True,
-                      add_special_tokens=False).to(dev)
+            x, attn = padded(sequence_ids(tok, [prompts[k] for k in b], [queries[k] for k in b]), tok.pad_token_id,
+                             "right", dev)
             pos = torch.tensor([world.intent_index[rng.choice(world.samples[i]["clicked"])] for i in rows], device=dev)
-            z = head(lm, enc["input_ids"], enc["attention_mask"])
+            z = head(lm, x, attn)
             loss = rg_cl_loss(z, intents, torch.from_numpy(np.maximum(ids[rows], 0)).to(dev),
                               torch.from_numpy(mask[rows]).to(dev), pos, s.temperature)
             opt.zero_grad()

@@ -15,6 +15,7 @@ from .. import dist
 from ..batching import length_batches
 from ..devices import progress, unpartitioned
 from ..text_encoder import cache_dir
+from .tokens import prompt_ids, sequence_ids
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
@@ -36,13 +37,6 @@ def load_reasoner(path: str | Path, trust_remote_code: bool = False, dtype=torch
         model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code, dtype=dtype)
     model.to(dist.device()).eval()
     return model, tok
-
-
-def prompt_ids(tok, texts: list[str]) -> list[list[int]]:
-    """The token ids of prompt strings (already in the model's chat template where it has one), as
-    generation, last-token embedding, PPO and RG-CL feed them: the template's text carries the special
-    tokens, so none is added here."""
-    return tok(list(texts), add_special_tokens=False)["input_ids"]
 
 
 def fingerprint(path: str | Path) -> str:
@@ -159,10 +153,10 @@ def last_hidden_states(model, **inputs) -> torch.Tensor:
 
 @torch.no_grad()
 def last_token_embedding(model, tok, prompts: list[str], queries: list[str], batch_size: int = 256) -> np.ndarray:
-    """[n, hidden] last-layer hidden state at the last token of prompt + " " + query. Texts are batched by
-    token length (no padding, so the last token is the last position and a row's state does not depend on
-    its batch)."""
-    ids = prompt_ids(tok, [p + " " + q for p, q in zip(prompts, queries)])
+    """[n, hidden] last-layer hidden state at the last token of prompt + query (:func:`tokens.sequence_ids`).
+    Sequences are batched by token length (no padding, so the last token is the last position and a row's
+    state does not depend on its batch)."""
+    ids = sequence_ids(tok, prompts, queries)
     out = np.zeros((len(ids), model.config.get_text_config().hidden_size), np.float32)
     dev = model.device
     for b in length_batches([len(x) for x in ids], batch_size):

@@ -14,6 +14,7 @@ from ..text_encoder import encode_texts
 from ..world import World
 from .model import EmbeddingCache, fingerprint, generate_queries, load_reasoner, load_tokenizer
 from .prompt import build_prompts
+from .tokens import check_fits, prompt_ids
 
 MODES = ("last_token", "text", "both")
 
@@ -40,6 +41,9 @@ def reasoner_queries(world: World, path: str | Path, indices=None, style: str | 
     todo = sorted({p for p in prompts if p not in known})
     if todo:
         model, tok = load_reasoner(path)
+        owner = dict(zip(prompts, indices))
+        check_fits(model, [len(x) + max_new_tokens for x in prompt_ids(tok, todo)],
+                   [world.samples[owner[p]]["sample_id"] for p in todo], f"the prompt (+ {max_new_tokens} new tokens)")
         mine = todo[dist.shard(len(todo))]
         dist.count("generate", len(mine))
         for p, q in zip(todo, dist.gather(generate_queries(model, tok, mine, max_new_tokens=max_new_tokens), len(todo))):

@@ -5,6 +5,7 @@ RG-SFT on Best-of-N winners (``align/best_of_n.py``, NEFTune on).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ..devices import last_checkpoint, per_device, save_trainer_model, trainer_k
 from ..faults import finite_loss_callback
 from ..world import World
 from .prompt import build_prompts
+from .tokens import check_fits, completion_ids, prompt_ids, serving_text
 
 
 @dataclass
@@ -24,7 +26,9 @@ class SFTSettings:
     batch_size: int = 64
     max_pairs: int | None = None  # cap on training pairs (CPU budget), sampled without replacement; None: all
     neftune_noise_alpha: float | None = None
-    max_length: int = 128
+    max_length: int | None = None  # None: no truncation (a sequence longer than the model's context is an error
+                                   # naming its request); a cap drops what no longer fits, counted, at most max_dropped
+    max_dropped: float = 0.01      # share of training examples a cap may drop before the stage fails
     seed: int = 0
     threads: int = 2
 
@@ -56,7 +60,6 @@ def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out:
         settings: SFTSettings | None = None, style: str | None = None, log_dir: str | Path | None = None) -> Path:
     """Fine-tunes the model at ``model_path`` on (sample index, query) pairs; saves to ``out``."""
     import datasets
-    import torch
     from trl import SFTConfig, SFTTrainer
 
     from .model import load_reasoner
@@ -68,7 +71,12 @@ def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out:
         pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), s.max_pairs, replace=False))]
     model, tok = load_reasoner(model_path)
     prompts = build_prompts(world, [i for i, _ in pairs], tok, style)
-    data = datasets.Dataset.from_dict({"prompt": prompts, "completion": [" " + q for _, q in pairs]})
+    queries = [q for _, q in pairs]
+    check_fits(model, [len(p) + len(c) + 1 for p, c in zip(prompt_ids(tok, prompts), completion_ids(tok, queries))],
+               [world.samples[i]["sample_id"] for i, _ in pairs], "the prompt and query")
+    # TRL tokenises the prompt with the tokenizer's special tokens: hand it the serving text (tokens.py)
+    data = datasets.Dataset.from_dict({"prompt": [serving_text(tok, p) for p in prompts],
+                                       "completion": [" " + q for q in queries]})
     trainer_dir = str(log_dir or Path(out).with_name(Path(out).name + ".trainer"))
     args = SFTConfig(output_dir=trainer_dir, num_train_epochs=s.epochs, learning_rate=s.lr,
                      per_device_train_batch_size=per_device(s.batch_size, "sft.batch_size"), lr_scheduler_type="cosine", warmup_steps=0.05,
@@ -76,5 +84,21 @@ def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out:
                      seed=s.seed, dataset_num_proc=None, **trainer_kwargs(checkpoints=True))
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
                          callbacks=[finite_loss_callback()])
+    counts = checked_examples(len(data), len(trainer.train_dataset), s.max_dropped, "SFT")
     trainer.train(resume_from_checkpoint=last_checkpoint(trainer_dir))  # None: from the start
-    return save_trainer_model(trainer, tok, out)
+    path = save_trainer_model(trainer, tok, out)
+    if dist.is_main():
+        (path / "train_examples.json").write_text(json.dumps(counts) + "\n")
+    return path
+
+
+def checked_examples(given: int, kept: int, max_dropped: float, what: str) -> dict:
+    """{"given", "trained", "dropped"}; a StageFault when the trainer dropped more than ``max_dropped`` of them
+    (a length cap that cuts whole completions away)."""
+    from ..faults import StageFault
+
+    counts = {"given": given, "trained": kept, "dropped": given - kept}
+    if given and counts["dropped"] / given > max_dropped:
+        raise StageFault(f"{what} would drop {counts['dropped']} of {given} training examples (> {max_dropped:.0%}): "
+                         "raise or unset its max_length")
+    return counts

