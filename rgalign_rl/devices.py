@@ -137,6 +137,8 @@ def save_trained(accelerator, wrapped, model, tok, out: str | Path, prefix: str 
 
 
 def save_trainer_model(trainer, tok, out: str | Path) -> Path:
-    """:func:`save_trained` for a TRL trainer's model."""
-    return save_trained(trainer.accelerator, trainer.model_wrapped, trainer.accelerator.unwrap_model(trainer.model),
-                        tok, out)
+    """:func:`save_trained` for a TRL trainer's model; a LoRA model is saved merged (whole: nothing to gather)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):
+        return save_trained(trainer.accelerator, None, model.merge_and_unload(), tok, out)
+    return save_trained(trainer.accelerator, trainer.model_wrapped, model, tok, out)

@@ -4,16 +4,17 @@ with the RG-SFT model as the reference; LoRA is optional through peft.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import dist
-from ..devices import last_checkpoint, per_device, save_trained, save_trainer_model, trainer_kwargs
+from ..devices import last_checkpoint, per_device, save_trainer_model, trainer_kwargs
 from ..faults import StageFault, finite_loss_callback
+from ..reasoner.lora import LoRAFields, lora_config
 
 
 @dataclass
-class DPOSettings:
+class DPOSettings(LoRAFields):
     beta: float = 0.1
     min_margin: float = 0.05        # minimum reward(best) - reward(worst) for a pair to count
     rejected: str = "own"           # own: the worst of the policy's own samples | any: the worst candidate
@@ -23,9 +24,6 @@ class DPOSettings:
     max_pairs: int = 4000
     max_length: int | None = None   # None: no truncation (lengths come from the pairs); a cap drops, counted
     max_dropped: float = 0.01       # share of pairs a cap may drop before the stage fails
-    lora: bool = False
-    lora_r: int = 8
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     seed: int = 0
     threads: int = 2
 
@@ -66,12 +64,8 @@ def run_dpo(model_path: str | Path, pairs: list[dict], out: str | Path, s: DPOSe
     dist.set_threads(s.threads)
     model, tok = load_reasoner(model_path)
     ref, _ = load_reasoner(model_path)
-    peft_config = None
-    if s.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=s.lora_r, lora_alpha=2 * s.lora_r, target_modules=s.lora_target_modules,
-                                 task_type="CAUSAL_LM")
+    peft_config = lora_config(s)
+    if peft_config is not None:
         ref = None  # with LoRA the reference is the base model with adapters disabled
     pairs = pairs[: s.max_pairs]
     longest = [len(p) + max(len(c), len(r)) + 1 for p, c, r in zip(
@@ -89,8 +83,5 @@ def run_dpo(model_path: str | Path, pairs: list[dict], out: str | Path, s: DPOSe
                          peft_config=peft_config, callbacks=[finite_loss_callback(), *(callbacks or [])])
     checked_examples(len(data), len(trainer.train_dataset), s.max_dropped, "DPO")
     trainer.train(resume_from_checkpoint=last_checkpoint(trainer_dir))  # None: from the start
-    if s.lora:  # the merged model is whole: nothing to gather
-        save_trained(trainer.accelerator, None, trainer.model.merge_and_unload(), tok, out)
-    else:
-        save_trainer_model(trainer, tok, out)
+    save_trainer_model(trainer, tok, out)
     return trainer.state.log_history

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from .. import dist
 from ..faults import finite_loss_callback
+from ..reasoner.lora import LoRAFields, lora_config
 from ..devices import last_checkpoint, per_device, save_trainer_model, trainer_kwargs
 
 
 @dataclass
-class OnlineSettings:
+class OnlineSettings(LoRAFields):
     algorithm: str = "grpo"         # grpo | rloo
     max_steps: int = 40
     learning_rate: float = 1e-4
@@ -53,7 +54,8 @@ def run_online(model_path: str | Path, reward_fn, dataset, out: str | Path, s: O
                       temperature=s.temperature, logging_steps=1, seed=s.seed,
                       **extra, **trainer_kwargs(checkpoints=True))
     trainer = trainer_cls(model=model, reward_funcs=reward_fn, args=args, train_dataset=dataset,
-                          processing_class=tok, callbacks=[finite_loss_callback(), *(callbacks or [])])
+                          processing_class=tok, peft_config=lora_config(s),
+                          callbacks=[finite_loss_callback(), *(callbacks or [])])
     trainer.train(resume_from_checkpoint=last_checkpoint(trainer_dir))  # None: from the start
     save_trainer_model(trainer, tok, out)
     return trainer.state.log_history

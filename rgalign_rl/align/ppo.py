@@ -17,11 +17,12 @@ import torch.nn.functional as F
 
 from .. import devices
 from ..faults import check_finite
+from ..reasoner.lora import LoRAFields, merged, with_lora
 from ..reasoner.tokens import padded, prompt_ids
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(LoRAFields):
     learning_rate: float = 1e-4
     rollouts: int = 20              # rollout/update iterations
     batch_size: int = 32            # prompts per rollout
@@ -115,11 +116,11 @@ class PPOTrainer:
 
         self.cfg, self.tok, self.reward_fn, self.prompts = config, tokenizer, reward_fn, prompts
         self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-        self.model = PolicyWithValueHead(policy)
+        self.model = PolicyWithValueHead(with_lora(policy, config))
         self.ref = ref_model.eval()
         for p in self.ref.parameters():
             p.requires_grad_(False)
-        opt = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate)
+        opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=config.learning_rate)
         ds = devices.deepspeed_plugin(self.acc)
         if ds is not None:  # no dataloader to infer DeepSpeed's "auto" batch sizes from: state them
             ds.deepspeed_config["train_micro_batch_size_per_gpu"] = config.mini_batch_size
@@ -284,5 +285,8 @@ class PPOTrainer:
         return self.acc.unwrap_model(self.model).lm
 
     def save_policy(self, out, tok):
-        """The policy without its value head (gathered from its shards under ZeRO-3), tokenizer, engine.json."""
+        """The policy without its value head (gathered from its shards under ZeRO-3; with LoRA merged, whole),
+        tokenizer, engine.json."""
+        if self.cfg.lora:
+            return devices.save_trained(self.acc, None, merged(self.policy()), tok, out)
         return devices.save_trained(self.acc, self.model, self.policy(), tok, out, prefix="lm.")

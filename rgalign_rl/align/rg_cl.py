@@ -16,13 +16,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import dist
+from ..reasoner.lora import LoRAFields, merged, with_lora
 from ..reasoner.model import last_hidden_states
 from ..reasoner.tokens import padded, sequence_ids
 from ..world import atomic_dir
 
 
 @dataclass
-class RGCLSettings:
+class RGCLSettings(LoRAFields):
     temperature: float = 0.1
     learning_rate: float = 5e-5
     epochs: int = 1
@@ -71,12 +72,13 @@ def run_rg_cl(reasoner_path, world, ranker, prompts: list[str], queries: list[st
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
     lm, tok = load_reasoner(reasoner_path)
+    lm = with_lora(lm, s)
     dev = lm.device
     intents = ranker_intent_embeddings(ranker).to(dev)
     head = LastTokenProjector(lm.config.hidden_size, intents.shape[1]).to(dev)
     keep = [k for k, i in enumerate(indices) if world.samples[i]["clicked"]][: s.max_requests]
     ids, mask = world.candidates
-    opt = torch.optim.AdamW(list(lm.parameters()) + list(head.parameters()), lr=s.learning_rate)
+    opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad] + list(head.parameters()), lr=s.learning_rate)
     lm.train()
     history = []
     for _ in range(s.epochs):
@@ -95,7 +97,7 @@ def run_rg_cl(reasoner_path, world, ranker, prompts: list[str], queries: list[st
             opt.step()
             history.append({"step": len(history) + 1, "loss/rg_cl": loss.item()})
             log(history[-1])
-    lm.eval()
+    lm = merged(lm).eval()
     with atomic_dir(out) as tmp:
         lm.save_pretrained(tmp)
         tok.save_pretrained(tmp)

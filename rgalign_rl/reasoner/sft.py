@@ -15,12 +15,13 @@ from .. import dist
 from ..devices import last_checkpoint, per_device, save_trainer_model, trainer_kwargs
 from ..faults import finite_loss_callback
 from ..world import World
+from .lora import LoRAFields, lora_config
 from .prompt import build_prompts
 from .tokens import check_fits, completion_ids, prompt_ids, serving_text
 
 
 @dataclass
-class SFTSettings:
+class SFTSettings(LoRAFields):
     epochs: float = 2.0
     lr: float = 2e-3
     batch_size: int = 64
@@ -83,7 +84,7 @@ def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out:
                      logging_steps=50, max_length=s.max_length, neftune_noise_alpha=s.neftune_noise_alpha,
                      seed=s.seed, dataset_num_proc=None, **trainer_kwargs(checkpoints=True))
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
-                         callbacks=[finite_loss_callback()])
+                         peft_config=lora_config(s), callbacks=[finite_loss_callback()])
     counts = checked_examples(len(data), len(trainer.train_dataset), s.max_dropped, "SFT")
     trainer.train(resume_from_checkpoint=last_checkpoint(trainer_dir))  # None: from the start
     path = save_trainer_model(trainer, tok, out)

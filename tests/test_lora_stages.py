@@ -1,0 +1,25 @@
+"""LoRA in every reasoner stage: with ``lora: true`` the stage trains adapters only and saves a whole, merged
+model (same tensors as its start) in which only the adapted projections moved."""
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import CONFIG
+from rgalign_rl.run import run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
+def test_every_stage_with_lora_saves_a_merged_model_moving_only_the_adapted_weights(algorithm, tiny_world, tmp_path):
+    out = tmp_path / "run"
+    lora = ["reasoner.warm.lora=true", "best_of_n.sft.lora=true", "rg_cl.lora=true",
+            f"align.{'ppo' if algorithm == 'ppo' else 'online'}.lora=true", f"align.algorithm={algorithm}",
+            "eval.control=false", "eval.headroom=false", "eval.max_degenerate=1.1", "eval.rollback_tolerance=10"]
+    run(CONFIG, str(tiny_world), str(out), overrides=lora, log=lambda *a: None)
+    chain = [out / "reasoner_init", out / "reasoner_warm", out / "round1" / "rg_sft", out / "round1" / algorithm,
+             out / "round1" / "rg_cl"]
+    for before_dir, after_dir in zip(chain, chain[1:]):
+        before, after = (load_file(d / "model.safetensors") for d in (before_dir, after_dir))
+        assert {k: v.shape for k, v in before.items()} == {k: v.shape for k, v in after.items()}, after_dir
+        moved = {k for k in before if not torch.equal(before[k], after[k])}
+        assert moved and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in moved), (after_dir, moved)
