@@ -16,9 +16,10 @@ def main() -> None:
     ap.add_argument("--out", default="runs/rgalign")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--until", help="stop after this stage (e.g. qe_rec)")
     ap.add_argument("overrides", nargs="*", help="key.path=value, e.g. align.algorithm=ppo")
     a = ap.parse_args()
-    run(a.config, a.world, a.out, a.seed, a.overrides, a.resume)
+    run(a.config, a.world, a.out, a.seed, a.overrides, a.resume, until=a.until)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def cmd_reasoner_smollm2(args) -> int:
 def cmd_run(args) -> int:
     from .run import run
 
-    run(args.config, args.world, args.out, args.seed, args.overrides, args.resume)
+    run(args.config, args.world, args.out, args.seed, args.overrides, args.resume, until=args.until)
     return 0
 
 
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/rgalign")
     s.add_argument("--seed", type=int)
     s.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished stage")
+    s.add_argument("--until", help="stop after this stage (e.g. qe_rec: the rankers only; rg_sft, dpo, final)")
     s.add_argument("overrides", nargs="*", help="key.path=value, e.g. align.algorithm=ppo")
     s.set_defaults(func=cmd_run)
 

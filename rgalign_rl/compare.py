@@ -50,7 +50,7 @@ def compare(config: str, algos: list[str], seeds: list[int], out: str, world_dir
         world = prepare_world(cfg, world_dir, shared)
         worlds[seed] = str(world.root)
         log(f"== seed {seed}: shared stages ({', '.join(SHARED)}) in {shared}")
-        ClosedLoop(world, cfg, shared, log=log).run(shared_only=True)
+        ClosedLoop(world, cfg, shared, log=log).run(until="round1/rg_sft")
         done = json.loads((shared / "state.json").read_text())["done"]
         runs[seed] = {}
         for algo in algos:

@@ -139,6 +139,12 @@ def write_run_report(out: str | Path, metrics: dict, command: str) -> Path:
                  + ("" if g["error_reduction"] > 0 else " (negative: the loop made it worse)")
                  + (f"; share of the QE-Rec -> oracle gap closed {100 * g['gap_closed']:+.1f}%." if "gap_closed" in g
                     else ".")]
+    qt = by.get("qe_rec", {}).get("vs_two_tower")
+    if qt:
+        d = qt["gauc"]
+        verdict = ("beats" if d["ci"][0] > 0 else "falls below" if d["ci"][1] < 0 else "is within noise of")
+        text += ["", f"QE-Rec (warm reasoner's queries) {verdict} the two-tower, the production baseline without a "
+                     "query (paired CI): " + ", ".join(f"{LABELS[k]} {diff_cell(qt[k])}" for k in PAIRED) + "."]
     vc = by.get("final", {}).get("vs_control")
     if vc:
         text += ["", "Final vs control (the same calibration with the warm, unaligned reasoner: what retraining the "

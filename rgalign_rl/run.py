@@ -71,7 +71,8 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", seed: int | None = None,
-        overrides: list[str] | None = None, resume: bool = False, log=print, seed_state: dict | None = None) -> dict:
+        overrides: list[str] | None = None, resume: bool = False, log=print, seed_state: dict | None = None,
+        until: str | None = None) -> dict:
     """The closed loop; writes metrics.json, report.md and the plots under ``out``. ``seed_state``: stages
     already finished elsewhere (``rgalign compare`` shares one RG-SFT checkpoint between aligners)."""
     from .report import diff_cell, write_run_report
@@ -80,6 +81,7 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
     if seed is not None:
         raw["seed"] = seed
     cfg = loop_config(raw)
+    ClosedLoop.check_until(cfg, until)  # a typo fails here, not after the stages before it
     out_p = Path(out)
     if out_p.exists() and (out_p / "state.json").exists() and not resume:
         raise SystemExit(f"error: {out} holds an earlier run: pass --resume to continue it, or choose another --out")
@@ -88,7 +90,8 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
     out_p.mkdir(parents=True, exist_ok=True)
     if seed_state and not (out_p / "state.json").exists():
         dist.on_main(write_json, out_p / "state.json", {"done": seed_state})
-    result = ClosedLoop(world, cfg, out_p, log=log).run()
+    loop = ClosedLoop(world, cfg, out_p, log=log)
+    result = loop.run(until)
     metrics = {"stages": [flatten(s) for s in result["stages"]], "config": result["config"],
                "world": str(world.root), "versions": versions(), "processes": dist.world_size(),
                "seeds": seeds_of(cfg)}
@@ -101,7 +104,9 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
     log(format_table({s["name"]: s for s in metrics["stages"] if s.get("gauc") is not None}))
     final = next((s for s in metrics["stages"] if s["name"] == "final"), {})
     headroom = next((s for s in metrics["stages"] if s["name"] == "headroom"), {})
-    for name, row, label, key in (("final", final, "QE-Rec with the warm reasoner", "vs_qe_rec"),
+    qe_rec = next((s for s in metrics["stages"] if s["name"] == "qe_rec"), {})
+    for name, row, label, key in (("QE-Rec", qe_rec, "the two-tower (production baseline)", "vs_two_tower"),
+                                  ("final", final, "QE-Rec with the warm reasoner", "vs_qe_rec"),
                                   ("final", final, "the control (calibration without alignment)", "vs_control"),
                                   ("headroom (the true need's text)", headroom, "the two-tower", "vs_two_tower")):
         if row.get(key):

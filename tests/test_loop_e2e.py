@@ -134,3 +134,23 @@ def test_kill_inside_alignment_then_resume_gives_the_same_metrics(dpo_run, tiny_
             else:
                 assert b.get(k) == pytest.approx(a[k], rel=1e-6, abs=1e-9), (a["name"], k)
     assert [p["step"] for p in got[3]["curve"]] == [p["step"] for p in ref["stages"][3]["curve"]]
+
+
+@pytest.mark.slow
+def test_until_stops_after_a_stage_and_qe_rec_carries_its_paired_difference_to_the_two_tower(dpo_run, tiny_world,
+                                                                                           tmp_path):
+    import shutil
+
+    ref_out, ref = dpo_run
+    out = tmp_path / "until"
+    out.mkdir()
+    shutil.copy(ref_out / "state.json", out / "state.json")  # finished stages are skipped: only the summary runs
+    shutil.copytree(ref_out / "scores", out / "scores")
+    m = run(CONFIG, str(tiny_world), str(out), resume=True, until="qe_rec", log=quiet)
+    assert [s["name"] for s in m["stages"]] == ["two_tower", "qe_rec", "headroom", "oracle"]
+    d = m["stages"][1]["vs_two_tower"]["gauc"]
+    assert d["diff"] == pytest.approx(m["stages"][1]["gauc"] - m["stages"][0]["gauc"], abs=1e-9)
+    assert d["ci"][0] <= d["diff"] <= d["ci"][1] and "the two-tower" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit, match="--until nope: not a stage"):
+        run(CONFIG, str(tiny_world), str(tmp_path / "x"), until="nope", log=quiet)
+    assert not (tmp_path / "x").exists()

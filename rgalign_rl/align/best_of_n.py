@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import dist
-from ..faults import kill_point
+from ..faults import StageFault, kill_point
 from ..reasoner.sft import SFTSettings
 
 
@@ -61,11 +61,18 @@ def score_candidates(reward_fn, world, indices, prompts, candidates, batch: int 
     mine = flat[dist.shard(len(flat))]
     dist.count("score", len(mine))
     local: list[float] = []
-    for start in range(0, len(mine), batch):
-        chunk = mine[start : start + batch]
-        local += reward_fn([prompts[k] for k, _ in chunk], [q for _, q in chunk],
-                           sample_id=[world.samples[indices[k]]["sample_id"] for k, _ in chunk])
-        kill_point("best_of_n.scoring")
+    fault = None
+    try:
+        for start in range(0, len(mine), batch):
+            chunk = mine[start : start + batch]
+            local += reward_fn([prompts[k] for k, _ in chunk], [q for _, q in chunk],
+                               sample_id=[world.samples[indices[k]]["sample_id"] for k, _ in chunk])
+            kill_point("best_of_n.scoring")
+    except StageFault as e:  # e.g. a non-finite reward on this rank's share: every rank must raise it, not wait
+        fault = e
+    faults = [f for f in dist.gather([fault], dist.world_size()) if f is not None]
+    if faults:
+        raise faults[0]
     scores = dist.gather(local, len(flat))
     out, pos = [], 0
     for cands in candidates:

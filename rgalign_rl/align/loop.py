@@ -347,39 +347,85 @@ class ClosedLoop:
         return {"path": str(out), "train_examples": train_examples(out), "winner_share": share, "mean_winner_reward": float(np.mean(
             [r[k] for r, k in zip(scores, winners) if k >= 0]))}
 
-    def run(self, shared_only: bool = False) -> dict:
-        """All rounds; ``shared_only`` stops after round 1's RG-SFT (the checkpoint `rgalign compare`
-        hands to every aligner)."""
+    def run(self, until: str | None = None) -> dict:
+        """All rounds, or the stages up to and including ``until`` (``qe_rec`` for a cheap ranker experiment;
+        ``round1/rg_sft`` is the checkpoint `rgalign compare` hands to every aligner; ``rg_sft``, ``dpo``,
+        ``rg_cl``, ``calibrate`` mean round 1's, ``final`` the last calibration)."""
+        stages, side = [], {}
+        self._stages(stages, side, self.stop_key(until))
+        for name in ("control", "headroom"):
+            if side.get(name) is not None:
+                stages.append({"name": name, "key": name, **side[name]})
+        return self._summarised(stages, control=side.get("control"))
+
+    def stop_key(self, until: str | None) -> str | None:
+        return self.check_until(self.cfg, until)
+
+    @staticmethod
+    def check_until(cfg: LoopConfig, until: str | None) -> str | None:
+        """The state key of stage ``until`` (None: run everything); a ValueError for a stage the run lacks."""
+        if until is None:
+            return None
+        rounds, algo = cfg.rounds, cfg.align.algorithm
+        keys = ["two_tower", "headroom", "reasoner_warm", "qe_rec", "control"] + [
+            f"round{r}/{s}" for r in range(1, rounds + 1) for s in ("rg_sft", algo, "rg_cl", "calibrate")]
+        key = {"final": f"round{rounds}/calibrate"}.get(until, until if until in keys else f"round1/{until}")
+        if key not in keys:
+            raise SystemExit(f"error: --until {until}: not a stage of this run; one of {', '.join(keys)} or final")
+        return key
+
+    def _stages(self, stages: list, side: dict, stop: str | None) -> None:
+        """Runs the stages in order into ``stages`` (control and headroom into ``side``), up to ``stop``."""
         cfg = self.cfg
-        stages = [{"name": "two_tower", **self.stage("two_tower", self.two_tower, main_only=True)}]
-        headroom = self.stage("headroom", self.headroom, main_only=True) if cfg.eval.headroom and self.world.has_needs else None
+        stages.append({"name": "two_tower", **self.stage("two_tower", self.two_tower, main_only=True)})
+        if stop == "two_tower":
+            return
+        if cfg.eval.headroom and self.world.has_needs:
+            side["headroom"] = self.stage("headroom", self.headroom, main_only=True)
+        if stop == "headroom":
+            return
         warm = self.stage("reasoner_warm", self.reasoner_warm)["path"]
+        if stop == "reasoner_warm":
+            return
         qe = self.stage("qe_rec", lambda: self.qe_rec(warm))
         stages.append({"name": "qe_rec", **qe})
-        control = self.stage("control", lambda: self.control(warm, qe["path"])) if cfg.eval.control else None
+        if stop == "qe_rec":
+            return
+        if cfg.eval.control:
+            side["control"] = self.stage("control", lambda: self.control(warm, qe["path"]))
+        if stop == "control":
+            return
         reasoner, ranker_dir = warm, qe["path"]
         for rnd in range(1, cfg.rounds + 1):
-            sft_res = self.stage(f"round{rnd}/rg_sft", self.guarded(lambda: self.rg_sft(rnd, reasoner, ranker_dir), reasoner))
-            sft_res = self.checked(f"round{rnd}/rg_sft", sft_res, ranker_dir, base=reasoner, prev=stages[-1])
-            stages.append({"name": "rg_sft" if cfg.rounds == 1 else f"rg_sft_r{rnd}", "key": f"round{rnd}/rg_sft", **sft_res})
-            if shared_only:
-                return {"stages": stages, "config": asdict(cfg)}
+            key = f"round{rnd}/rg_sft"
+            sft_res = self.stage(key, self.guarded(lambda: self.rg_sft(rnd, reasoner, ranker_dir), reasoner))
+            sft_res = self.checked(key, sft_res, ranker_dir, base=reasoner, prev=stages[-1])
+            stages.append({"name": "rg_sft" if cfg.rounds == 1 else f"rg_sft_r{rnd}", "key": key, **sft_res})
+            if stop == key:
+                return
             cur = sft_res["use"]
             algo = cfg.align.algorithm
-            al = self.stage(f"round{rnd}/{algo}", self.guarded(lambda: ALIGNERS[algo](self, rnd, cur, ranker_dir), cur))
-            al = self.checked(f"round{rnd}/{algo}", al, ranker_dir, base=cur, prev=stages[-1])
-            stages.append({"name": algo if cfg.rounds == 1 else f"{algo}_r{rnd}", "key": f"round{rnd}/{algo}", **al})
+            key = f"round{rnd}/{algo}"
+            al = self.stage(key, self.guarded(lambda: ALIGNERS[algo](self, rnd, cur, ranker_dir), cur))
+            al = self.checked(key, al, ranker_dir, base=cur, prev=stages[-1])
+            stages.append({"name": algo if cfg.rounds == 1 else f"{algo}_r{rnd}", "key": key, **al})
+            if stop == key:
+                return
             cur = al["use"]
             if cfg.rg_cl.epochs > 0:
-                cl = self.stage(f"round{rnd}/rg_cl", lambda: self.rg_cl(rnd, cur, ranker_dir))
-                cur = cl["path"]
-            cal = self.stage(f"round{rnd}/calibrate", lambda: self.calibrate(rnd, cur, ranker_dir))
+                cur = self.stage(f"round{rnd}/rg_cl", lambda: self.rg_cl(rnd, cur, ranker_dir))["path"]
+            if stop == f"round{rnd}/rg_cl":
+                return
+            key = f"round{rnd}/calibrate"
+            cal = self.stage(key, lambda: self.calibrate(rnd, cur, ranker_dir))
             ranker_dir, reasoner = cal["path"], cur
-            stages.append({"name": "final" if rnd == cfg.rounds else f"calibrated_r{rnd}", "key": f"round{rnd}/calibrate", **cal})
-        if control is not None:
-            stages.append({"name": "control", "key": "control", **control})
-        if headroom is not None:
-            stages.append({"name": "headroom", "key": "headroom", **headroom})
+            stages.append({"name": "final" if rnd == cfg.rounds else f"calibrated_r{rnd}", "key": key, **cal})
+            if stop == key:
+                return
+
+    def _summarised(self, stages: list, control: dict | None) -> dict:
+        """The oracle row and the paired differences every report reads."""
+        cfg = self.cfg
         probs = self.world.oracle_probs()
         if probs is not None:
             stages.append({"name": "oracle", "metrics": dist.on_main(self.test_metrics, probs, "oracle")})
@@ -390,8 +436,8 @@ class ClosedLoop:
                 st["vs_qe_rec"] = self.headline_versus("qe_rec", key)
             if st["name"] == "final" and control is not None:  # alignment's own share of the final gain
                 st["vs_control"] = self.headline_versus("control", st["key"])
-            if st["name"] in ("final", "headroom"):  # the gain a perfect reasoner gives, beside the loop's
-                st["vs_two_tower"] = self.headline_versus("two_tower", st["key"])
+            if st["name"] in ("qe_rec", "final", "headroom"):  # what the query adds to the production two-tower
+                st["vs_two_tower"] = self.headline_versus("two_tower", keys.get(st["name"], st.get("key")))
         if self.tb is not None:
             self.tb.close()
         return {"stages": stages, "config": asdict(cfg)}
