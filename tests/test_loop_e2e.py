@@ -154,3 +154,18 @@ def test_until_stops_after_a_stage_and_qe_rec_carries_its_paired_difference_to_t
     with pytest.raises(SystemExit, match="--until nope: not a stage"):
         run(CONFIG, str(tiny_world), str(tmp_path / "x"), until="nope", log=quiet)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_compare_without_world_runs_and_scores_each_seed_on_its_own_world(tmp_path):
+    out = tmp_path / "cmp"
+    summary = compare(CONFIG, ["dpo", "rloo"], [0, 1], str(out), None, log=quiet)
+    worlds = summary["worlds"]
+    assert set(worlds) == {0, 1} and worlds[0] != worlds[1]
+    assert all(str(out / f"seed{s}") in worlds[s] for s in (0, 1))  # generated per seed, with that seed
+    for s in (0, 1):
+        m = json.loads((out / f"seed{s}" / "dpo" / "metrics.json").read_text())
+        assert m["world"] == worlds[s] and m["seeds"]["seed"] == s and m["seeds"]["ranker.train.seed"] == s
+    # the paired differences of each seed are over that seed's own test users
+    assert [d["seed"] for d in summary["paired_vs_best"][summary["ranking"][1]]] == [0, 1]
+    assert "Verdict" in (out / "report.md").read_text()
