@@ -41,13 +41,13 @@ def collect_candidates(world, indices: np.ndarray, prompts: list[str], reasoner=
             raise ValueError("Best-of-N never reads test requests' teacher rows")
         out.append(list(by_sample.get(world.samples[i]["sample_id"], [])))
     if reasoner is not None and n_samples > 0:
-        # each rank samples its share of the requests; each request draws from its own (seed, index) stream,
-        # so the candidates are the same on 1 or N processes
+        # each rank samples its share of the requests; each request draws from its own stream, keyed by its
+        # position in the request list (not in a rank's share), so the candidates are the same on 1 or N processes
         model, tok = reasoner
         mine = dist.shard(len(indices))
         dist.count("sample", len(indices[mine]))
         gen = generate_queries(model, tok, prompts[mine], do_sample=True, temperature=temperature,
-                               num_return_sequences=n_samples, seed=seed, row_keys=indices[mine])
+                               num_return_sequences=n_samples, seed=seed, row_keys=np.arange(len(indices))[mine])
         per_request = dist.gather([gen[k * n_samples : (k + 1) * n_samples] for k in range(len(indices[mine]))],
                                   len(indices))
         for k, qs in enumerate(per_request):
