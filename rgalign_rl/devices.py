@@ -8,13 +8,32 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-_SETTINGS = {"report_to": "none", "checkpoint_every": 0, "progress": True}
+_SETTINGS = {"report_to": "none", "checkpoint_every": 0, "progress": True, "serve_dtype": "float32"}
+SERVE_DTYPES = ("float32", "bfloat16")
 
 
-def configure(report_to: str = "none", checkpoint_every: int = 0, progress: bool = True) -> None:
+def configure(report_to: str = "none", checkpoint_every: int = 0, progress: bool = True,
+              serve_dtype: str = "float32") -> None:
     """Per-run settings: where TRL trainers report (none | tensorboard | ...), how often they save a
-    resumable checkpoint (optimizer steps; 0 = never), whether long stages draw tqdm bars."""
-    _SETTINGS.update(report_to=report_to, checkpoint_every=checkpoint_every, progress=progress)
+    resumable checkpoint (optimizer steps; 0 = never), whether long stages draw tqdm bars, and the dtype
+    of reasoner snapshots that only serve (generation and last-token embedding for rankers and rewards)."""
+    if serve_dtype not in SERVE_DTYPES:
+        raise ValueError(f"serve_dtype {serve_dtype!r}: one of {', '.join(SERVE_DTYPES)}")
+    _SETTINGS.update(report_to=report_to, checkpoint_every=checkpoint_every, progress=progress,
+                     serve_dtype=serve_dtype)
+
+
+def serve_dtype():
+    """The torch dtype reasoner snapshots are loaded in to serve: float32, or bfloat16 (GPUs; CPUs with
+    AVX-512 bf16 or AMX run it ~2.5x faster, BENCHMARKS.md "SmolLM2 generation"). Training is unaffected."""
+    import torch
+
+    return getattr(torch, _SETTINGS["serve_dtype"])
+
+
+def serve_tag() -> str:
+    """A suffix for caches of served outputs: empty for float32 (the caches' names as before), else the dtype."""
+    return "" if _SETTINGS["serve_dtype"] == "float32" else "-" + _SETTINGS["serve_dtype"]
 
 
 def progress(iterable, desc: str, total: int | None = None):

@@ -40,6 +40,7 @@ def test_bad_world_is_refused_with_file_line_and_field(case, tmp_path):
     ("align.algorithm=ddpg", "config key align.algorithm: unknown algorithm 'ddpg'; known: dpo, ppo, grpo, rloo"),
     ("reward.name=nope", "config key reward.name: unknown reward 'nope'"),
     ("ranker.query_mode=mean", "config key ranker.query_mode: 'mean' is not one of"),
+    ("reasoner.serve_dtype=float16", "config key reasoner.serve_dtype: 'float16' is not one of float32, bfloat16"),
     ("align.dpo=3", "config key align.dpo: expected a section"),
 ])
 def test_bad_config_value_names_the_key_and_writes_nothing(override, message, tiny_world, tmp_path):

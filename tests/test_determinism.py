@@ -43,3 +43,17 @@ def test_queries_and_embeddings_are_the_same_alone_and_in_company(tiny_world, ti
     assert half == [q for k in range(1, 60, 2) for q in drawn[2 * k : 2 * k + 2]]
     assert drawn != generate_queries(model, tok, prompts, max_new_tokens=8, do_sample=True, num_return_sequences=2,
                                      seed=4, row_keys=keys)
+
+
+def test_bfloat16_serving_is_the_same_alone_and_in_company(tiny_world, tiny_reasoner):
+    """reasoner.serve_dtype: bfloat16 keeps the rule (GPUs, and CPUs with AVX-512 bf16 or AMX, serve in it)."""
+    import torch
+
+    world = load_world(tiny_world)
+    model, tok = load_reasoner(tiny_reasoner, dtype=torch.bfloat16)
+    prompts = build_prompts(world, range(40), tok)
+    greedy = generate_queries(model, tok, prompts, max_new_tokens=8)
+    emb = last_token_embedding(model, tok, prompts, greedy)
+    for k in (0, 21, 39):
+        assert generate_queries(model, tok, [prompts[k]], max_new_tokens=8)[0] == greedy[k]
+        assert np.array_equal(last_token_embedding(model, tok, [prompts[k]], [greedy[k]])[0], emb[k])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rgalign_rl.reasoner.model import load_tokenizer
-from rgalign_rl.reasoner.prompt import build_prompts
+from rgalign_rl.reasoner.prompt import auto_style, build_prompts
 from rgalign_rl.reasoner.tokens import completion_ids, prompt_ids, sequence_ids, serving_text
 from rgalign_rl.world import load_world
 
@@ -72,7 +72,7 @@ def test_a_prompt_has_the_same_ids_in_every_trainer_and_at_serving(tokenizer_kin
     if getattr(tok, "chat_template", None):
         assert want == [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=True, return_dict=True,
                                                 add_generation_prompt=True)["input_ids"] for p in
-                        [build_prompts(world, [k], None, "described")[0] for k in range(4)]]
+                        [build_prompts(world, [k], None, auto_style(tok))[0] for k in range(4)]]
     else:
         assert all(tok.bos_token_id not in ids for ids in want)
     model, _ = load_reasoner(model_path)
@@ -94,3 +94,33 @@ def test_a_prompt_has_the_same_ids_in_every_trainer_and_at_serving(tokenizer_kin
     seq = sequence_ids(tok, prompts, ["track my parcel"] * 4)
     assert [s[: len(w)] for s, w in zip(seq, want)] == want
     assert [s[len(w):] for s, w in zip(seq, want)] == completion_ids(tok, ["track my parcel"] * 4)
+
+
+def test_a_shared_head_computed_once_gives_the_numbers_of_whole_prompts(tokenizer_kind):
+    """reasoner/prefix.py: the prompts' common head (chat template, instruction, legend) is computed once and
+    tails are padded to a multiple of 8 after it; positions and masks must make that the same computation as
+    each prompt whole, and a row's numbers must not depend on its company."""
+    import numpy as np
+
+    from rgalign_rl.reasoner import prefix
+    from rgalign_rl.reasoner.model import generate_queries, last_token_embedding, load_reasoner
+
+    kind, tok, model_path, world = tokenizer_kind
+    model, _ = load_reasoner(model_path)
+    prompts = build_prompts(world, range(40), tok)
+    heads = prefix.head_lengths(tok, prompts, prompt_ids(tok, prompts))
+    assert all(heads) == (kind != "tiny") and len({h for h in heads}) == 1  # the tiny preset's compact prompts: none
+    queries = [t["query"] for t in world.teachers[:40]]
+    reused = last_token_embedding(model, tok, prompts, queries)
+    greedy = generate_queries(model, tok, prompts, max_new_tokens=6)
+    prefix.REUSE_HEADS = False
+    try:
+        whole = last_token_embedding(model, tok, prompts, queries)
+        greedy_whole = generate_queries(model, tok, prompts, max_new_tokens=6)
+    finally:
+        prefix.REUSE_HEADS = True
+    np.testing.assert_allclose(reused, whole, atol=1e-5, rtol=1e-4)
+    assert sum(a == b for a, b in zip(greedy, greedy_whole)) >= 36  # near-ties of a random model may flip
+    for k in (0, 17, 39):  # alone (padded by its own length only) = in company
+        assert np.array_equal(last_token_embedding(model, tok, [prompts[k]], [queries[k]])[0], reused[k])
+        assert generate_queries(model, tok, [prompts[k]], max_new_tokens=6)[0] == greedy[k]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import dist
+from .. import devices, dist
 from ..reasoner.model import load_reasoner
 from ..reasoner.prompt import build_prompts
 from ..reasoner.tokens import serving_text
@@ -62,7 +62,7 @@ def align_dpo(loop, rnd: int, reasoner: str, ranker_dir: str) -> dict:
     idx = _requests(loop, rnd)
     teachers = collect_candidates(w, idx, [""] * len(idx))  # teacher rows only: sizes the budget cut
     idx = idx[: _within_budget([len(c) + s.dpo_samples for c in teachers], s.reward_budget)]
-    model, tok = load_reasoner(reasoner)
+    model, tok = load_reasoner(reasoner, dtype=devices.serve_dtype())  # samples only: a serving snapshot
     prompts = build_prompts(w, idx, tok)
     cands = collect_candidates(w, idx, prompts, (model, tok), s.dpo_samples, 1.0, loop.cfg.seed + rnd)
     fn = loop.reward_fn(ranker_dir)

@@ -52,6 +52,7 @@ class ReasonerSettings:
     tiny: TinyReasonerConfig = field(default_factory=TinyReasonerConfig)
     warm: SFTSettings = field(default_factory=SFTSettings)
     max_new_tokens: int = 16
+    serve_dtype: str = "float32"           # float32 | bfloat16: snapshots that only generate and embed
 
 
 @dataclass
@@ -124,6 +125,9 @@ def loop_config(raw: dict) -> LoopConfig:
         raise ValueError(f"config key reward.name: {e.args[0] if e.args else e}") from None
     if cfg.eval.on_fault not in ("rollback", "stop"):
         raise ValueError(f"config key eval.on_fault: {cfg.eval.on_fault!r} is not one of rollback, stop")
+    if cfg.reasoner.serve_dtype not in devices.SERVE_DTYPES:
+        raise ValueError(f"config key reasoner.serve_dtype: {cfg.reasoner.serve_dtype!r} is not one of "
+                         f"{', '.join(devices.SERVE_DTYPES)}")
     if cfg.ranker.query_mode not in MODES:
         raise ValueError(f"config key ranker.query_mode: {cfg.ranker.query_mode!r} is not one of {', '.join(MODES)}")
     return cfg
@@ -175,7 +179,7 @@ class ClosedLoop:
         self.state_path = self.out / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}}
         dist.set_threads(cfg.threads)  # the machine's budget: N processes on one CPU share it
-        devices.configure(cfg.log.report_to, cfg.log.checkpoint_every, cfg.log.progress)
+        devices.configure(cfg.log.report_to, cfg.log.checkpoint_every, cfg.log.progress, cfg.reasoner.serve_dtype)
         self.tb = None
         if cfg.log.report_to == "tensorboard" and dist.is_main():
             from torch.utils.tensorboard import SummaryWriter
@@ -335,7 +339,7 @@ class ClosedLoop:
     def rg_sft(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:
         s, w = self.cfg.best_of_n, self.world
         idx = sample_subset(w.indices("train"), s.max_requests, self.cfg.seed + rnd)
-        model, tok = load_reasoner(reasoner)
+        model, tok = load_reasoner(reasoner, dtype=devices.serve_dtype())  # samples only: a serving snapshot
         prompts = build_prompts(w, idx, tok)
         cands = collect_candidates(w, idx, prompts, (model, tok), s.reasoner_samples, s.temperature, self.cfg.seed + rnd)
         scores = score_candidates(self.reward_fn(ranker_dir), w, idx, prompts, cands, s.score_batch)

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from .. import dist
-from ..batching import length_batches
-from ..devices import progress, unpartitioned
+from ..devices import progress, serve_tag, unpartitioned
 from ..text_encoder import cache_dir
+from .prefix import HeadCaches, batch_inputs, plan
 from .tokens import prompt_ids, sequence_ids
 
 
@@ -60,10 +60,14 @@ class TopKSampler:
     # set, sampling goes through transformers' own path
     OTHER_WARPERS = ("min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h")
 
-    def __init__(self, temperature: float, top_k: int, top_p: float):
+    def __init__(self, temperature: float, top_k: int, top_p: float, streams: torch.Tensor):
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
-        self.uniforms: torch.Tensor | None = None  # [rows, max_new_tokens]: each row's own random stream
-        self.prompt_len = 0
+        self.streams = streams  # [rows, max_new_tokens]: each row's own uniforms (:func:`row_uniforms`)
+        self.uniforms, self.prompt_len = streams, 0
+
+    def start(self, rows, prompt_len: int) -> None:
+        """Before generate() on a batch of these rows, whose prompts are ``prompt_len`` tokens wide."""
+        self.uniforms, self.prompt_len = self.streams[rows], prompt_len
 
     @classmethod
     def applies(cls, model, top_k: int) -> bool:
@@ -94,24 +98,24 @@ def row_uniforms(seed: int, keys, n_return: int, steps: int) -> torch.Tensor:
 @torch.no_grad()
 def generate_queries(model, tok, prompts: list[str], batch_size: int = 256, max_new_tokens: int = 16,
                      do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 50,
-                     num_return_sequences: int = 1, seed: int | None = None, row_keys=None,
-                     cache_implementation: str | None = None) -> list[str]:
+                     num_return_sequences: int = 1, seed: int | None = None, row_keys=None) -> list[str]:
     """Greedy or sampled queries, ``num_return_sequences`` per prompt, in order. Prompts are batched by
-    token length (:func:`length_batches`: no padding), so a prompt's query does not depend on its batch.
+    token length (:func:`prefix.plan`: a shared head computed once, tails padded by their own length only), so a
+    prompt's query does not depend on its batch.
     Sampling keeps the ``top_k`` most likely tokens (50, transformers' default; 0: all), then ``top_p``,
     and draws each row from its own stream (``seed`` and ``row_keys[i]``, default the prompt's position):
     pass the requests' sample indices as ``row_keys`` to get the same draws however the prompts are split.
-    ``cache_implementation``: transformers' KV cache kind (None: its default, dynamic). Each process generates
+    Each process generates
     alone on whole weights (``synced_gpus=False``: after a ZeRO-3 trainer transformers would otherwise wait
     for every rank at every token)."""
     from transformers import LogitsProcessorList
 
     seed = 0 if seed is None else seed
     n_ret = num_return_sequences
-    sampler = TopKSampler(temperature, top_k, top_p) if do_sample and TopKSampler.applies(model, top_k) else None
-    if sampler is not None:
-        sampler.uniforms_all = row_uniforms(seed, range(len(prompts)) if row_keys is None else row_keys, n_ret,
-                                            max_new_tokens)
+    sampler = None
+    if do_sample and TopKSampler.applies(model, top_k):
+        keys = range(len(prompts)) if row_keys is None else row_keys
+        sampler = TopKSampler(temperature, top_k, top_p, row_uniforms(seed, keys, n_ret, max_new_tokens))
         sampling = {"do_sample": False, "logits_processor": LogitsProcessorList([sampler])}
     elif do_sample:  # transformers' own sampler (top_k 0, or warpers ours lacks): one stream for the call
         torch.manual_seed(seed)
@@ -120,17 +124,18 @@ def generate_queries(model, tok, prompts: list[str], batch_size: int = 256, max_
         sampling = {"do_sample": False}
     ids = prompt_ids(tok, prompts)
     rows = np.repeat(np.arange(len(prompts)), n_ret)  # row r: prompt rows[r], return index r % n_ret
+    seqs = [ids[i] for i in rows]
     out = [""] * len(rows)
-    batches = length_batches([len(ids[i]) for i in rows], batch_size)
-    dev = model.device
-    for b in progress(batches, "generate"):
-        x = torch.tensor([ids[rows[r]] for r in b], device=dev)
+    heads = HeadCaches(model)
+    for b in progress(plan(tok, [prompts[i] for i in rows], seqs, batch_size), "generate"):
+        x, mask = batch_inputs(b, seqs, tok.pad_token_id, model.device)
         if sampler is not None:
-            sampler.uniforms, sampler.prompt_len = sampler.uniforms_all[b], x.shape[1]
-        gen = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
+            sampler.start(b.rows, x.shape[1])
+        gen = model.generate(input_ids=x, attention_mask=mask, max_new_tokens=max_new_tokens,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                             cache_implementation=cache_implementation, synced_gpus=False, **sampling)
-        for r, text in zip(b, tok.batch_decode(gen[:, x.shape[1]:], skip_special_tokens=True)):
+                             synced_gpus=False,
+                             **(heads.for_batch(b.head, len(b.rows)) if b.head else {}), **sampling)
+        for r, text in zip(b.rows, tok.batch_decode(gen[:, x.shape[1]:], skip_special_tokens=True)):
             out[r] = text.strip()
     return out
 
@@ -154,14 +159,21 @@ def last_hidden_states(model, **inputs) -> torch.Tensor:
 @torch.no_grad()
 def last_token_embedding(model, tok, prompts: list[str], queries: list[str], batch_size: int = 256) -> np.ndarray:
     """[n, hidden] last-layer hidden state at the last token of prompt + query (:func:`tokens.sequence_ids`).
-    Sequences are batched by token length (no padding, so the last token is the last position and a row's
+    Sequences are batched as in :func:`generate_queries` (the last token is the last position, and a row's
     state does not depend on its batch)."""
     ids = sequence_ids(tok, prompts, queries)
     out = np.zeros((len(ids), model.config.get_text_config().hidden_size), np.float32)
-    dev = model.device
-    for b in length_batches([len(x) for x in ids], batch_size):
-        x = torch.tensor([ids[i] for i in b], device=dev)
-        out[b] = last_hidden_states(model, input_ids=x, attention_mask=torch.ones_like(x))[:, -1].float().cpu().numpy()
+    heads = HeadCaches(model)
+    for b in plan(tok, prompts, ids, batch_size):
+        x, mask = batch_inputs(b, ids, tok.pad_token_id, model.device)
+        if b.head:  # the head's keys and values come from its cache; positions skip the padding
+            n = len(b.head)
+            h = last_hidden_states(model, input_ids=x[:, n:], attention_mask=mask,
+                                   position_ids=(mask.cumsum(-1) - 1)[:, n:].clamp(min=0),
+                                   **heads.for_batch(b.head, len(b.rows)))
+        else:
+            h = last_hidden_states(model, input_ids=x, attention_mask=mask)
+        out[b.rows] = h[:, -1].float().cpu().numpy()
     return out
 
 
@@ -170,7 +182,7 @@ class EmbeddingCache:
     main process only. ``embed`` is collective under N processes: each rank embeds its share of what is missing."""
 
     def __init__(self, model_path: str | Path):
-        self.dir = cache_dir() / "last_token" / fingerprint(model_path)
+        self.dir = cache_dir() / "last_token" / (fingerprint(model_path) + serve_tag())
         self.table: dict[str, np.ndarray] = {}
         for shard in sorted(self.dir.glob("*.npz")):
             with np.load(shard) as z:

@@ -1,14 +1,19 @@
 """The verbaliser: a request's features and recent behaviour as the reasoner's instruction prompt.
 
-Two styles. ``compact`` writes ``name=value;`` chunks, which the tiny preset's tokenizer keeps as one
-token each (prompts of ~30 tokens, ~10x faster SFT than free text). ``described`` uses the world's
-feature descriptions (world.json) in plain English, for real instruction-tuned LLMs. When the
+Three styles. ``compact`` writes ``name=value;`` chunks, which the tiny preset's tokenizer keeps as one
+token each (prompts of ~30 tokens, ~10x faster SFT than free text). ``legend``, for real instruction-tuned
+LLMs, opens with the instruction and what every field means (the world's feature descriptions, world.json),
+then lists the request's fields as ``name=value`` in plain words, leaving out those at no, none or 0: the
+same information as ``described`` (every field's description beside its value) in a third of the request's
+own tokens, and the head is the same for every request (reasoner/prefix.py computes it once). When the
 tokenizer has a chat template, the prompt is wrapped in it as a user turn.
 """
 from __future__ import annotations
 
 INSTRUCTION = "Write the question this user most likely wants to ask the support chatbot."
 QUERY_MARK = "\nquery:"
+HEAD_END = "User state:\n"  # ends the part of a prompt every request shares (reasoner/prefix.py)
+STYLES = ("compact", "legend", "described")
 
 
 def _value(v) -> str:
@@ -19,17 +24,38 @@ def _value(v) -> str:
     return str(v)
 
 
+def _words(v) -> str:
+    return _value(v).replace("_", " ")
+
+
+def _left_out(v) -> bool:
+    """A field the legend style leaves out: no, none or 0 (the legend says so)."""
+    return v is False or v == "none" or (not isinstance(v, bool) and isinstance(v, (int, float)) and v == 0)
+
+
+def legend(names, descriptions: dict[str, str] | None = None) -> str:
+    """The head of a legend-style prompt: the instruction and each field's meaning."""
+    descriptions = descriptions or {}
+    lines = [f"- {k.replace('_', ' ')}: {descriptions.get(k, k.replace('_', ' '))}" for k in sorted(names)]
+    return (f"{INSTRUCTION}\nFields (a field not listed is no, none or 0):\n" + "\n".join(lines) + "\n"
+            + HEAD_END)
+
+
 def verbalise(sample: dict, descriptions: dict[str, str] | None = None, style: str = "compact") -> str:
     feats = sample["features"]
     recent = " ".join(sample.get("behavior") or [])
     if style == "compact":
         body = " ".join(f"{k}={_value(feats[k])};" for k in sorted(feats))
         return f"{body} recent: {recent}{QUERY_MARK}"
+    if style == "legend":
+        values = ", ".join(f"{k.replace('_', ' ')}={_words(feats[k])}" for k in sorted(feats) if not _left_out(feats[k]))
+        actions = ", ".join(_words(a) for a in sample.get("behavior") or []) or "none"
+        return legend(feats, descriptions) + f"{values or 'nothing to report'}\nRecent actions: {actions}"
     if style != "described":
-        raise ValueError(f"unknown prompt style {style!r}: compact or described")
+        raise ValueError(f"unknown prompt style {style!r}: one of {', '.join(STYLES)}")
     descriptions = descriptions or {}
     lines = [f"- {descriptions.get(k, k.replace('_', ' '))}: {_value(feats[k])}" for k in sorted(feats)]
-    return f"{INSTRUCTION}\nUser state:\n" + "\n".join(lines) + f"\nRecent actions: {recent or 'none'}"
+    return f"{INSTRUCTION}\n{HEAD_END}" + "\n".join(lines) + f"\nRecent actions: {recent or 'none'}"
 
 
 def format_prompt(text: str, tokenizer) -> str:
@@ -43,7 +69,7 @@ def format_prompt(text: str, tokenizer) -> str:
 
 def auto_style(tokenizer) -> str:
     """Instruction-tuned models (with a chat template) read plain English; the tiny preset reads chunks."""
-    return "described" if getattr(tokenizer, "chat_template", None) else "compact"
+    return "legend" if getattr(tokenizer, "chat_template", None) else "compact"
 
 
 def build_prompts(world, indices, tokenizer, style: str | None = None) -> list[str]:

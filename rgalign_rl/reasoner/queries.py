@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..devices import serve_dtype, serve_tag
 from ..text_encoder import encode_texts
 from ..world import World
 from .model import EmbeddingCache, fingerprint, generate_queries, load_reasoner, load_tokenizer
@@ -29,7 +30,7 @@ def reasoner_queries(world: World, path: str | Path, indices=None, style: str | 
 
     indices = np.arange(len(world.samples)) if indices is None else np.asarray(indices)
     prompts = build_prompts(world, indices, load_tokenizer(path), style)
-    cache = cache_dir() / "generated" / f"{fingerprint(path)}-{max_new_tokens}.jsonl"
+    cache = cache_dir() / "generated" / f"{fingerprint(path)}-{max_new_tokens}{serve_tag()}.jsonl"
     known: dict[str, str] = {}
     if cache.exists():
         for line in cache.read_text().splitlines():
@@ -40,7 +41,7 @@ def reasoner_queries(world: World, path: str | Path, indices=None, style: str | 
             known[row["p"]] = row["q"]
     todo = sorted({p for p in prompts if p not in known})
     if todo:
-        model, tok = load_reasoner(path)
+        model, tok = load_reasoner(path, dtype=serve_dtype())
         owner = dict(zip(prompts, indices))
         check_fits(model, [len(x) + max_new_tokens for x in prompt_ids(tok, todo)],
                    [world.samples[owner[p]]["sample_id"] for p in todo], f"the prompt (+ {max_new_tokens} new tokens)")
@@ -63,7 +64,7 @@ def embed_queries(path: str | Path, prompts: list[str], queries: list[str], mode
         raise ValueError(f"unknown query embedding mode {mode!r}: one of {', '.join(MODES)}")
     parts = []
     if mode in ("last_token", "both"):
-        model, tok = model_tok or load_reasoner(path)
+        model, tok = model_tok or load_reasoner(path, dtype=serve_dtype())
         parts.append(EmbeddingCache(path).embed(model, tok, prompts, queries))
     if mode in ("text", "both"):
         parts.append(encode_texts(queries))
