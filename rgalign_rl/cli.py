@@ -33,6 +33,14 @@ def cmd_world_movielens(args) -> int:
     return 0
 
 
+def cmd_world_subset(args) -> int:
+    from .world.world import subset_world
+
+    out = subset_world(args.src, args.out, args.requests, args.seed)
+    print(f"wrote a {len(load_world(out).samples)}-request subset of {args.src} to {out}")
+    return 0
+
+
 def cmd_world_validate(args) -> int:
     world = load_world(args.dir)
     s = world.sizes()
@@ -93,7 +101,8 @@ def cmd_ranker_eval(args) -> int:
     torch.set_num_threads(args.threads)
     world = load_world(args.world)
     model, enc, meta = load_ranker(args.ranker)
-    query = query_embeddings(world, meta["queries"], meta["query_mode"]) if meta["queries"] != "none" else None
+    query = (query_embeddings(world, meta["queries"], meta["query_mode"], max_new_tokens=meta.get("max_new_tokens", 16))
+             if meta["queries"] != "none" else None)
     scores = score(model, RankerData(world, enc, query), np.arange(len(world.samples)))
     m = split_metrics(world, scores, args.split)
     m["privileged"] = privileged_source(meta["queries"])
@@ -178,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = world.add_parser("movielens", help="convert MovieLens-100K from the recbole wheel")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_world_movielens)
+    s = world.add_parser("subset", help="a smaller world: N requests drawn from a world (each split in its share)")
+    s.add_argument("src")
+    s.add_argument("--out", required=True)
+    s.add_argument("--requests", type=int, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_world_subset)
     s = world.add_parser("validate", help="check a world directory; prints FILE:LINE: field: problem")
     s.add_argument("dir")
     s.set_defaults(func=cmd_world_validate)

@@ -6,7 +6,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import dist
-from .align.loop import ClosedLoop, LoopConfig, loop_config
+from .align.loop import ClosedLoop
+from .align.loop_config import LoopConfig, loop_config
 from .config import from_dict, load_yaml
 from .metrics import HEADLINE, PAIRED
 from .world import load_world

@@ -20,17 +20,19 @@ from ..ranker.train import TrainConfig, load_ranker, save_ranker, train_ranker
 
 def calibrate(world, reasoner_path: str | Path, prev_ranker_dir: str | Path, out: str | Path,
               kl_weight: float = 0.5, epochs: int = 8, seed: int = 0, log=print,
-              train: TrainConfig | None = None, max_requests: int | None = None) -> Path:
+              train: TrainConfig | None = None, max_requests: int | None = None, max_new_tokens: int = 16) -> Path:
     """``max_requests``: fine-tune on that many training requests (sampled by ``seed``), so only they and
-    the valid split are re-generated; None: the whole train split."""
+    the valid split are re-generated; None: the whole train split. Queries up to ``max_new_tokens`` (the
+    loop's, so the ranker reads what it will be served)."""
     prev, enc, meta = load_ranker(prev_ranker_dir)
     mode = meta.get("query_mode", "last_token")
-    prev_query = query_embeddings(world, meta["queries"], mode)  # every rank generates and embeds its share
+    # the previous ranker's queries as it was trained on them; the new ones as the loop serves them
+    prev_query = query_embeddings(world, meta["queries"], mode, max_new_tokens=meta.get("max_new_tokens", 16))
     spec = f"reasoner:{reasoner_path}"
     subset = world.indices("train")
     if max_requests is not None and max_requests < len(subset):
         subset = np.sort(np.random.default_rng(seed).choice(subset, max_requests, replace=False))
-    query = query_embeddings(world, spec, mode, np.concatenate([subset, world.indices("valid")]))
+    query = query_embeddings(world, spec, mode, np.concatenate([subset, world.indices("valid")]), max_new_tokens)
 
     def fine_tune() -> Path:  # the main process trains and writes; the others wait for its path
         init = prev if query.shape[1] == prev.cfg.query_dim else None
@@ -40,6 +42,6 @@ def calibrate(world, reasoner_path: str | Path, prev_ranker_dir: str | Path, out
         kill_point("calibrate.trained")
         return save_ranker(out, model, new_enc, {"queries": spec, "query_mode": mode, "history": history,
                                                  "calibrated_from": str(prev_ranker_dir), "kl_weight": kl_weight,
-                                                 "train_requests": len(subset)})
+                                                 "train_requests": len(subset), "max_new_tokens": max_new_tokens})
 
     return dist.on_main(fine_tune)

@@ -13,10 +13,11 @@ ranks. Calibration then makes the aligned reasoner the new snapshot.
 """
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -30,107 +31,21 @@ from ..faults import StageFault
 from ..metrics import HEADLINE, PAIRED, bootstrap_weights, paired_difference, summarize
 from ..ranker.headroom import need_ranker
 from ..ranker.queries import query_embeddings
-from ..ranker.train import RankerData, TrainConfig, load_ranker, save_ranker, score, train_ranker
+from ..ranker.train import RankerData, load_ranker, save_ranker, score, train_ranker
 from ..reasoner.model import load_reasoner
 from ..reasoner.prompt import build_prompts
 from ..reasoner.queries import embed_queries, reasoner_queries
-from ..reasoner.sft import SFTSettings, sft, warm_start_pairs
-from ..reasoner.tiny import TinyReasonerConfig, build_tiny_reasoner
-from ..scoring import FrozenRankerScorer, ScorerConfig
+from ..reasoner.sft import sft, warm_start_pairs
+from ..reasoner.tiny import build_tiny_reasoner
+from ..scoring import FrozenRankerScorer
 from ..world import World
 from ..world.stats import split_user_stats
-from .aligners import ALIGNERS, AlignSettings
-from .best_of_n import BestOfNSettings, collect_candidates, score_candidates, select_winners, winner_pairs
+from .aligners import ALIGNERS
+from .best_of_n import collect_candidates, score_candidates, select_winners, winner_pairs
 from .calibrate import calibrate
 from .diagnostics import degenerate_share, need_accuracy, sampled_kl
-from .rg_cl import RGCLSettings, run_rg_cl
-
-
-@dataclass
-class ReasonerSettings:
-    preset: str = "tiny"                   # tiny | smollm2 | a local HF causal-LM folder
-    tiny: TinyReasonerConfig = field(default_factory=TinyReasonerConfig)
-    warm: SFTSettings = field(default_factory=SFTSettings)
-    max_new_tokens: int = 16
-    serve_dtype: str = "float32"           # float32 | bfloat16: snapshots that only generate and embed
-
-
-@dataclass
-class RankerSettings:
-    query_mode: str = "last_token"         # last_token (the paper's) | text | both
-    train: TrainConfig = field(default_factory=TrainConfig)
-    calib_kl_weight: float = 0.5           # λ of the KL to the previous ranker during calibration
-    calib_epochs: int = 8
-    calib_max_requests: int | None = None  # training requests re-embedded for calibration (None: all)
-
-
-@dataclass
-class RewardSettings:
-    name: str = "clicked_prob"             # a registered reward or module:attr
-    k: int = 3                             # for ndcg / hit
-    scorer: ScorerConfig = field(default_factory=ScorerConfig)
-
-
-@dataclass
-class EvalSettings:
-    max_valid: int = 3000                  # valid requests used for reward checks and rollback
-    max_degenerate: float = 0.3            # roll a stage back above this share of degenerate queries
-    rollback_tolerance: float = 0.01       # ... or when its valid reward falls by more than this
-    control: bool = True                   # calibrate the warm reasoner the same way: what retraining alone gives
-    headroom: bool = True                  # QE-Rec on the true need's text (worlds whose oracle has needs)
-    on_fault: str = "rollback"             # a stage without DPO pairs, with a NaN reward or loss: rollback (keep
-                                           # its starting reasoner, go on) | stop (end the run with the error)
-
-
-@dataclass
-class LogSettings:
-    report_to: str = "tensorboard"         # tensorboard | none: TRL trainers and the loop's own scalars
-    checkpoint_every: int = 50             # trainer steps between resumable checkpoints (0: none)
-    progress: bool = True                  # tqdm bars for long stages (on a terminal)
-
-
-@dataclass
-class LoopConfig:
-    seed: int = 0
-    rounds: int = 1
-    threads: int = 2
-    world: str | None = None               # a world folder; None: generate ShopSim with `shopsim`
-    shopsim: dict = field(default_factory=lambda: {"size": "default"})
-    reasoner: ReasonerSettings = field(default_factory=ReasonerSettings)
-    ranker: RankerSettings = field(default_factory=RankerSettings)
-    reward: RewardSettings = field(default_factory=RewardSettings)
-    best_of_n: BestOfNSettings = field(default_factory=BestOfNSettings)
-    align: AlignSettings = field(default_factory=AlignSettings)
-    rg_cl: RGCLSettings = field(default_factory=RGCLSettings)
-    eval: EvalSettings = field(default_factory=EvalSettings)
-    log: LogSettings = field(default_factory=LogSettings)
-
-
-def loop_config(raw: dict) -> LoopConfig:
-    """The loop's config from a loaded YAML (with overrides): every component seed the file leaves unset
-    follows the run's ``seed`` (``--seed``)."""
-    from ..config import from_dict, resolve_seeds
-
-    from ..reasoner.queries import MODES
-
-    cfg = from_dict(LoopConfig, raw)
-    resolve_seeds(cfg, raw, cfg.seed)
-    # names are checked here, before a world is generated or a model trained, not minutes into a run
-    if cfg.align.algorithm not in ALIGNERS:
-        raise ValueError(f"config key align.algorithm: unknown algorithm {cfg.align.algorithm!r}; "
-                         f"known: {', '.join(ALIGNERS)}")
-    try:
-        rewards.get_reward_class(cfg.reward.name)
-    except (KeyError, ImportError, AttributeError, ValueError) as e:
-        raise ValueError(f"config key reward.name: {e.args[0] if e.args else e}") from None
-    if cfg.eval.on_fault not in ("rollback", "stop"):
-        raise ValueError(f"config key eval.on_fault: {cfg.eval.on_fault!r} is not one of rollback, stop")
-    if cfg.reasoner.serve_dtype not in devices.SERVE_DTYPES:
-        raise ValueError(f"config key reasoner.serve_dtype: {cfg.reasoner.serve_dtype!r} is not one of "
-                         f"{', '.join(devices.SERVE_DTYPES)}")
-    if cfg.ranker.query_mode not in MODES:
-        raise ValueError(f"config key ranker.query_mode: {cfg.ranker.query_mode!r} is not one of {', '.join(MODES)}")
-    return cfg
+from .loop_config import LoopConfig
+from .rg_cl import run_rg_cl
 
 
 def train_examples(sft_dir) -> dict | None:
@@ -219,6 +134,7 @@ class ClosedLoop:
         dist.shares()  # counts from here on are this stage's
         dist.reset_peak_memory()
         result = dist.on_main(fn) if main_only else fn()
+        gc.collect()  # trainers hold reference cycles: free their models and activations before the next stage
         result["wall_s"] = round(time.time() - t, 1)
         result["peak_mem_mb"] = dist.peak_memory_mb()  # the main process's
         result["shares"] = dist.shares()  # items each rank generated / embedded / scored
@@ -289,11 +205,12 @@ class ClosedLoop:
     def qe_rec(self, reasoner: str) -> dict:
         path = self.out / "qe_rec"
         spec, mode = f"reasoner:{reasoner}", self.cfg.ranker.query_mode
-        q = query_embeddings(self.world, spec, mode)  # every rank generates and embeds its share
+        n = self.cfg.reasoner.max_new_tokens  # the queries the stages serve: QE-Rec trains on the same
+        q = query_embeddings(self.world, spec, mode, max_new_tokens=n)  # every rank generates and embeds its share
 
         def train():
             model, enc, hist = train_ranker(self.world, "qe_rec", q, self.cfg.ranker.train, log=lambda *a: None)
-            save_ranker(path, model, enc, {"queries": spec, "query_mode": mode, "history": hist})
+            save_ranker(path, model, enc, {"queries": spec, "query_mode": mode, "history": hist, "max_new_tokens": n})
 
         dist.on_main(train)
         return {"path": str(path), "reasoner": reasoner, **self.evaluate_reasoner(reasoner, str(path), "qe_rec")}
@@ -506,7 +423,8 @@ class ClosedLoop:
         settings for the loop and its control, so the two stay comparable)."""
         r = self.cfg.ranker
         return str(calibrate(self.world, reasoner, ranker_dir, out, r.calib_kl_weight, r.calib_epochs,
-                             self.cfg.seed + rnd, log=lambda *a: None, train=r.train, max_requests=r.calib_max_requests))
+                             self.cfg.seed + rnd, log=lambda *a: None, train=r.train, max_requests=r.calib_max_requests,
+                             max_new_tokens=self.cfg.reasoner.max_new_tokens))
 
     def control(self, warm: str, ranker_dir: str) -> dict:
         """The loop's calibration schedule (one per round) with the warm, unaligned reasoner: what the extra

@@ -28,13 +28,14 @@ def query_texts(world: World, spec: str) -> list[str]:
     raise ValueError(f"unknown query source {spec!r}: use none, need, teacher:NAME or reasoner:PATH")
 
 
-def query_embeddings(world: World, spec: str, mode: str = "last_token", indices=None) -> np.ndarray | None:
+def query_embeddings(world: World, spec: str, mode: str = "last_token", indices=None,
+                     max_new_tokens: int = 16) -> np.ndarray | None:
     """[n_samples, D] query embeddings for a source spec, or None for ``none``. ``indices``: a reasoner
-    source generates only those samples' queries (the other rows are zero)."""
+    source generates only those samples' queries (the other rows are zero), each up to ``max_new_tokens``."""
     if spec == "none":
         return None
     if spec.startswith("reasoner:"):
         from ..reasoner.queries import reasoner_query_embeddings
 
-        return reasoner_query_embeddings(world, spec.split(":", 1)[1], mode, indices)
+        return reasoner_query_embeddings(world, spec.split(":", 1)[1], mode, indices, max_new_tokens)
     return encode_texts(query_texts(world, spec))

@@ -71,9 +71,10 @@ def embed_queries(path: str | Path, prompts: list[str], queries: list[str], mode
     return np.concatenate(parts, axis=1)
 
 
-def reasoner_query_embeddings(world: World, path: str | Path, mode: str = "last_token", indices=None) -> np.ndarray:
+def reasoner_query_embeddings(world: World, path: str | Path, mode: str = "last_token", indices=None,
+                              max_new_tokens: int = 16) -> np.ndarray:
     """[n_samples, D]; with ``indices``, only those rows are generated and embedded (the rest are zero)."""
-    prompts, queries = reasoner_queries(world, path, indices)
+    prompts, queries = reasoner_queries(world, path, indices, max_new_tokens=max_new_tokens)
     emb = embed_queries(path, prompts, queries, mode)
     if indices is None:
         return emb

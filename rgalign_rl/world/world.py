@@ -190,3 +190,27 @@ def write_jsonl(path: Path, rows) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def subset_world(src: str | Path, out: str | Path, requests: int, seed: int = 0) -> Path:
+    """A world of ``requests`` requests drawn from ``src`` (seeded, each split in its share, at least two per
+    split), with their teacher and oracle rows and every intent: a recipe tried on a slice of the logs first."""
+    world = load_world(src)
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for split in ("train", "valid", "test"):
+        idx = world.indices(split)
+        n = min(len(idx), max(2, round(requests * len(idx) / len(world.samples))))
+        keep += rng.choice(idx, n, replace=False).tolist()
+    samples = [world.samples[i] for i in sorted(keep)]
+    ids = {s["sample_id"] for s in samples}
+    with atomic_dir(out) as tmp:
+        write_jsonl(tmp / "intents.jsonl", world.intents)
+        write_jsonl(tmp / "samples.jsonl", samples)
+        if world.teachers is not None:
+            write_jsonl(tmp / "teachers.jsonl", [t for t in world.teachers if t["sample_id"] in ids])
+        if world.oracle is not None:
+            write_jsonl(tmp / "oracle.jsonl", [world.oracle[s] for s in sorted(ids)])
+        meta = {**world.meta, "subset_of": str(world.root), "subset_seed": seed}
+        (tmp / "world.json").write_text(json.dumps(meta, indent=1))
+    return Path(out)

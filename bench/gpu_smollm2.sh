@@ -1,0 +1,32 @@
+#!/bin/bash
+# The GPU experiment of issue 16: recipes/configs/smollm2.yaml (SmolLM2-135M-Instruct reasoner) on ShopSim default,
+# seed 0, on one GPU (TRL trains in bf16 where the GPU supports it; the reasoner serves in bf16). Prints the
+# card, then each stage's wall time and peak memory and the headline table (QE-Rec vs two-tower, final vs QE-Rec,
+# share of the headroom captured): bench/gpu_smollm2_table.py. Target: ~9 minutes on one GPU.
+#   bench/gpu_smollm2.sh [OUT]             the experiment
+#   DRY_RUN=1 bench/gpu_smollm2.sh OUT     CI's CPU dry run at toy size: the same script, smollm2_tiny.yaml on a
+#                                          120-request slice of the tiny world, a few steps per stage
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/gpu_smollm2}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+[ -x .venv/bin/rgalign ] && export PATH=$PWD/.venv/bin:$PATH
+mkdir -p "$OUT"
+python -c "import torch; print('device:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu (no GPU)')" | tee "$OUT/device.txt"
+if [ "${DRY_RUN:-0}" = 1 ]; then
+  [ -f "$OUT/world/world.json" ] || {
+    rgalign world shopsim --out "$OUT/full_world" --seed 0 --size tiny >/dev/null
+    rgalign world subset "$OUT/full_world" --out "$OUT/world" --requests 120 --seed 0 >/dev/null; }
+  config=recipes/configs/smollm2_tiny.yaml
+  args=(--world "$OUT/world" reasoner.warm.max_pairs=16 best_of_n.max_requests=8 align.max_requests=8
+        align.dpo.max_pairs=8 align.reward_budget=32 align.probe.prompts=4 rg_cl.max_requests=8
+        ranker.calib_max_requests=16 eval.max_valid=16)
+else
+  config=recipes/configs/smollm2.yaml
+  args=(log.progress=false)
+fi
+SECONDS=0
+rgalign run --config "$config" --out "$OUT/run" "${args[@]}" >"$OUT/run.log" 2>&1 ||
+  { echo "FAILED after ${SECONDS}s (see $OUT/run.log): $(tail -1 "$OUT/run.log")"; exit 1; }
+echo "loop: ${SECONDS}s" | tee "$OUT/wall.txt"
+python bench/gpu_smollm2_table.py "$OUT" | tee "$OUT/table.md"
