@@ -108,7 +108,7 @@ def test_a_shared_head_computed_once_gives_the_numbers_of_whole_prompts(tokenize
     kind, tok, model_path, world = tokenizer_kind
     model, _ = load_reasoner(model_path)
     prompts = build_prompts(world, range(40), tok)
-    heads = prefix.head_lengths(tok, prompts, prompt_ids(tok, prompts))
+    heads = prefix.row_heads(tok, prompts, prompt_ids(tok, prompts))
     assert all(heads) == (kind != "tiny") and len({h for h in heads}) == 1  # the tiny preset's compact prompts: none
     queries = [t["query"] for t in world.teachers[:40]]
     reused = last_token_embedding(model, tok, prompts, queries)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..reasoner.tokens import padded, prompt_ids
+from ..reasoner.tokens import padded, positions, prompt_ids
 from ..text_encoder import encode_texts
-from .ppo import positions, response_mask, token_logprobs
+from .ppo import response_mask, token_logprobs
 
 from reward.base import is_degenerate
 

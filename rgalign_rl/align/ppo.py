@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .. import devices
 from ..faults import check_finite
 from ..reasoner.lora import LoRAFields, merged, with_lora
-from ..reasoner.tokens import padded, prompt_ids
+from ..reasoner.tokens import padded, positions, prompt_ids
 
 
 @dataclass
@@ -65,11 +65,6 @@ class PolicyWithValueHead(nn.Module):
         out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
                       output_hidden_states=True)
         return out.logits, self.value_head(out.hidden_states[-1]).squeeze(-1)
-
-
-def positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that ignore left padding, as generate() uses them."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def response_mask(response: torch.Tensor, eos_token_id: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from .. import dist
 from ..devices import progress, serve_tag, unpartitioned
 from ..text_encoder import cache_dir
 from .prefix import HeadCaches, batch_inputs, plan
-from .tokens import prompt_ids, sequence_ids
+from .tokens import positions, prompt_ids, sequence_ids
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
@@ -169,7 +169,7 @@ def last_token_embedding(model, tok, prompts: list[str], queries: list[str], bat
         if b.head:  # the head's keys and values come from its cache; positions skip the padding
             n = len(b.head)
             h = last_hidden_states(model, input_ids=x[:, n:], attention_mask=mask,
-                                   position_ids=(mask.cumsum(-1) - 1)[:, n:].clamp(min=0),
+                                   position_ids=positions(mask)[:, n:],
                                    **heads.for_batch(b.head, len(b.rows)))
         else:
             h = last_hidden_states(model, input_ids=x, attention_mask=mask)

@@ -34,7 +34,7 @@ class Batch:
     width: int              # tail width after padding
 
 
-def head_lengths(tok, prompts: list[str], seqs: list[list[int]]) -> list[tuple[int, ...]]:
+def row_heads(tok, prompts: list[str], seqs: list[list[int]]) -> list[tuple[int, ...]]:
     """Per row, the token ids of its prompt's head (up to and including ``HEAD_END``), or () when the prompt
     has none or its tokens do not start with the head's own tokens (a merge across the boundary)."""
     heads = {}
@@ -47,7 +47,7 @@ def head_lengths(tok, prompts: list[str], seqs: list[list[int]]) -> list[tuple[i
 
 def plan(tok, prompts: list[str], seqs: list[list[int]], batch_size: int) -> list[Batch]:
     """Batches of rows sharing head and tail width (``prompts[r]`` is row r's prompt, ``seqs[r]`` its tokens)."""
-    heads = head_lengths(tok, prompts, seqs)
+    heads = row_heads(tok, prompts, seqs)
     widths = [len(s) - len(h) if not h else -(-(len(s) - len(h)) // PAD_MULTIPLE) * PAD_MULTIPLE
               for s, h in zip(seqs, heads)]
     groups = {key: g for g, key in enumerate(sorted(set(zip(heads, widths)), key=lambda k: (len(k[0]), k[1], k[0])))}

@@ -50,6 +50,11 @@ def padded(ids: list[list[int]], pad_id: int, side: str, device=None) -> tuple[t
     return torch.tensor(rows, device=device), torch.tensor(masks, device=device)
 
 
+def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip padding (left, or between a shared head and its tail), as generate() makes them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def context_length(model) -> int | None:
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     return getattr(cfg, "max_position_embeddings", None)
