@@ -17,7 +17,6 @@ winners' table for each.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import sys
 from pathlib import Path
@@ -26,12 +25,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rgalign_rl.align.diagnostics import need_hits  # noqa: E402
+from rgalign_rl.align.diagnostics import NEED_GROUPS, need_hits  # noqa: E402
+from rgalign_rl.align.diagnostics import need_groups as package_need_groups  # noqa: E402
 from rgalign_rl.metrics import group_auc  # noqa: E402
 from rgalign_rl.reasoner.queries import reasoner_queries  # noqa: E402
 from rgalign_rl.world import load_world  # noqa: E402
 
-GROUPS = ("cold", "rare", "mid", "frequent")
+GROUPS = NEED_GROUPS
 
 
 def snapshot(done: dict, key: str) -> Path | None:
@@ -58,13 +58,8 @@ def need_intents(world) -> np.ndarray:
 
 
 def need_groups(world, world_dir: str, indices: np.ndarray) -> np.ndarray:
-    """The group (GROUPS) of each request's true need."""
-    cold = set(json.loads((Path(world_dir) / "world.json").read_text()).get("cold_intents", []))
-    need = need_intents(world)
-    train_count = collections.Counter(need[world.indices("train")])
-    count = np.array([train_count[n] for n in need[indices]])
-    return np.where(np.isin(need[indices], list(cold)), "cold",
-                    np.where(count < 200, "rare", np.where(count < 1000, "mid", "frequent")))
+    """The group (GROUPS) of each request's true need (the package's rule, align/diagnostics.py)."""
+    return package_need_groups(world, indices)
 
 
 def rescore(run: Path, world, idx: np.ndarray, cands: list, space: str) -> list[list[float]]:

@@ -73,19 +73,30 @@ def cmd_world_stats(args) -> int:
 def cmd_ranker_train(args) -> int:
     import torch
 
-    from .ranker.queries import query_embeddings
-    from .ranker.train import TrainConfig, save_ranker, train_ranker
+    from .ranker.queries import query_embeddings, query_text_dims
+    from .ranker.train import TrainConfig, load_ranker, save_ranker, train_ranker
 
     torch.set_num_threads(args.threads)
     world = load_world(args.world)  # a bad world is refused here, before anything is written
-    if args.arch == "qe_rec" and args.queries == "none":
-        raise SystemExit("error: --arch qe_rec needs --queries (teacher:NAME, need or reasoner:PATH)")
-    query = query_embeddings(world, args.queries, args.query_mode) if args.arch == "qe_rec" else None
+    reads = args.arch != "two_tower"
+    if reads and args.queries == "none":
+        raise SystemExit(f"error: --arch {args.arch} needs --queries (teacher:NAME, need or reasoner:PATH)")
+    kw = {}
+    if args.nest:
+        if not reads:
+            raise SystemExit("error: --nest starts a QE-Rec from a two-tower; --arch two_tower has nothing to nest")
+        nest, enc, meta = load_ranker(args.nest)
+        if nest.cfg.arch != "two_tower":
+            raise SystemExit(f"error: --nest {args.nest}: a {nest.cfg.arch} ranker, not a two_tower")
+        kw = {"nest": nest, "encoder": enc}
+    query = query_embeddings(world, args.queries, args.query_mode) if reads else None
+    # teacher and need queries are always text-encoder vectors
+    mode = args.query_mode if args.queries.startswith("reasoner:") else "text"
     cfg = TrainConfig(epochs=args.epochs, seed=args.seed)
-    model, enc, history = train_ranker(world, args.arch, query, cfg)
-    save_ranker(args.out, model, enc, {"queries": args.queries if args.arch == "qe_rec" else "none",
+    model, enc, history = train_ranker(world, args.arch, query, cfg, query_text=query_text_dims(mode) if reads else 0, **kw)
+    save_ranker(args.out, model, enc, {"queries": args.queries if reads else "none",
                                         "query_mode": args.query_mode, "train": cfg.__dict__,
-                                        "history": history, "world": str(args.world)})
+                                        "history": history, "world": str(args.world), "nested_in": args.nest})
     print(f"saved {args.arch} ranker to {args.out} (best valid GAUC {max(h['valid_gauc'] for h in history):.4f})")
     return 0
 
@@ -219,10 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     ranker = sub.add_parser("ranker", help="train and evaluate rankers").add_subparsers(dest="what", required=True)
     s = ranker.add_parser("train", help="train a two-tower or QE-Rec ranker")
     s.add_argument("--world", required=True)
-    s.add_argument("--arch", choices=["two_tower", "qe_rec"], default="qe_rec")
+    s.add_argument("--arch", choices=["two_tower", "qe_rec_gated", "qe_rec"], default="qe_rec_gated",
+                   help="qe_rec_gated: two-tower + a query term gated by the query's confidence; qe_rec: the paper's")
     s.add_argument("--queries", default="none", help="none | teacher:NAME | need | reasoner:PATH")
-    s.add_argument("--query-mode", choices=["last_token", "text", "both"], default="last_token",
+    s.add_argument("--query-mode", choices=["last_token", "text", "both"], default="both",
                    help="how reasoner queries are embedded (teacher and need queries always use text)")
+    s.add_argument("--nest", metavar="TWO_TOWER_DIR",
+                   help="start from this trained two-tower (its encoder and towers, frozen); the query paths start at zero")
     s.add_argument("--out", required=True)
     s.add_argument("--epochs", type=int, default=15)
     s.add_argument("--seed", type=int, default=0)

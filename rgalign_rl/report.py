@@ -145,6 +145,13 @@ def write_run_report(out: str | Path, metrics: dict, command: str) -> Path:
         verdict = ("beats" if d["ci"][0] > 0 else "falls below" if d["ci"][1] < 0 else "is within noise of")
         text += ["", f"QE-Rec (warm reasoner's queries) {verdict} the two-tower, the production baseline without a "
                      "query (paired CI): " + ", ".join(f"{LABELS[k]} {diff_cell(qt[k])}" for k in PAIRED) + "."]
+        groups = by["qe_rec"].get("vs_two_tower_by_group")
+        if groups:
+            text += ["", "Where it does, by the group of the request's true need (cold: its intent launched late; rare / "
+                         "mid / frequent: < 200, 200-999, >= 1000 training requests carry it):", "",
+                     md_table(["need group", "test requests", "Δ GAUC QE-Rec - two-tower (paired CI)", "verdict"],
+                              [[g, str(v["requests"]), diff_cell(v), "beats" if v["ci"][0] > 0 else
+                                "below" if v["ci"][1] < 0 else "within noise"] for g, v in groups.items()])]
     vc = by.get("final", {}).get("vs_control")
     if vc:
         text += ["", "Final vs control (the same calibration with the warm, unaligned reasoner: what retraining the "

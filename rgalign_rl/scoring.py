@@ -147,7 +147,7 @@ class FrozenRankerScorer:
             raise KeyError(f"sample_id {e.args[0]!r} is not in world {self.world.root}") from None
 
     def _query_embedding(self, prompts: list[str], queries: list[str], text: np.ndarray) -> torch.Tensor | None:
-        if self.model.cfg.arch != "qe_rec":
+        if self.model.cfg.query_dim == 0:  # a two-tower reads no query
             return None
         if not self.query_source.startswith("reasoner:") or self.query_mode == "text":
             return torch.from_numpy(text)

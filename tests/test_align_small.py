@@ -2,43 +2,57 @@ import numpy as np
 import torch
 
 from rgalign_rl.align.online import OnlineSettings, run_online
-from rgalign_rl.align.rg_cl import LastTokenProjector, rg_cl_loss
+from rgalign_rl.align.rg_cl import RGCLSettings, rg_cl_loss, run_rg_cl
 from rgalign_rl.reasoner.model import load_reasoner
 from rgalign_rl.reasoner.prompt import build_prompts
 from rgalign_rl.world import load_world
 
 
-def test_rg_cl_loss_falls_on_a_fixed_batch(tiny_reasoner):
-    torch.manual_seed(0)
-    lm, tok = load_reasoner(tiny_reasoner)
-    intents = torch.randn(10, 16)
-    head = LastTokenProjector(lm.config.hidden_size, 16)
-    texts = ["order_status=to_receive; query: track my parcel", "membership=gold; query: reach the next tier",
-             "device=web; query: the website does not load", "paylater_state=due; query: pay my bill"]
-    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    cand = torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 0, 1]])
-    mask = torch.ones_like(cand, dtype=torch.bool)
-    pos = torch.tensor([0, 3, 6, 9])
-    opt = torch.optim.AdamW(list(lm.parameters()) + list(head.parameters()), lr=1e-3)
-    losses = []
-    for _ in range(15):
-        loss = rg_cl_loss(head(lm, enc["input_ids"], enc["attention_mask"]), intents, cand, mask, pos, 0.1)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
+def test_rg_cl_step_raises_the_frozen_rankers_score_of_the_clicked_intent(tiny_world, tiny_reasoner, tmp_path):
+    """RG-CL's logits are the frozen QE-Rec's scores: training lowers its loss and moves what the ranker reads."""
+    from rgalign_rl.ranker.train import RankerData, TrainConfig, score, train_ranker
+    from rgalign_rl.reasoner.queries import embed_queries, reasoner_queries
+
+    torch.set_num_threads(2)
+    world = load_world(tiny_world)
+    idx = np.array([i for i in world.indices("train") if world.samples[i]["clicked"]])[:64]
+    prompts, queries = reasoner_queries(world, tiny_reasoner, idx, max_new_tokens=8)
+    full = np.zeros((len(world.samples), 64), np.float32)
+    full[idx] = embed_queries(tiny_reasoner, prompts, queries)
+    ranker, enc, _ = train_ranker(world, "qe_rec", full, TrainConfig(epochs=2), log=lambda *a: None,
+                                  train_indices=idx)
+    before = {n: p.clone() for n, p in ranker.state_dict().items()}
+
+    def clicked_score(path):
+        q = np.zeros_like(full)
+        q[idx] = embed_queries(path, prompts, queries)
+        s = score(ranker, RankerData(world, enc, q), idx)
+        return float((s * world.labels[idx]).sum() / world.labels[idx].sum() - s[world.candidates[1][idx]].mean())
+
+    hist = run_rg_cl(tiny_reasoner, world, ranker, "last_token", prompts, queries, idx, tmp_path / "cl",
+                     RGCLSettings(epochs=4, batch_size=16, learning_rate=1e-3))
+    assert np.mean([h["loss/rg_cl"] for h in hist[-4:]]) < np.mean([h["loss/rg_cl"] for h in hist[:4]])
+    assert clicked_score(tmp_path / "cl") > clicked_score(tiny_reasoner)    # the ranking moved
+    assert all(torch.equal(before[n], p) for n, p in ranker.state_dict().items())  # the ranker stayed frozen
 
 
-def test_rg_cl_negatives_are_own_candidates_and_batch_positives():
-    z = torch.eye(4)[:2] * 10                       # two queries pointing at intents 0 and 1
-    intents = torch.eye(4)
-    cand = torch.tensor([[0, 2], [1, 2]])
-    mask = torch.ones_like(cand, dtype=torch.bool)
-    loss = rg_cl_loss(z, intents, cand, mask, torch.tensor([0, 1]), temperature=0.1)  # cosines 1 -> logit 10
-    # intent 3 is in nobody's candidates: it must not be a negative
-    logits = torch.tensor([[10.0, 0, 0], [10.0, 0, 0]])     # positive, other positive, candidate 2
-    assert torch.isclose(loss, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 0])), atol=1e-4)
+def test_rg_cl_negatives_are_own_candidates_and_batch_positives_never_own_clicks():
+    F = torch.nn.functional
+    logits = torch.tensor([[0.5, 1, 2, 4, 3], [2.0, 5, 0, 1, 3]])   # scores of intents 0-4
+    cand = torch.tensor([[2, 3, 0, 0], [0, 1, 4, 0]])               # the masked 0s are padding
+    mask = torch.tensor([[True, True, False, False], [True, True, True, False]])
+    clicked = torch.zeros(2, 5, dtype=torch.bool)
+    clicked[0, [3, 2]] = True                                         # request 0 clicked 3 and 2
+    clicked[1, 1] = True
+    loss = rg_cl_loss(logits, cand, mask, torch.tensor([3, 1]), clicked)
+    # request 0 (positive 3): candidate 2 is its own click, not a negative; batch positive 1 is; padding
+    # never makes intent 0 one. Request 1 (positive 1): its real candidate 0 stays a negative beside its
+    # padding, and batch positive 3.
+    expect = (F.cross_entropy(torch.tensor([[1.0, 4]]), torch.tensor([1]))
+              + F.cross_entropy(torch.tensor([[2.0, 5, 1, 3]]), torch.tensor([1]))) / 2
+    assert torch.isclose(loss, expect, atol=1e-5)
+    halved = rg_cl_loss(logits / 2, cand, mask, torch.tensor([3, 1]), clicked)
+    assert torch.isclose(rg_cl_loss(logits, cand, mask, torch.tensor([3, 1]), clicked, temperature=2.0), halved)
 
 
 def _toy_dataset(tiny_world, tiny_reasoner, n=16):

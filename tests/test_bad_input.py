@@ -40,6 +40,8 @@ def test_bad_world_is_refused_with_file_line_and_field(case, tmp_path):
     ("align.algorithm=ddpg", "config key align.algorithm: unknown algorithm 'ddpg'; known: dpo, ppo, grpo, rloo"),
     ("reward.name=nope", "config key reward.name: unknown reward 'nope'"),
     ("ranker.query_mode=mean", "config key ranker.query_mode: 'mean' is not one of"),
+    ("ranker.arch=two_tower", "config key ranker.arch: 'two_tower' is not one of qe_rec, qe_rec_gated"),
+    ("ranker.query_mode=text", "config key rg_cl.epochs: RG-CL trains the reasoner's last-token state"),
     ("reasoner.serve_dtype=float16", "config key reasoner.serve_dtype: 'float16' is not one of float32, bfloat16"),
     ("align.dpo=3", "config key align.dpo: expected a section"),
 ])

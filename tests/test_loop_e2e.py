@@ -13,6 +13,7 @@ import pytest
 
 from rgalign_rl.compare import compare
 from rgalign_rl.run import run
+from rgalign_rl.world import load_world
 
 from conftest import CONFIG
 HEADLINE = ("gauc", "error_rate", "recall@3", "ndcg@3", "mrr")
@@ -39,12 +40,12 @@ def check_stage_metrics(stages):
 def test_run_writes_metrics_report_plots_and_logs(dpo_run, tiny_world):
     out, metrics = dpo_run
     names = [s["name"] for s in metrics["stages"]]
-    assert names == ["two_tower", "qe_rec", "rg_sft", "dpo", "final", "control", "headroom", "oracle"]
+    assert names == ["two_tower", "qe_rec", "rg_sft", "dpo", "rg_cl", "final", "control", "headroom", "oracle"]
     saved = json.loads((out / "metrics.json").read_text())
     assert [s["name"] for s in saved["stages"]] == names and {"config", "versions", "world"} <= set(saved)
     check_stage_metrics(saved["stages"])
     by = {s["name"]: s for s in saved["stages"]}
-    for name in ("rg_sft", "dpo", "final"):
+    for name in ("rg_sft", "dpo", "rg_cl", "final"):
         assert 0.0 <= by[name]["degenerate_share"] <= 1.0
         assert set(by[name]["need_accuracy"]) >= {"overall", "biased", "other"}
         d = by[name]["vs_qe_rec"]["gauc"]  # paired over the same users: the CI brackets the difference
@@ -58,12 +59,16 @@ def test_run_writes_metrics_report_plots_and_logs(dpo_run, tiny_world):
         d = by[name]["vs_two_tower"]["gauc"]
         assert d["diff"] == pytest.approx(by[name]["gauc"] - by["two_tower"]["gauc"], abs=1e-9)
     assert "need_accuracy" not in by["headroom"]  # no reasoner: it reads the oracle's need text
+    assert isinstance(by["rg_cl"]["rolled_back"], bool) and by["rg_cl"]["steps"] > 0  # checked like every stage
+    groups = by["qe_rec"]["vs_two_tower_by_group"]  # where QE-Rec gains over the two-tower, per need group
+    assert set(groups) <= {"cold", "rare", "mid", "frequent"} and groups
+    assert sum(g["requests"] for g in groups.values()) == len(load_world(tiny_world).indices("test"))
     assert by["dpo"]["kl_to_ref"] >= -0.5 and 0 < by["dpo"]["reward_calls"] <= 240  # the YAML's reward_budget
     curve = by["dpo"]["curve"]
     assert curve[0]["step"] == 0 and len(curve) >= 2 and all(math.isfinite(p["reward"]) for p in curve)
     report = (out / "report.md").read_text()
     assert "| final |" in report and "| control |" in report and "Final vs control" in report
-    assert "| headroom |" in report and "World headroom" in report
+    assert "| headroom |" in report and "World headroom" in report and "| need group |" in report
     assert "Reproduce" in report and "atlas" in report
     for png in ("stages.png", "aligner_reward.png", "aligner_kl.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
@@ -83,7 +88,8 @@ def test_compare_two_aligners_from_one_rg_sft_checkpoint(tiny_world, tmp_path):
     for algo in ("dpo", "ppo"):
         m = json.loads((out / "seed0" / algo / "metrics.json").read_text())
         check_stage_metrics(m["stages"])
-        assert [s["name"] for s in m["stages"]] == ["two_tower", "qe_rec", "rg_sft", algo, "final", "control", "headroom", "oracle"]
+        assert [s["name"] for s in m["stages"]] == ["two_tower", "qe_rec", "rg_sft", algo, "rg_cl", "final", "control",
+                                                    "headroom", "oracle"]
         row = summary["algos"][algo]
         assert 0 < row["reward_calls"][0] <= 240 and math.isfinite(row["gauc"][0])
     # both aligners started from the same RG-SFT checkpoint, saw the same QE-Rec and share one control

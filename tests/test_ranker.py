@@ -2,11 +2,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
+from rgalign_rl.ranker.model import RankerConfig, build_ranker
 from rgalign_rl.ranker.queries import query_embeddings
 from rgalign_rl.ranker.train import (RankerData, TrainConfig, listnet_kl_loss, load_ranker, score,
                                      train_ranker)
+from rgalign_rl.text_encoder import encode_texts
 from rgalign_rl.world import load_world
 from rgalign_rl.world.stats import split_metrics
 
@@ -62,6 +65,41 @@ def test_nested_qe_rec_starts_exactly_at_the_two_tower(tiny_world):
     np.testing.assert_allclose(score(qe, RankerData(world, enc, need), idx), score(tt, RankerData(world, enc), idx),
                                atol=1e-4)
     assert hist[0]["epoch"] == 0
+
+
+@pytest.mark.parametrize("arch", ["qe_rec", "qe_rec_gated"])
+def test_nested_qe_rec_trains_its_query_paths_only_and_the_true_need_lifts_it(tiny_world, arch):
+    world = load_world(tiny_world)
+    tt, enc, _ = train_ranker(world, "two_tower", None, TrainConfig(epochs=3), log=lambda *a: None)
+    need = query_embeddings(world, "need")
+    qe, _, hist = train_ranker(world, arch, need, TrainConfig(epochs=4), encoder=enc, nest=tt, query_text=384,
+                               log=lambda *a: None)
+    frozen = tt.state_dict()
+    assert all(torch.equal(frozen[k], v) for k, v in qe.state_dict().items() if k in frozen)  # the two-tower path
+    assert max(h["valid_gauc"] for h in hist) >= hist[0]["valid_gauc"]
+    if arch == "qe_rec_gated":  # the true need, cosine with the intents' text from the start: worth reading
+        assert max(h["valid_gauc"] for h in hist) > hist[0]["valid_gauc"] + 0.01, hist
+
+
+def test_gated_qe_rec_reads_a_text_query_as_its_cosine_with_the_intents_text(tiny_world):
+    world = load_world(tiny_world)
+    need = query_embeddings(world, "need")
+    text = torch.from_numpy(encode_texts([it["text"] for it in world.intents]))
+    cfg = RankerConfig(arch="qe_rec_gated", cardinalities=[3, 4], n_intents=len(world.intents), query_dim=384,
+                       query_text=384)
+    model = build_ranker(cfg, text).eval()
+    base = build_ranker(RankerConfig(arch="two_tower", cardinalities=[3, 4], n_intents=len(world.intents)), text).eval()
+    base.load_state_dict(model.state_dict(), strict=False)
+    model.start_from_baseline()
+    with torch.no_grad():
+        model.gate[-1].bias.fill_(30.0)           # trust every query fully
+        model.match_scale.fill_(1.0)
+    x, b = torch.zeros(4, 2, dtype=torch.long), torch.zeros(4, 8, dtype=torch.long)
+    cand = torch.arange(12).reshape(4, 3)
+    q = torch.from_numpy(need[:4])
+    with torch.no_grad():
+        got = model(x, b, cand, q) - base(x, b, cand)
+    np.testing.assert_allclose(got.numpy(), np.einsum("bd,bcd->bc", need[:4], text[cand].numpy()), atol=1e-5)
 
 
 def test_calibration_never_returns_a_ranker_worse_on_valid_than_its_start(tiny_world):

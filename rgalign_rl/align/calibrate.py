@@ -37,8 +37,9 @@ def calibrate(world, reasoner_path: str | Path, prev_ranker_dir: str | Path, out
     def fine_tune() -> Path:  # the main process trains and writes; the others wait for its path
         init = prev if query.shape[1] == prev.cfg.query_dim else None
         cfg = dataclasses.replace(train or TrainConfig(), epochs=epochs, kl_weight=kl_weight, seed=seed)
-        model, new_enc, history = train_ranker(world, "qe_rec", query, cfg, reference=prev, ref_query=prev_query,
-                                               init=init, encoder=enc, log=log, train_indices=subset)
+        model, new_enc, history = train_ranker(world, prev.cfg.arch, query, cfg, reference=prev, ref_query=prev_query,
+                                               init=init, encoder=enc, log=log, train_indices=subset,
+                                               query_text=prev.cfg.query_text)
         kill_point("calibrate.trained")
         return save_ranker(out, model, new_enc, {"queries": spec, "query_mode": mode, "history": history,
                                                  "calibrated_from": str(prev_ranker_dir), "kl_weight": kl_weight,

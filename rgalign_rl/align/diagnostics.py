@@ -52,6 +52,44 @@ def need_accuracy(world, indices, queries: list[str]) -> dict | None:
     return out
 
 
+NEED_GROUPS = ("cold", "rare", "mid", "frequent")
+
+
+def need_groups(world, indices) -> np.ndarray | None:
+    """The group of each request's true need (None where the oracle names no needs): ``cold`` (its intent
+    launched late: world.json's cold_intents), else by how many training requests carry the need: ``rare``
+    (< 200), ``mid`` (200-999), ``frequent`` (>= 1000)."""
+    if not world.has_needs:
+        return None
+    cold = set(world.meta.get("cold_intents", []))
+    need = np.array([world.oracle.get(s["sample_id"], {}).get("need_intent", "") for s in world.samples])
+    names, counts = np.unique(need[world.indices("train")], return_counts=True)
+    count = dict(zip(names, counts))
+    n = np.array([count.get(x, 0) for x in need[indices]])
+    return np.where(np.isin(need[indices], list(cold)), "cold",
+                    np.where(n < 200, "rare", np.where(n < 1000, "mid", "frequent")))
+
+
+def versus_by_group(world, indices, base: np.ndarray, scores: np.ndarray) -> dict | None:
+    """Paired GAUC difference (scores - base) over the requests ``indices`` of each need group, with a user
+    bootstrap CI within the group; None on worlds whose oracle names no needs."""
+    from ..metrics import bootstrap_weights, paired_difference, user_stats
+
+    groups = need_groups(world, indices)
+    if groups is None:
+        return None
+    out = {}
+    for g in NEED_GROUPS:
+        sel = groups == g
+        if not sel.any():
+            continue
+        idx = np.asarray(indices)[sel]
+        a, b = (user_stats(s[sel], world.labels[idx], world.candidates[1][idx], world.user_codes[idx]) for s in (base, scores))
+        diff = paired_difference(a, b, bootstrap_weights(len(np.unique(world.user_codes[idx]))))["gauc"]
+        out[g] = {"requests": int(sel.sum()), **diff}
+    return out
+
+
 def degenerate_share(queries: list[str]) -> float:
     return float(np.mean([is_degenerate(q) for q in queries])) if queries else 0.0
 

@@ -7,46 +7,36 @@ Under N processes (torchrun / accelerate launch) every rank runs every stage; in
 train data-parallel, and everything that writes the run folder or trains a ranker runs on the main process
 (``dist.on_main``) while the others wait for its result. A stage's result is the main process's, broadcast.
 
-Stage evaluation follows the serving path: the stage's reasoner writes each valid/test request's query
-(greedy), the frozen snapshot that the current QE-Rec was trained with embeds it, and the current QE-Rec
-ranks. Calibration then makes the aligned reasoner the new snapshot.
+Stage evaluation and the keep-or-roll-back decision live in align/evaluate.py. Calibration makes the
+aligned reasoner the new snapshot the ranker reads.
 """
 from __future__ import annotations
 
 import gc
 import json
-import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
-
-import reward as rewards
-from reward.base import is_degenerate
 
 from .. import devices, dist
 from ..faults import StageFault
-from ..metrics import HEADLINE, PAIRED, bootstrap_weights, paired_difference, summarize
+from ..metrics import bootstrap_weights
 from ..ranker.headroom import need_ranker
-from ..ranker.queries import query_embeddings
+from ..ranker.queries import query_embeddings, query_text_dims
 from ..ranker.train import RankerData, load_ranker, save_ranker, score, train_ranker
 from ..reasoner.model import load_reasoner
 from ..reasoner.prompt import build_prompts
-from ..reasoner.queries import embed_queries, reasoner_queries
+from ..reasoner.queries import reasoner_queries
 from ..reasoner.sft import sft, warm_start_pairs
 from ..reasoner.tiny import build_tiny_reasoner
-from ..scoring import FrozenRankerScorer
 from ..world import World
-from ..world.stats import split_user_stats
 from .aligners import ALIGNERS
 from .best_of_n import collect_candidates, score_candidates, select_winners, winner_pairs
 from .calibrate import calibrate
-from .diagnostics import degenerate_share, need_accuracy, sampled_kl
+from .evaluate import Evaluation, _record, scores_file  # noqa: F401  (scores_file: bench scripts import it here)
 from .loop_config import LoopConfig
 from .rg_cl import run_rg_cl
-
 
 def train_examples(sft_dir) -> dict | None:
     """What an SFT stage trained on: {"given", "trained", "dropped"} (the main process's count; the stage's
@@ -55,23 +45,10 @@ def train_examples(sft_dir) -> dict | None:
     return json.loads(f.read_text()) if dist.is_main() and f.exists() else None
 
 
-def scores_file(run: str | Path, key: str) -> Path:
-    """Where a run keeps a stage's test scores (``key``: the stage's state key, e.g. round1/calibrate)."""
-    return Path(run) / "scores" / f"{key.replace('/', '_')}.npy"
-
-
 def sample_subset(indices: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     """At most ``n`` of ``indices`` (None: all), drawn without replacement by ``seed``, in index order."""
     n = len(indices) if n is None else min(n, len(indices))
     return np.sort(np.random.default_rng(seed).choice(indices, n, replace=False))
-
-
-def _record(name: str, result: dict) -> dict:
-    """A stage's log line: its results, with the headline test metrics instead of the full metrics."""
-    rec = {"stage": name, **{k: v for k, v in result.items() if k != "metrics"}}
-    if "metrics" in result:
-        rec["test"] = {k: result["metrics"][k] for k in HEADLINE}
-    return rec
 
 
 def _scalars(record: dict, prefix: str = "") -> dict:
@@ -87,7 +64,7 @@ def _scalars(record: dict, prefix: str = "") -> dict:
     return out
 
 
-class ClosedLoop:
+class ClosedLoop(Evaluation):
     def __init__(self, world: World, cfg: LoopConfig, out: str | Path, log=print):
         self.world, self.cfg, self.out, self.print = world, cfg, Path(out), log
         self.out.mkdir(parents=True, exist_ok=True)
@@ -153,30 +130,6 @@ class ClosedLoop:
             tmp.write_text(json.dumps(self.state, indent=1))
             tmp.replace(self.state_path)
 
-    def test_metrics(self, scores: np.ndarray, key: str) -> dict:
-        """Metrics with CIs on the test split; the scores are kept (scores/<key>.npy) for paired comparisons."""
-        path = self.scores_path(key)
-        assert dist.is_main(), "test metrics are computed and kept by the main process"
-        path.parent.mkdir(exist_ok=True)
-        with open(path.with_suffix(".tmp"), "wb") as f:
-            np.save(f, scores[self.test].astype(np.float32))
-        path.with_suffix(".tmp").replace(path)
-        return summarize(self.test_stats(scores[self.test]), self.boot)
-
-    def scores_path(self, key: str) -> Path:
-        return scores_file(self.out, key)
-
-    def test_stats(self, test_scores: np.ndarray):
-        return split_user_stats(self.world, test_scores)
-
-    def versus(self, base: str, key: str) -> dict:
-        """Paired user-bootstrap differences (stage - base) on the test split, from the kept scores."""
-        a, b = (self.test_stats(np.load(self.scores_path(k))) for k in (base, key))
-        return paired_difference(a, b, self.boot)
-
-    def headline_versus(self, base: str, key: str) -> dict:
-        return {k: v for k, v in self.versus(base, key).items() if k in PAIRED}
-
     # ---- stages --------------------------------------------------------------------------------
     def two_tower(self) -> dict:
         path = self.out / "two_tower"
@@ -188,7 +141,7 @@ class ClosedLoop:
     def headroom(self) -> dict:
         """QE-Rec given the oracle's true-need text instead of a reasoner's query (text encoder), trained like
         the others: what a perfect reasoner could add to the two-tower in this world (DESIGN.md section 7)."""
-        model, data = need_ranker(self.world, self.cfg.ranker.train)
+        model, data = need_ranker(self.world, self.cfg.ranker.train, self.cfg.ranker.arch, **self.nested("text"))
         return {"metrics": self.test_metrics(score(model, data, np.arange(len(self.world.samples))), "headroom")}
 
     def reasoner_warm(self) -> dict:
@@ -204,54 +157,27 @@ class ClosedLoop:
 
     def qe_rec(self, reasoner: str) -> dict:
         path = self.out / "qe_rec"
-        spec, mode = f"reasoner:{reasoner}", self.cfg.ranker.query_mode
+        r = self.cfg.ranker
+        spec, mode = f"reasoner:{reasoner}", r.query_mode
         n = self.cfg.reasoner.max_new_tokens  # the queries the stages serve: QE-Rec trains on the same
         q = query_embeddings(self.world, spec, mode, max_new_tokens=n)  # every rank generates and embeds its share
 
         def train():
-            model, enc, hist = train_ranker(self.world, "qe_rec", q, self.cfg.ranker.train, log=lambda *a: None)
-            save_ranker(path, model, enc, {"queries": spec, "query_mode": mode, "history": hist, "max_new_tokens": n})
+            model, enc, hist = train_ranker(self.world, r.arch, q, r.train, log=lambda *a: None,
+                                            **self.nested(mode))
+            save_ranker(path, model, enc, {"queries": spec, "query_mode": mode, "history": hist, "max_new_tokens": n,
+                                           "nested_in": str(self.out / "two_tower") if r.nest else None})
 
         dist.on_main(train)
         return {"path": str(path), "reasoner": reasoner, **self.evaluate_reasoner(reasoner, str(path), "qe_rec")}
 
-    def evaluate_reasoner(self, reasoner: str, ranker_dir: str, key: str, reference: str | None = None) -> dict:
-        """Test metrics on the serving path, valid reward, need accuracy, degenerate share, KL."""
-        w = self.world
-        idx = np.concatenate([self.valid, self.test])
-        prompts, queries = reasoner_queries(w, reasoner, idx, max_new_tokens=self.cfg.reasoner.max_new_tokens)
-        meta = json.loads((Path(ranker_dir) / "config.json").read_text())
-        emb = embed_queries(meta["queries"].split(":", 1)[1], prompts, queries, meta["query_mode"])  # sharded
-        return dist.on_main(self._evaluated, reasoner, ranker_dir, key, reference, idx, prompts, queries, emb)
-
-    def _evaluated(self, reasoner, ranker_dir, key, reference, idx, prompts, queries, emb) -> dict:
-        w = self.world
-        model, enc, _ = load_ranker(ranker_dir)
-        full = np.zeros((len(w.samples), emb.shape[1]), np.float32)
-        full[idx] = emb
-        scores = score(model, RankerData(w, enc, full), np.arange(len(w.samples)))
-        nv = len(self.valid)
-        reward_fn = self.reward_fn(ranker_dir)
-        valid_reward = float(np.mean(reward_fn(prompts[:nv], queries[:nv],
-                                               sample_id=[w.samples[i]["sample_id"] for i in self.valid])))
-        out = {"metrics": self.test_metrics(scores, key), "valid_reward": valid_reward,
-               "degenerate_share": degenerate_share(queries[nv:]),
-               "degenerate_ids": [w.samples[i]["sample_id"] for i, q in zip(self.test, queries[nv:]) if is_degenerate(q)][:5],
-               "need_accuracy": need_accuracy(w, self.test, queries[nv:]),
-               "examples": queries[nv : nv + 5]}
-        if reference is not None:
-            pol, tok = load_reasoner(reasoner)
-            ref, _ = load_reasoner(reference)
-            out["kl_to_ref"] = sampled_kl(pol, ref, tok, prompts[: min(nv, 512)], self.cfg.reasoner.max_new_tokens)
-        return out
-
-    def reward_fn(self, ranker_dir: str):
-        """The reward with the ranker in ``ranker_dir`` frozen; one per ranker for the run (the control's
-        evaluation comes between QE-Rec's and RG-SFT's, which share theirs)."""
-        if ranker_dir not in self._rewards:
-            scorer = FrozenRankerScorer(self.world, ranker_dir, self.cfg.reward.scorer)
-            self._rewards[ranker_dir] = rewards.build_reward({"name": self.cfg.reward.name, "k": self.cfg.reward.k}, scorer)
-        return self._rewards[ranker_dir]
+    def nested(self, mode: str) -> dict:
+        """train_ranker's arguments for a QE-Rec of the configured design reading ``mode`` queries: nested in
+        the two-tower stage's ranker (its encoder, its frozen towers) when ``ranker.nest`` is on."""
+        kw = {"query_text": query_text_dims(mode)}
+        if self.cfg.ranker.nest:
+            kw["nest"], kw["encoder"], _ = load_ranker(self.out / "two_tower")
+        return kw
 
     def rg_sft(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:
         s, w = self.cfg.best_of_n, self.world
@@ -334,7 +260,11 @@ class ClosedLoop:
                 return
             cur = al["use"]
             if cfg.rg_cl.epochs > 0:
-                cur = self.stage(f"round{rnd}/rg_cl", lambda: self.rg_cl(rnd, cur, ranker_dir))["path"]
+                key = f"round{rnd}/rg_cl"
+                cl = self.checked(key, self.stage(key, lambda: self.rg_cl(rnd, cur, ranker_dir)), ranker_dir,
+                                  base=cur, prev=stages[-1])
+                stages.append({"name": "rg_cl" if cfg.rounds == 1 else f"rg_cl_r{rnd}", "key": key, **cl})
+                cur = cl["use"]
             if stop == f"round{rnd}/rg_cl":
                 return
             key = f"round{rnd}/calibrate"
@@ -343,25 +273,6 @@ class ClosedLoop:
             stages.append({"name": "final" if rnd == cfg.rounds else f"calibrated_r{rnd}", "key": key, **cal})
             if stop == key:
                 return
-
-    def _summarised(self, stages: list, control: dict | None) -> dict:
-        """The oracle row and the paired differences every report reads."""
-        cfg = self.cfg
-        probs = self.world.oracle_probs()
-        if probs is not None:
-            stages.append({"name": "oracle", "metrics": dist.on_main(self.test_metrics, probs, "oracle")})
-        keys = {"two_tower": "two_tower", "qe_rec": "qe_rec", "oracle": "oracle"}
-        for st in stages:  # every stage against QE-Rec with the warm reasoner, paired over the same users
-            key = keys.get(st["name"], st.get("key"))
-            if key and key != "qe_rec" and self.scores_path(key).exists():
-                st["vs_qe_rec"] = self.headline_versus("qe_rec", key)
-            if st["name"] == "final" and control is not None:  # alignment's own share of the final gain
-                st["vs_control"] = self.headline_versus("control", st["key"])
-            if st["name"] in ("qe_rec", "final", "headroom"):  # what the query adds to the production two-tower
-                st["vs_two_tower"] = self.headline_versus("two_tower", keys.get(st["name"], st.get("key")))
-        if self.tb is not None:
-            self.tb.close()
-        return {"stages": stages, "config": asdict(cfg)}
 
     def guarded(self, fn, base: str):
         """``fn`` (a reasoner stage), or on a fault (:class:`StageFault`: no DPO pair, a non-finite reward or
@@ -377,44 +288,15 @@ class ClosedLoop:
                 return {"path": base, "fault": f"{type(e).__name__}: {e}"}
         return run
 
-    def checked(self, name, res, ranker_dir, base, prev) -> dict:
-        """Evaluates a reasoner stage once and decides whether to keep it or roll back to ``base``."""
-        if "fault" in res and "metrics" not in res:  # nothing new to evaluate: the stage serves ``base``
-            prev_key = prev.get("key", prev["name"])
-            res.update({k: prev[k] for k in ("metrics", "valid_reward", "degenerate_share", "need_accuracy", "examples")
-                        if k in prev}, kl_to_ref=0.0, rolled_back=True, use=base)
-            if dist.is_main():
-                shutil.copyfile(self.scores_path(prev_key), self.scores_path(name))
-            self.save_state(name, res)
-            self.log(_record(name + "/eval", res))
-            dist.barrier()
-            return res
-        if "metrics" not in res:
-            dist.shares()
-            res.update(self.evaluate_reasoner(res["path"], ranker_dir, name, reference=base))
-            res["eval_shares"] = dist.shares()
-            ev = self.cfg.eval
-            collapsed = res["degenerate_share"] > ev.max_degenerate
-            worse = "valid_reward" in prev and res["valid_reward"] < prev["valid_reward"] - ev.rollback_tolerance
-            res["rolled_back"] = bool(collapsed or worse)
-            res["use"] = base if res["rolled_back"] else res["path"]
-            self.save_state(name, res)
-            self.log(_record(name + "/eval", res))
-            dist.barrier()
-            if res["rolled_back"]:
-                self.say(f"[{name}] rolled back (degenerate {res['degenerate_share']:.2f}, e.g. samples "
-                         f"{', '.join(res['degenerate_ids']) or '-'}; "
-                         f"valid reward {res['valid_reward']:.4f} vs {prev.get('valid_reward', float('nan')):.4f})")
-        return res
-
     def rg_cl(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:
         w, s = self.world, self.cfg.rg_cl
         clicked = np.array([i for i in w.indices("train") if w.samples[i]["clicked"]])
         idx = sample_subset(clicked, s.max_requests, self.cfg.seed + rnd)  # generate only what it trains on
         prompts, queries = reasoner_queries(w, reasoner, idx, max_new_tokens=self.cfg.reasoner.max_new_tokens)
-        ranker, _, _ = load_ranker(ranker_dir)
-        # one process: RG-CL is a few hundred steps of a contrastive head, small next to generation (sharded above)
-        hist = dist.on_main(run_rg_cl, reasoner, w, ranker, prompts, queries, idx, self.out / f"round{rnd}" / "rg_cl", s)
+        ranker, _, meta = load_ranker(ranker_dir)
+        # one process: RG-CL is a few hundred steps, small next to generation (sharded above)
+        hist = dist.on_main(run_rg_cl, reasoner, w, ranker, meta["query_mode"], prompts, queries, idx,
+                            self.out / f"round{rnd}" / "rg_cl", s)
         return {"path": str(self.out / f"round{rnd}" / "rg_cl"), "loss_first": hist[0]["loss/rg_cl"],
                 "loss_last": hist[-1]["loss/rg_cl"], "steps": len(hist)}
 

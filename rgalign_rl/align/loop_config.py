@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import reward as rewards
 
 from .. import devices
+from ..ranker.model import ARCHS
 from ..ranker.train import TrainConfig
 from ..reasoner.sft import SFTSettings
 from ..reasoner.tiny import TinyReasonerConfig
@@ -28,7 +29,9 @@ class ReasonerSettings:
 
 @dataclass
 class RankerSettings:
-    query_mode: str = "last_token"         # last_token (the paper's) | text | both
+    arch: str = "qe_rec_gated"             # qe_rec_gated (trusts a query as far as it earns) | qe_rec (the paper's)
+    nest: bool = True                      # QE-Rec starts from the two-tower stage's ranker, whose towers stay frozen
+    query_mode: str = "both"               # last_token (the paper's) | text | both
     train: TrainConfig = field(default_factory=TrainConfig)
     calib_kl_weight: float = 0.5           # λ of the KL to the previous ranker during calibration
     calib_epochs: int = 8
@@ -101,4 +104,10 @@ def loop_config(raw: dict) -> LoopConfig:
                          f"{', '.join(devices.SERVE_DTYPES)}")
     if cfg.ranker.query_mode not in MODES:
         raise ValueError(f"config key ranker.query_mode: {cfg.ranker.query_mode!r} is not one of {', '.join(MODES)}")
+    if cfg.ranker.arch not in ARCHS or cfg.ranker.arch == "two_tower":
+        raise ValueError(f"config key ranker.arch: {cfg.ranker.arch!r} is not one of "
+                         f"{', '.join(a for a in ARCHS if a != 'two_tower')}")
+    if cfg.rg_cl.epochs > 0 and cfg.ranker.query_mode == "text":
+        raise ValueError("config key rg_cl.epochs: RG-CL trains the reasoner's last-token state, which a ranker with "
+                         "ranker.query_mode text does not read; use last_token or both, or rg_cl.epochs: 0")
     return cfg

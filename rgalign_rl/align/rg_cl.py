@@ -1,9 +1,12 @@
-"""RG-CL: contrastive alignment of the reasoner's embedding with the ranking space.
+"""RG-CL: contrastive alignment of the reasoner's embedding with the ranking space the frozen QE-Rec reads.
 
-InfoNCE between the reasoner's projected last-token embedding of (prompt + its query) and the frozen
-ranker's intent embeddings: the clicked intent is the positive; the request's other candidates and the
-other requests' clicked intents in the batch are the negatives. The reasoner and the projection train;
-the ranker stays frozen.
+The reasoner's last-token state of (prompt + its query) is fed to the frozen ranker as the request's
+query (in ``both`` mode beside the query's fixed text vector), and the ranker scores every intent for
+that request: InfoNCE over those scores, the clicked intent positive, the request's other unclicked
+candidates and the batch's other positives negative. The logits are the ranker's own scores, so a
+step that lowers the loss moves the ranking; no projection head is trained and thrown away. Only the
+reasoner trains. Intents the request also clicked are never negatives (a multi-click request would
+otherwise push its own clicks apart).
 """
 from __future__ import annotations
 
@@ -12,19 +15,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import dist
+from ..ranker.features import FeatureEncoder
+from ..ranker.train import RankerData
 from ..reasoner.lora import LoRAFields, merged, with_lora
-from ..reasoner.model import last_hidden_states
+from ..reasoner.model import last_hidden_states, last_token_positions
 from ..reasoner.tokens import padded, sequence_ids
+from ..text_encoder import encode_texts
 from ..world import atomic_dir
 
 
 @dataclass
 class RGCLSettings(LoRAFields):
-    temperature: float = 0.1
+    temperature: float = 1.0      # divides the frozen ranker's scores
     learning_rate: float = 5e-5
     epochs: int = 1
     batch_size: int = 64
@@ -33,40 +38,37 @@ class RGCLSettings(LoRAFields):
     threads: int = 2
 
 
-def rg_cl_loss(z: torch.Tensor, intents: torch.Tensor, cand: torch.Tensor, cand_mask: torch.Tensor,
-               pos: torch.Tensor, temperature: float) -> torch.Tensor:
-    """z [B, d] projected query states, intents [K, d], cand [B, C] ids, pos [B] clicked intent ids."""
-    logits = F.normalize(z, dim=-1) @ F.normalize(intents, dim=-1).T / temperature     # [B, K]
-    allowed = torch.zeros_like(logits, dtype=torch.bool)
-    allowed.scatter_(1, cand.masked_fill(~cand_mask, 0), cand_mask)                       # own candidates
-    allowed[:, pos] = True                                                                # in-batch positives
-    return F.cross_entropy(logits.masked_fill(~allowed, -1e4), pos)
+def rg_cl_loss(logits: torch.Tensor, cand: torch.Tensor, cand_mask: torch.Tensor, pos: torch.Tensor,
+               clicked: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """InfoNCE. logits [B, K] scores of every intent for each request, cand [B, C] ids (padding masked
+    by ``cand_mask``), pos [B] the positive intent ids, clicked [B, K] every intent each request clicked.
+    Negatives: the request's own unclicked candidates and the other rows' positives it did not click."""
+    B, K = logits.shape
+    allowed = torch.zeros(B, K, dtype=torch.bool, device=logits.device)
+    rows = torch.arange(B, device=logits.device).unsqueeze(1).expand_as(cand)
+    allowed[rows[cand_mask], cand[cand_mask]] = True                  # own candidates, padding never
+    allowed[:, pos] = True                                            # in-batch positives
+    allowed &= ~clicked                                               # a request's clicks are not negatives ...
+    allowed[torch.arange(B), pos] = True                              # ... except the one it is scored on
+    return F.cross_entropy((logits / temperature).masked_fill(~allowed, -1e4), pos)
 
 
-class LastTokenProjector(nn.Module):
-    def __init__(self, hidden: int, dim: int):
-        super().__init__()
-        self.proj = nn.Linear(hidden, dim)
-
-    def forward(self, lm, input_ids, attention_mask) -> torch.Tensor:
-        from ..reasoner.model import last_token_positions
-
-        h = last_hidden_states(lm, input_ids=input_ids, attention_mask=attention_mask)
-        return self.proj(h[torch.arange(len(h)), last_token_positions(attention_mask)])
+def query_states(lm, input_ids, attention_mask) -> torch.Tensor:
+    """[B, hidden] the last-token state QE-Rec reads (right padding: positions are plain)."""
+    h = last_hidden_states(lm, input_ids=input_ids, attention_mask=attention_mask)
+    return h[torch.arange(len(h)), last_token_positions(attention_mask)]
 
 
-@torch.no_grad()
-def ranker_intent_embeddings(ranker) -> torch.Tensor:
-    ids = torch.arange(ranker.cfg.n_intents, device=ranker.intent.text_emb.device)
-    return ranker.intent(ids)[0]
-
-
-def run_rg_cl(reasoner_path, world, ranker, prompts: list[str], queries: list[str], indices: np.ndarray,
-              out: str | Path, s: RGCLSettings | None = None, log=lambda stats: None) -> list[dict]:
-    """Trains on requests ``indices`` (with >= 1 click) whose prompt/query pairs are given; saves the
-    reasoner to ``out`` and returns per-step losses."""
+def run_rg_cl(reasoner_path, world, ranker, query_mode: str, prompts: list[str], queries: list[str],
+              indices: np.ndarray, out: str | Path, s: RGCLSettings | None = None, log=lambda stats: None) -> list[dict]:
+    """Trains the reasoner on requests ``indices`` (with >= 1 click) whose prompt/query pairs are given,
+    against the frozen ``ranker`` that reads its queries in ``query_mode``; saves the reasoner to ``out``
+    and returns per-step losses."""
     from ..reasoner.model import load_reasoner
 
+    if query_mode not in ("last_token", "both"):
+        raise ValueError(f"RG-CL trains the reasoner's last-token state; a ranker reading {query_mode!r} queries "
+                         "does not read it (set ranker.query_mode to last_token or both, or rg_cl.epochs: 0)")
     s = s or RGCLSettings()
     dist.set_threads(s.threads)
     torch.manual_seed(s.seed)
@@ -74,11 +76,14 @@ def run_rg_cl(reasoner_path, world, ranker, prompts: list[str], queries: list[st
     lm, tok = load_reasoner(reasoner_path)
     lm = with_lora(lm, s)
     dev = lm.device
-    intents = ranker_intent_embeddings(ranker).to(dev)
-    head = LastTokenProjector(lm.config.hidden_size, intents.shape[1]).to(dev)
+    ranker = ranker.to(dev).eval()
+    for p in ranker.parameters():
+        p.requires_grad_(False)
+    data = RankerData(world, FeatureEncoder.from_json(ranker.encoder_json))
+    every = torch.arange(ranker.cfg.n_intents, device=dev)
+    text = encode_texts(queries) if query_mode == "both" else None
     keep = [k for k, i in enumerate(indices) if world.samples[i]["clicked"]][: s.max_requests]
-    ids, mask = world.candidates
-    opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad] + list(head.parameters()), lr=s.learning_rate)
+    opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=s.learning_rate)
     lm.train()
     history = []
     for _ in range(s.epochs):
@@ -88,10 +93,19 @@ def run_rg_cl(reasoner_path, world, ranker, prompts: list[str], queries: list[st
             rows = indices[b]
             x, attn = padded(sequence_ids(tok, [prompts[k] for k in b], [queries[k] for k in b]), tok.pad_token_id,
                              "right", dev)
-            pos = torch.tensor([world.intent_index[rng.choice(world.samples[i]["clicked"])] for i in rows], device=dev)
-            z = head(lm, x, attn)
-            loss = rg_cl_loss(z, intents, torch.from_numpy(np.maximum(ids[rows], 0)).to(dev),
-                              torch.from_numpy(mask[rows]).to(dev), pos, s.temperature)
+            q = query_states(lm, x, attn)
+            if text is not None:
+                q = torch.cat([q, torch.from_numpy(text[b]).to(dev)], dim=1)
+            feats, behavior, cand, _ = data.batch(torch.as_tensor(rows), dev)
+            logits = ranker(feats, behavior, every.expand(len(b), -1), q)           # [B, K] through what QE-Rec reads
+            clicked = torch.zeros(len(b), len(every), dtype=torch.bool, device=dev)
+            picks = []
+            for r, i in enumerate(rows):
+                ids = [world.intent_index[c] for c in world.samples[i]["clicked"]]
+                clicked[r, ids] = True
+                picks.append(ids[rng.integers(len(ids))])
+            loss = rg_cl_loss(logits, cand, data.mask[rows].to(dev), torch.tensor(picks, device=dev), clicked,
+                              s.temperature)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -9,14 +9,15 @@ import numpy as np
 
 from ..metrics import bootstrap_weights, paired_difference, summarize, user_stats
 from ..world import World
-from .queries import query_embeddings
+from .queries import query_embeddings, query_text_dims
 from .train import RankerData, TrainConfig, score, train_ranker
 
 
-def need_ranker(world: World, cfg: TrainConfig, log=lambda *a: None) -> tuple:
-    """(QE-Rec trained with the true need's text as every request's query, the RankerData it reads)."""
+def need_ranker(world: World, cfg: TrainConfig, arch: str = "qe_rec", log=lambda *a: None, **train_kw) -> tuple:
+    """(QE-Rec of design ``arch`` trained with the true need's text as every request's query, the RankerData
+    it reads); ``train_kw``: train_ranker's (a nesting two-tower and its encoder, ``query_text``)."""
     q = query_embeddings(world, "need", "text")
-    model, enc, _ = train_ranker(world, "qe_rec", q, cfg, log=log)
+    model, enc, _ = train_ranker(world, arch, q, cfg, log=log, **{"query_text": query_text_dims("text"), **train_kw})
     return model, RankerData(world, enc, q)
 
 
@@ -24,7 +25,7 @@ def headroom_rankers(world: World, seed: int = 0, log=lambda *a: None) -> dict:
     """{"without": (two-tower, data), "with_need": need_ranker(...)}, trained on the world's train split;
     ``data`` is the RankerData each reads (bench/need_readout.py feeds the second other queries)."""
     model, enc, _ = train_ranker(world, "two_tower", None, TrainConfig(seed=seed), log=log)
-    return {"without": (model, RankerData(world, enc)), "with_need": need_ranker(world, TrainConfig(seed=seed), log)}
+    return {"without": (model, RankerData(world, enc)), "with_need": need_ranker(world, TrainConfig(seed=seed), log=log)}
 
 
 def measure_headroom(world: World, seed: int = 0, log=lambda *a: None) -> dict:

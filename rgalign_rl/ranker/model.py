@@ -8,6 +8,11 @@ QE-Rec adds a query tower on the reasoner's query embedding and mutual attention
 towers' outputs for each (request, candidate). Beside it, a low-capacity path lets the query meet the
 intents directly (bilinear query x intent-text term): a query only mixed into the user tower overfits
 and is ignored even when it is perfect (DESIGN.md section 6).
+
+Gated QE-Rec (the loop's default, ``qe_rec_gated``): the two-tower score plus a query term scaled by a
+gate read from how sure the query is. A reasoner's query names the wrong need for about a quarter of
+requests and a wrong need costs more than a right one gains, so the ranker must learn how far to trust
+each query; nested in a trained two-tower with its towers frozen, it can only add to the baseline.
 """
 from __future__ import annotations
 
@@ -20,12 +25,13 @@ import torch.nn.functional as F
 
 @dataclass
 class RankerConfig:
-    arch: str = "two_tower"              # two_tower | qe_rec
+    arch: str = "two_tower"              # two_tower | qe_rec | qe_rec_gated
     cardinalities: list[int] = field(default_factory=list)
     behavior_vocab: int = 1
     n_intents: int = 0
     text_dim: int = 384
     query_dim: int = 0                   # 0 for the two-tower
+    query_text: int = 0                  # trailing query dims that are the text encoder's vector (text / both)
     dim: int = 32                        # field / tower width
     attn_layers: int = 1
     attn_heads: int = 2
@@ -123,7 +129,56 @@ class QERecRanker(TwoTowerRanker):
         return (u.unsqueeze(1) * i).sum(-1) + b + interaction + match
 
 
-ARCHS = {"two_tower": TwoTowerRanker, "qe_rec": QERecRanker}
+class GatedQERecRanker(TwoTowerRanker):
+    """QE-Rec that knows how far to trust a query: the two-tower score plus a gated query term.
+
+    score = <user, intent> + bias + gate(request) * (match + interaction), where match is the cosine of the
+    query (projected into the intents' text space) with each candidate's text, interaction a bilinear
+    query x intent-tower term, and gate in [0, 1] is read from the query's own confidence profile over all
+    intents (its best cosine, the margin to the second, the entropy) and the user tower. A query that
+    names one intent clearly, for a user whose need the query usually gets right, is trusted; a vague or
+    contested one falls back to the two-tower. Nested in a trained two-tower (``start_from_baseline``)."""
+
+    def __init__(self, cfg: RankerConfig, text_emb: torch.Tensor):
+        super().__init__(cfg, text_emb)
+        d = cfg.dim
+        self.query_to_text = nn.Linear(cfg.query_dim, cfg.text_dim, bias=False)
+        # the bilinear term reads the query's text vector when it has one: on a reasoner's hidden state it
+        # learns the user's features a second time and overfits (BENCHMARKS.md, QE-Rec designs); the hidden
+        # state then reaches the score through its projection into the text space only
+        self.query = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.query_text or cfg.query_dim, d))
+        self.match_scale = nn.Parameter(torch.tensor(5.0))
+        self.gate = nn.Sequential(nn.Linear(d + 3, d), nn.ReLU(), nn.Linear(d, 1))
+        if cfg.query_text == cfg.text_dim:  # a query's text vector starts as its own cosine with the intents' text
+            with torch.no_grad():
+                self.query_to_text.weight.zero_()
+                self.query_to_text.weight[:, -cfg.text_dim:] = torch.eye(cfg.text_dim)
+
+    @torch.no_grad()
+    def start_from_baseline(self) -> None:
+        nn.init.zeros_(self.gate[-1].weight)
+        self.gate[-1].bias.fill_(-4.0)          # a nearly closed gate (0.018) ...
+        # ... on a query term of exactly zero: the model scores exactly like the two-tower it is nested in
+        self.match_scale.zero_()
+        nn.init.zeros_(self.query[-1].weight)
+        nn.init.zeros_(self.query[-1].bias)
+
+    def forward(self, x, behavior, cand, query=None) -> torch.Tensor:
+        u = self.user(x, behavior)                                       # [B, d]
+        i, b = self.intent(cand)                                         # [B, C, d]
+        qt = F.normalize(self.query_to_text(query), dim=-1)              # [B, T]
+        every = qt @ self.intent.text_emb.T                              # [B, K] cosine to every intent
+        top = every.topk(2, dim=-1).values
+        p = torch.softmax(every * 20.0, dim=-1)
+        profile = torch.stack([top[:, 0], top[:, 0] - top[:, 1], -(p * p.clamp(min=1e-12).log()).sum(-1)], -1)
+        gate = torch.sigmoid(self.gate(torch.cat([u, profile.detach()], dim=-1)))  # [B, 1]
+        match = self.match_scale * every.gather(1, cand)
+        interaction = (self.query(query[:, query.shape[1] - self.cfg.query_text :] if self.cfg.query_text else query)
+                       .unsqueeze(1) * i).sum(-1)
+        return (u.unsqueeze(1) * i).sum(-1) + b + gate * (match + interaction)
+
+
+ARCHS = {"two_tower": TwoTowerRanker, "qe_rec": QERecRanker, "qe_rec_gated": GatedQERecRanker}
 
 
 def build_ranker(cfg: RankerConfig, text_emb: torch.Tensor) -> TwoTowerRanker:

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..text_encoder import DIM as TEXT_DIM
 from ..text_encoder import encode_texts
 from ..world import World
+
+
+def query_text_dims(mode: str) -> int:
+    """How many trailing dims of a ``mode`` query embedding are the text encoder's vector of the query."""
+    return 0 if mode == "last_token" else TEXT_DIM
 
 
 def query_texts(world: World, spec: str) -> list[str]:

@@ -125,6 +125,8 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
             _, unexpected = model.load_state_dict(nest.state_dict(), strict=False)
             assert not unexpected, unexpected
             model.start_from_baseline()
+            for name, p in model.named_parameters():  # the two-tower path stays exactly the trained two-tower
+                p.requires_grad_(name not in nest.state_dict())
     ref_scores = None
     if reference is not None and cfg.kl_weight > 0:
         # every trained or loaded ranker carries its own feature encoder and reads its own query embeddings
@@ -132,7 +134,7 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
         ref_scores = torch.from_numpy(score(reference, ref_data, np.arange(len(world.samples))))
     dev = dist.device()
     model.to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_state, history, bad = -1.0, None, [], 0
     if nest is not None or init is not None:
         best, best_state = split_gauc(model, data, "valid"), copy.deepcopy(model.state_dict())

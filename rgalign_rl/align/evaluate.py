@@ -1,0 +1,159 @@
+"""What the closed loop measures about each stage, and how it decides to keep a stage or roll it back.
+
+Stage evaluation follows the serving path: the stage's reasoner writes each valid/test request's query
+(greedy), the frozen snapshot the current QE-Rec was trained with embeds it, and the current QE-Rec ranks.
+Test scores are kept per stage (scores/<key>.npy) so every comparison is paired over the same users.
+A reasoner stage is rolled back to its start when its queries degenerate or its valid reward drops.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+import reward as rewards
+from reward.base import is_degenerate
+
+from .. import dist
+from ..metrics import HEADLINE, PAIRED, paired_difference, summarize
+from ..ranker.train import RankerData, load_ranker, score
+from ..reasoner.model import load_reasoner
+from ..reasoner.queries import embed_queries, reasoner_queries
+from ..scoring import FrozenRankerScorer
+from ..world.stats import split_user_stats
+from .diagnostics import degenerate_share, need_accuracy, sampled_kl, versus_by_group
+
+
+def scores_file(run: str | Path, key: str) -> Path:
+    """Where a run keeps a stage's test scores (``key``: the stage's state key, e.g. round1/calibrate)."""
+    return Path(run) / "scores" / f"{key.replace('/', '_')}.npy"
+
+
+def _record(name: str, result: dict) -> dict:
+    """A stage's log line: its results, with the headline test metrics instead of the full metrics."""
+    rec = {"stage": name, **{k: v for k, v in result.items() if k != "metrics"}}
+    if "metrics" in result:
+        rec["test"] = {k: result["metrics"][k] for k in HEADLINE}
+    return rec
+
+
+class Evaluation:
+    """The loop's measurements (a mixin of :class:`~rgalign_rl.align.loop.ClosedLoop`: it reads the loop's
+    world, config, run folder, valid/test indices and bootstrap weights)."""
+
+    def test_metrics(self, scores: np.ndarray, key: str) -> dict:
+        """Metrics with CIs on the test split; the scores are kept (scores/<key>.npy) for paired comparisons."""
+        path = self.scores_path(key)
+        assert dist.is_main(), "test metrics are computed and kept by the main process"
+        path.parent.mkdir(exist_ok=True)
+        with open(path.with_suffix(".tmp"), "wb") as f:
+            np.save(f, scores[self.test].astype(np.float32))
+        path.with_suffix(".tmp").replace(path)
+        return summarize(self.test_stats(scores[self.test]), self.boot)
+
+    def scores_path(self, key: str) -> Path:
+        return scores_file(self.out, key)
+
+    def test_stats(self, test_scores: np.ndarray):
+        return split_user_stats(self.world, test_scores)
+
+    def versus(self, base: str, key: str) -> dict:
+        """Paired user-bootstrap differences (stage - base) on the test split, from the kept scores."""
+        a, b = (self.test_stats(np.load(self.scores_path(k))) for k in (base, key))
+        return paired_difference(a, b, self.boot)
+
+    def headline_versus(self, base: str, key: str) -> dict:
+        return {k: v for k, v in self.versus(base, key).items() if k in PAIRED}
+
+    def evaluate_reasoner(self, reasoner: str, ranker_dir: str, key: str, reference: str | None = None) -> dict:
+        """Test metrics on the serving path, valid reward, need accuracy, degenerate share, KL."""
+        w = self.world
+        idx = np.concatenate([self.valid, self.test])
+        prompts, queries = reasoner_queries(w, reasoner, idx, max_new_tokens=self.cfg.reasoner.max_new_tokens)
+        meta = json.loads((Path(ranker_dir) / "config.json").read_text())
+        emb = embed_queries(meta["queries"].split(":", 1)[1], prompts, queries, meta["query_mode"])  # sharded
+        return dist.on_main(self._evaluated, reasoner, ranker_dir, key, reference, idx, prompts, queries, emb)
+
+    def _evaluated(self, reasoner, ranker_dir, key, reference, idx, prompts, queries, emb) -> dict:
+        w = self.world
+        model, enc, _ = load_ranker(ranker_dir)
+        full = np.zeros((len(w.samples), emb.shape[1]), np.float32)
+        full[idx] = emb
+        scores = score(model, RankerData(w, enc, full), np.arange(len(w.samples)))
+        nv = len(self.valid)
+        reward_fn = self.reward_fn(ranker_dir)
+        valid_reward = float(np.mean(reward_fn(prompts[:nv], queries[:nv],
+                                               sample_id=[w.samples[i]["sample_id"] for i in self.valid])))
+        out = {"metrics": self.test_metrics(scores, key), "valid_reward": valid_reward,
+               "degenerate_share": degenerate_share(queries[nv:]),
+               "degenerate_ids": [w.samples[i]["sample_id"] for i, q in zip(self.test, queries[nv:]) if is_degenerate(q)][:5],
+               "need_accuracy": need_accuracy(w, self.test, queries[nv:]),
+               "examples": queries[nv : nv + 5]}
+        if reference is not None:
+            pol, tok = load_reasoner(reasoner)
+            ref, _ = load_reasoner(reference)
+            out["kl_to_ref"] = sampled_kl(pol, ref, tok, prompts[: min(nv, 512)], self.cfg.reasoner.max_new_tokens)
+        return out
+
+    def reward_fn(self, ranker_dir: str):
+        """The reward with the ranker in ``ranker_dir`` frozen; one per ranker for the run (the control's
+        evaluation comes between QE-Rec's and RG-SFT's, which share theirs)."""
+        if ranker_dir not in self._rewards:
+            scorer = FrozenRankerScorer(self.world, ranker_dir, self.cfg.reward.scorer)
+            self._rewards[ranker_dir] = rewards.build_reward({"name": self.cfg.reward.name, "k": self.cfg.reward.k}, scorer)
+        return self._rewards[ranker_dir]
+
+    def _summarised(self, stages: list, control: dict | None) -> dict:
+        """The oracle row and the paired differences every report reads."""
+        cfg = self.cfg
+        probs = self.world.oracle_probs()
+        if probs is not None:
+            stages.append({"name": "oracle", "metrics": dist.on_main(self.test_metrics, probs, "oracle")})
+        keys = {"two_tower": "two_tower", "qe_rec": "qe_rec", "oracle": "oracle"}
+        for st in stages:  # every stage against QE-Rec with the warm reasoner, paired over the same users
+            key = keys.get(st["name"], st.get("key"))
+            if key and key != "qe_rec" and self.scores_path(key).exists():
+                st["vs_qe_rec"] = self.headline_versus("qe_rec", key)
+            if st["name"] == "final" and control is not None:  # alignment's own share of the final gain
+                st["vs_control"] = self.headline_versus("control", st["key"])
+            if st["name"] in ("qe_rec", "final", "headroom"):  # what the query adds to the production two-tower
+                st["vs_two_tower"] = self.headline_versus("two_tower", keys.get(st["name"], st.get("key")))
+            if st["name"] == "qe_rec":  # ... and where: per need group (worlds whose oracle names needs)
+                st["vs_two_tower_by_group"] = versus_by_group(self.world, self.test, *(
+                    np.load(self.scores_path(k)) for k in ("two_tower", "qe_rec")))
+        if self.tb is not None:
+            self.tb.close()
+        return {"stages": stages, "config": asdict(cfg)}
+
+    def checked(self, name, res, ranker_dir, base, prev) -> dict:
+        """Evaluates a reasoner stage once and decides whether to keep it or roll back to ``base``."""
+        if "fault" in res and "metrics" not in res:  # nothing new to evaluate: the stage serves ``base``
+            prev_key = prev.get("key", prev["name"])
+            res.update({k: prev[k] for k in ("metrics", "valid_reward", "degenerate_share", "need_accuracy", "examples")
+                        if k in prev}, kl_to_ref=0.0, rolled_back=True, use=base)
+            if dist.is_main():
+                shutil.copyfile(self.scores_path(prev_key), self.scores_path(name))
+            self.save_state(name, res)
+            self.log(_record(name + "/eval", res))
+            dist.barrier()
+            return res
+        if "metrics" not in res:
+            dist.shares()
+            res.update(self.evaluate_reasoner(res["path"], ranker_dir, name, reference=base))
+            res["eval_shares"] = dist.shares()
+            ev = self.cfg.eval
+            collapsed = res["degenerate_share"] > ev.max_degenerate
+            worse = "valid_reward" in prev and res["valid_reward"] < prev["valid_reward"] - ev.rollback_tolerance
+            res["rolled_back"] = bool(collapsed or worse)
+            res["use"] = base if res["rolled_back"] else res["path"]
+            self.save_state(name, res)
+            self.log(_record(name + "/eval", res))
+            dist.barrier()
+            if res["rolled_back"]:
+                self.say(f"[{name}] rolled back (degenerate {res['degenerate_share']:.2f}, e.g. samples "
+                         f"{', '.join(res['degenerate_ids']) or '-'}; "
+                         f"valid reward {res['valid_reward']:.4f} vs {prev.get('valid_reward', float('nan')):.4f})")
+        return res
