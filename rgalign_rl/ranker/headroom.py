@@ -1,7 +1,8 @@
 """A world's headroom: what the true need's text is worth to a ranker (DESIGN.md section 7).
 
 QE-Rec given the oracle's need text as its query vs the two-tower baseline, same data, same seed,
-compared on the test split with a paired user bootstrap. No reasoner can add more than this.
+compared on the test split with a paired user bootstrap. No reasoner can add more than this to a QE-Rec of
+the loop's design (gated, nested in the two-tower).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .queries import query_embeddings, query_text_dims
 from .train import RankerData, TrainConfig, score, train_ranker
 
 
-def need_ranker(world: World, cfg: TrainConfig, arch: str = "qe_rec", log=lambda *a: None, **train_kw) -> tuple:
+def need_ranker(world: World, cfg: TrainConfig, arch: str = "qe_rec_gated", log=lambda *a: None, **train_kw) -> tuple:
     """(QE-Rec of design ``arch`` trained with the true need's text as every request's query, the RankerData
     it reads); ``train_kw``: train_ranker's (a nesting two-tower and its encoder, ``query_text``)."""
     q = query_embeddings(world, "need", "text")
@@ -25,7 +26,8 @@ def headroom_rankers(world: World, seed: int = 0, log=lambda *a: None) -> dict:
     """{"without": (two-tower, data), "with_need": need_ranker(...)}, trained on the world's train split;
     ``data`` is the RankerData each reads (bench/need_readout.py feeds the second other queries)."""
     model, enc, _ = train_ranker(world, "two_tower", None, TrainConfig(seed=seed), log=log)
-    return {"without": (model, RankerData(world, enc)), "with_need": need_ranker(world, TrainConfig(seed=seed), log=log)}
+    with_need = need_ranker(world, TrainConfig(seed=seed), log=log, nest=model, encoder=enc)  # the loop's QE-Rec design
+    return {"without": (model, RankerData(world, enc)), "with_need": with_need}
 
 
 def measure_headroom(world: World, seed: int = 0, log=lambda *a: None) -> dict:
