@@ -15,6 +15,7 @@ Single-process runs never touch torch.distributed: every helper is then the iden
 """
 from __future__ import annotations
 
+import pickle
 from contextlib import contextmanager
 
 import torch
@@ -145,9 +146,25 @@ def on_main(fn, *args, **kwargs):
         try:
             with _threads(torch.get_num_threads() * state().num_processes if device().type == "cpu" else None):
                 out = fn(*args, **kwargs)
+        except Exception as e:  # every rank raises it (a stage fault rolls back everywhere), none waits forever
+            out = _Raised(e)
         finally:
             _SOLO -= 1
-    return broadcast(out)
+    out = broadcast(out)
+    if isinstance(out, _Raised):
+        raise out.error
+    return out
+
+
+class _Raised:
+    """An exception of the main process inside :func:`on_main`, sent to every rank."""
+
+    def __init__(self, error: Exception):
+        try:
+            pickle.dumps(error)
+            self.error = error
+        except Exception:
+            self.error = RuntimeError(f"{type(error).__name__}: {error}")
 
 
 @contextmanager

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from rgalign_rl.align.online import OnlineSettings, run_online
@@ -34,6 +35,24 @@ def test_rg_cl_step_raises_the_frozen_rankers_score_of_the_clicked_intent(tiny_w
     assert np.mean([h["loss/rg_cl"] for h in hist[-4:]]) < np.mean([h["loss/rg_cl"] for h in hist[:4]])
     assert clicked_score(tmp_path / "cl") > clicked_score(tiny_reasoner)    # the ranking moved
     assert all(torch.equal(before[n], p) for n, p in ranker.state_dict().items())  # the ranker stayed frozen
+
+
+def test_rg_cl_refuses_a_ranker_that_does_not_read_the_state(tiny_world, tiny_reasoner, tmp_path):
+    """A nested QE-Rec that kept its two-tower start scores every state alike: RG-CL says so (a stage fault,
+    which the loop rolls back) instead of training on a zero gradient."""
+    from rgalign_rl.align.rg_cl import RankerIgnoresQuery
+    from rgalign_rl.ranker.train import TrainConfig, train_ranker
+    from rgalign_rl.reasoner.queries import reasoner_queries
+
+    world = load_world(tiny_world)
+    idx = np.array([i for i in world.indices("train") if world.samples[i]["clicked"]])[:16]
+    prompts, queries = reasoner_queries(world, tiny_reasoner, idx, max_new_tokens=8)
+    tt, enc, _ = train_ranker(world, "two_tower", None, TrainConfig(epochs=1), log=lambda *a: None)
+    start, _, _ = train_ranker(world, "qe_rec_gated", np.zeros((len(world.samples), 64), np.float32),
+                               TrainConfig(epochs=0), encoder=enc, nest=tt, log=lambda *a: None)
+    with pytest.raises(RankerIgnoresQuery, match="nothing to align"):
+        run_rg_cl(tiny_reasoner, world, start, "last_token", prompts, queries, idx, tmp_path / "cl")
+    assert not (tmp_path / "cl").exists()
 
 
 def test_rg_cl_negatives_are_own_candidates_and_batch_positives_never_own_clicks():

@@ -56,6 +56,23 @@ def test_ranker_train_refuses_a_bad_world_before_writing(tmp_path):
     assert not out.exists()
 
 
+def test_ranker_train_nests_a_gated_qe_rec_in_a_saved_two_tower(tiny_world, tmp_path):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "rgalign_rl.cli", "ranker", *args], capture_output=True, text=True)
+
+    assert cli("train", "--world", str(tiny_world), "--arch", "two_tower", "--epochs", "2", "--out", str(tmp_path / "tt")).returncode == 0
+    r = cli("train", "--world", str(tiny_world), "--queries", "teacher:atlas", "--nest", str(tmp_path / "tt"),
+            "--epochs", "2", "--out", str(tmp_path / "qe"))
+    assert r.returncode == 0, r.stderr[-1500:]
+    model, _, meta = load_ranker(tmp_path / "qe")
+    tt, _, _ = load_ranker(tmp_path / "tt")
+    assert model.cfg.arch == "qe_rec_gated" and model.cfg.query_text == 384 and meta["nested_in"] == str(tmp_path / "tt")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in tt.state_dict().items())  # its towers: the two-tower's
+    r = cli("train", "--world", str(tiny_world), "--queries", "teacher:atlas", "--nest", str(tmp_path / "qe"),
+            "--out", str(tmp_path / "bad"))
+    assert r.returncode != 0 and "not a two_tower" in r.stderr and not (tmp_path / "bad").exists()
+
+
 def test_nested_qe_rec_starts_exactly_at_the_two_tower(tiny_world):
     world = load_world(tiny_world)
     tt, enc, _ = train_ranker(world, "two_tower", None, TrainConfig(epochs=2), log=lambda *a: None)

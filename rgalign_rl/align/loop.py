@@ -261,8 +261,8 @@ class ClosedLoop(Evaluation):
             cur = al["use"]
             if cfg.rg_cl.epochs > 0:
                 key = f"round{rnd}/rg_cl"
-                cl = self.checked(key, self.stage(key, lambda: self.rg_cl(rnd, cur, ranker_dir)), ranker_dir,
-                                  base=cur, prev=stages[-1])
+                cl = self.checked(key, self.stage(key, self.guarded(lambda: self.rg_cl(rnd, cur, ranker_dir), cur)),
+                                  ranker_dir, base=cur, prev=stages[-1])
                 stages.append({"name": "rg_cl" if cfg.rounds == 1 else f"rg_cl_r{rnd}", "key": key, **cl})
                 cur = cl["use"]
             if stop == f"round{rnd}/rg_cl":
@@ -276,7 +276,8 @@ class ClosedLoop(Evaluation):
 
     def guarded(self, fn, base: str):
         """``fn`` (a reasoner stage), or on a fault (:class:`StageFault`: no DPO pair, a non-finite reward or
-        loss) a result that rolls the stage back to ``base``, its starting reasoner, with the reason; with
+        loss, a frozen ranker that does not read what RG-CL trains) a result that rolls the stage back to
+        ``base``, its starting reasoner, with the reason; with
         ``eval.on_fault: stop`` the fault ends the run."""
         def run() -> dict:
             try:

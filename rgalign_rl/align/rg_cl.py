@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import dist
+from ..faults import StageFault
 from ..ranker.features import FeatureEncoder
 from ..ranker.train import RankerData
 from ..reasoner.lora import LoRAFields, merged, with_lora
@@ -25,6 +26,10 @@ from ..reasoner.model import last_hidden_states, last_token_positions
 from ..reasoner.tokens import padded, sequence_ids
 from ..text_encoder import encode_texts
 from ..world import atomic_dir
+
+
+class RankerIgnoresQuery(StageFault):
+    """The frozen ranker does not read the state RG-CL trains: the stage rolls back to its start."""
 
 
 @dataclass
@@ -93,9 +98,8 @@ def run_rg_cl(reasoner_path, world, ranker, query_mode: str, prompts: list[str],
             rows = indices[b]
             x, attn = padded(sequence_ids(tok, [prompts[k] for k in b], [queries[k] for k in b]), tok.pad_token_id,
                              "right", dev)
-            q = query_states(lm, x, attn)
-            if text is not None:
-                q = torch.cat([q, torch.from_numpy(text[b]).to(dev)], dim=1)
+            h = query_states(lm, x, attn)
+            q = h if text is None else torch.cat([h, torch.from_numpy(text[b]).to(dev)], dim=1)
             feats, behavior, cand, _ = data.batch(torch.as_tensor(rows), dev)
             logits = ranker(feats, behavior, every.expand(len(b), -1), q)           # [B, K] through what QE-Rec reads
             clicked = torch.zeros(len(b), len(every), dtype=torch.bool, device=dev)
@@ -106,6 +110,10 @@ def run_rg_cl(reasoner_path, world, ranker, query_mode: str, prompts: list[str],
                 picks.append(ids[rng.integers(len(ids))])
             loss = rg_cl_loss(logits, cand, data.mask[rows].to(dev), torch.tensor(picks, device=dev), clicked,
                               s.temperature)
+            if not history and not torch.autograd.grad(loss, h, retain_graph=True)[0].any():
+                # a QE-Rec that kept its two-tower start (or gives the state no weight) scores every state alike
+                raise RankerIgnoresQuery("RG-CL: the frozen ranker's scores do not depend on the reasoner's "
+                                         "last-token state (QE-Rec gives it no weight): nothing to align")
             opt.zero_grad()
             loss.backward()
             opt.step()
