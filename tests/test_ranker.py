@@ -133,3 +133,38 @@ def test_calibration_never_returns_a_ranker_worse_on_valid_than_its_start(tiny_w
     assert max(h["valid_gauc"] for h in hist[1:]) < hist[0]["valid_gauc"]
     idx = np.arange(len(world.samples))
     np.testing.assert_array_equal(score(again, RankerData(world, enc, need), idx), score(qe, RankerData(world, enc, need), idx))
+
+
+def test_calibrating_a_nested_qe_rec_keeps_its_two_tower_towers(tiny_world, tiny_reasoner, tmp_path, monkeypatch):
+    import rgalign_rl.align.calibrate as calibration
+    from rgalign_rl.ranker.train import save_ranker
+
+    world = load_world(tiny_world)
+    tt, enc, _ = train_ranker(world, "two_tower", None, TrainConfig(epochs=2), log=lambda *a: None)
+    need = query_embeddings(world, "need")
+    start, _, _ = train_ranker(world, "qe_rec_gated", need, TrainConfig(epochs=0), encoder=enc, nest=tt,
+                               query_text=384, log=lambda *a: None)
+    # continuing a nested ranker with its towers frozen: the query paths learn (the true need lifts valid),
+    # the towers stay the two-tower's
+    cont, _, hist = train_ranker(world, "qe_rec_gated", need, TrainConfig(epochs=3, batch_size=64, lr=0.02, patience=3),
+                                 init=start, encoder=enc, frozen_towers=True, log=lambda *a: None)
+    assert max(h["valid_gauc"] for h in hist[1:]) > hist[0]["valid_gauc"]
+    assert all(torch.equal(v, cont.state_dict()[k]) for k, v in tt.state_dict().items())
+    assert not torch.equal(cont.query_to_text.weight, start.query_to_text.weight)
+    # calibration continues a nested QE-Rec that way, and says it is nested
+    spec = f"reasoner:{tiny_reasoner}"
+    q = query_embeddings(world, spec, "both", max_new_tokens=8)
+    qe, _, hist = train_ranker(world, "qe_rec_gated", q, TrainConfig(epochs=1), encoder=enc, nest=tt, query_text=384,
+                               log=lambda *a: None)
+    save_ranker(tmp_path / "qe", qe, enc, {"queries": spec, "query_mode": "both", "history": hist, "max_new_tokens": 8,
+                                           "nested_in": "tt"})
+    seen = {}
+
+    def spy(*args, **kw):
+        seen.update(kw)
+        return train_ranker(*args, **kw)
+
+    monkeypatch.setattr(calibration, "train_ranker", spy)
+    out = calibration.calibrate(world, tiny_reasoner, tmp_path / "qe", tmp_path / "cal", epochs=1, log=lambda *a: None,
+                                max_new_tokens=8)
+    assert seen["frozen_towers"] is True and load_ranker(out)[2]["nested_in"] == "tt"

@@ -35,13 +35,16 @@ def calibrate(world, reasoner_path: str | Path, prev_ranker_dir: str | Path, out
     query = query_embeddings(world, spec, mode, np.concatenate([subset, world.indices("valid")]), max_new_tokens)
 
     def fine_tune() -> Path:  # the main process trains and writes; the others wait for its path
+        # a nested QE-Rec keeps its two-tower towers frozen here too: retraining them overfits (BENCHMARKS.md)
         init = prev if query.shape[1] == prev.cfg.query_dim else None
         cfg = dataclasses.replace(train or TrainConfig(), epochs=epochs, kl_weight=kl_weight, seed=seed)
         model, new_enc, history = train_ranker(world, prev.cfg.arch, query, cfg, reference=prev, ref_query=prev_query,
                                                init=init, encoder=enc, log=log, train_indices=subset,
-                                               query_text=prev.cfg.query_text)
+                                               query_text=prev.cfg.query_text,
+                                               frozen_towers=init is not None and bool(meta.get("nested_in")))
         kill_point("calibrate.trained")
         return save_ranker(out, model, new_enc, {"queries": spec, "query_mode": mode, "history": history,
+                                                 "nested_in": meta.get("nested_in"),
                                                  "calibrated_from": str(prev_ranker_dir), "kl_weight": kl_weight,
                                                  "train_requests": len(subset), "max_new_tokens": max_new_tokens})
 

@@ -99,14 +99,17 @@ def listnet_kl_loss(scores, labels, mask, ref_scores=None, kl_weight: float = 0.
 def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainConfig | None = None,
                  reference: TwoTowerRanker | None = None, ref_query: np.ndarray | None = None,
                  init: TwoTowerRanker | None = None, encoder: FeatureEncoder | None = None, log=print,
-                 nest: TwoTowerRanker | None = None, train_indices: np.ndarray | None = None, **model_kw):
+                 nest: TwoTowerRanker | None = None, train_indices: np.ndarray | None = None,
+                 frozen_towers: bool | None = None, **model_kw):
     """Trains a ranker on the world's train split; returns (model, encoder, history).
 
     ``init``: a trained ranker to continue from (calibration). ``nest``: a trained two-tower whose towers
     initialise a QE-Rec whose query paths start at zero, so training starts from the baseline's scores.
     Either way the starting point is epoch 0 of early stopping: training keeps it unless an epoch beats it
     on valid, so it never returns a ranker worse on valid than the one it started from.
-    ``train_indices``: train on these requests only (default: the train split)."""
+    ``train_indices``: train on these requests only (default: the train split). ``frozen_towers``: the user and
+    intent towers (the two-tower part) stay as they start; default: frozen when nested, so the two-tower path
+    stays exactly the trained two-tower (calibrating a nested ranker passes True to keep it so)."""
     cfg = cfg or TrainConfig()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -125,8 +128,9 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
             _, unexpected = model.load_state_dict(nest.state_dict(), strict=False)
             assert not unexpected, unexpected
             model.start_from_baseline()
-            for name, p in model.named_parameters():  # the two-tower path stays exactly the trained two-tower
-                p.requires_grad_(name not in nest.state_dict())
+    if (nest is not None) if frozen_towers is None else frozen_towers:  # default: frozen when nested
+        for name, p in model.named_parameters():
+            p.requires_grad_(not name.startswith(("user.", "intent.")))
     ref_scores = None
     if reference is not None and cfg.kl_weight > 0:
         # every trained or loaded ranker carries its own feature encoder and reads its own query embeddings
