@@ -89,11 +89,26 @@ def summary(runs: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def versus_two_tower(runs: list[tuple[str, dict]]) -> str:
+    """QE-Rec minus the two-tower per run: overall and per need group (metrics.json's vs_two_tower_by_group)."""
+    groups = ("cold", "rare", "mid", "frequent")
+    lines = ["| run | QE-Rec - two-tower GAUC [paired CI] | Recall@3 | " + " | ".join(groups) + " |",
+             "|" + "---|" * (3 + len(groups))]
+    for name, m in runs:
+        q = next(s for s in m["stages"] if s["name"] == "qe_rec")
+        by = q.get("vs_two_tower_by_group") or {}
+        lines.append(f"| {name} | {diff_cell(q['vs_two_tower']['gauc'])} | {diff_cell(q['vs_two_tower']['recall@3'])} | "
+                     + " | ".join(diff_cell(by.get(g)) for g in groups) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     runs = [(p, json.loads((Path(p) / "metrics.json").read_text())) for p in sys.argv[1:]]
     for name, m in runs:
         print(f"#### {name}\n\n{stage_table(m)}\n")
-    print(summary(runs))
+    if all(any(s["name"] == "final" for s in m["stages"]) for _, m in runs):
+        print(summary(runs) + "\n")
+    print(versus_two_tower(runs))
 
 
 if __name__ == "__main__":
