@@ -10,9 +10,9 @@ intents directly (bilinear query x intent-text term): a query only mixed into th
 and is ignored even when it is perfect (DESIGN.md section 6).
 
 Gated QE-Rec (the loop's default, ``qe_rec_gated``): the two-tower score plus a query term scaled by a
-gate read from how sure the query is. A reasoner's query names the wrong need for about a quarter of
-requests and a wrong need costs more than a right one gains, so the ranker must learn how far to trust
-each query; nested in a trained two-tower with its towers frozen, it can only add to the baseline.
+gate read from how sure the query is; nested in a trained two-tower with its towers frozen, it can only
+add to the baseline on valid. Ablations (BENCHMARKS.md, session 11): the nesting and the query's text
+vector carry the gain over the two-tower; the gate fixed open scores the same.
 """
 from __future__ import annotations
 
