@@ -126,3 +126,24 @@ def test_deepspeed_zero_on_two_processes(tiny_world, tmp_path, zero):
         assert {k: v.shape for k, v in before.items()} == {k: v.shape for k, v in after.items()}
         moved = {k for k in before if not torch.equal(before[k], after[k])}
         assert moved and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in moved), moved
+
+
+def test_an_error_on_the_main_process_reaches_every_rank(tmp_path):
+    """A stage fault raised inside dist.on_main (main process only) is raised on every rank: the loop rolls the
+    stage back everywhere, and no rank waits forever for a result that never comes."""
+    script = tmp_path / "fault.py"
+    script.write_text(
+        "from rgalign_rl import dist\n"
+        "from rgalign_rl.faults import StageFault\n"
+        "def boom():\n"
+        "    raise StageFault('the ranker ignores the query')\n"
+        "try:\n"
+        "    dist.on_main(boom)\n"
+        "except StageFault as e:\n"
+        "    print(f'rank {dist.rank()} of {dist.world_size()} caught: {e}', flush=True)\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29631", str(script)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**_env(tmp_path), "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+                       timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {"rank 0 of 2 caught: the ranker ignores the query", "rank 1 of 2 caught: the ranker ignores the query"} <= \
+        set(r.stdout.splitlines()), r.stdout
