@@ -140,7 +140,10 @@ def test_an_error_on_the_main_process_reaches_every_rank(tmp_path):
         "try:\n"
         "    dist.on_main(boom)\n"
         "except StageFault as e:\n"
-        "    print(f'rank {dist.rank()} of {dist.world_size()} caught: {e}', flush=True)\n")
+        "    print(f'rank {dist.rank()} of {dist.world_size()} caught: {e}', flush=True)\n"
+        "dist.barrier()\n"  # both ranks leave together and close the group, as the recipe does at its end
+        "import torch.distributed\n"
+        "torch.distributed.destroy_process_group()\n")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29631", str(script)]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**_env(tmp_path), "PYTHONPATH": str(ROOT)}, cwd=ROOT,
                        timeout=180)
