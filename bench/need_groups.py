@@ -25,8 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rgalign_rl.align.diagnostics import NEED_GROUPS, need_hits  # noqa: E402
-from rgalign_rl.align.diagnostics import need_groups as package_need_groups  # noqa: E402
+from rgalign_rl.align.diagnostics import NEED_GROUPS, need_groups, need_hits, need_intents  # noqa: E402
 from rgalign_rl.metrics import group_auc  # noqa: E402
 from rgalign_rl.reasoner.queries import reasoner_queries  # noqa: E402
 from rgalign_rl.world import load_world  # noqa: E402
@@ -52,16 +51,6 @@ def request_auc(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.
     return np.where(weight > 0, auc, np.nan)
 
 
-def need_intents(world) -> np.ndarray:
-    """[n] the intent id of every request's true need (the oracle's)."""
-    return np.array([world.oracle[s["sample_id"]]["need_intent"] for s in world.samples])
-
-
-def need_groups(world, world_dir: str, indices: np.ndarray) -> np.ndarray:
-    """The group (GROUPS) of each request's true need (the package's rule, align/diagnostics.py)."""
-    return package_need_groups(world, indices)
-
-
 def rescore(run: Path, world, idx: np.ndarray, cands: list, space: str) -> list[list[float]]:
     """The candidates' rewards from the run's frozen QE-Rec and reward, neighbours found in ``space``."""
     from rgalign_rl.align.best_of_n import score_candidates
@@ -77,14 +66,14 @@ def rescore(run: Path, world, idx: np.ndarray, cands: list, space: str) -> list[
     reward_fn = build_reward({"name": cfg["name"], "k": cfg["k"]}, scorer)
     need = need_intents(world)
     same = (need[scorer.nearest_training(scorer.cfg.neighbours)[idx]] == need[idx, None]).mean(1)
-    group = need_groups(world, str(world.root), idx)
+    group = need_groups(world, idx)
     print(f"\nneighbour_space={space}: share of the {scorer.cfg.neighbours} nearest training requests with the "
           "request's need: " + ", ".join(f"{g} {same[group == g].mean():.1%}" for g in GROUPS))
     prompts = build_prompts(world, idx, load_tokenizer(done["reasoner_warm"]["path"]))
     return score_candidates(reward_fn, world, idx, prompts, [[tuple(c) for c in cs] for cs in cands])
 
 
-def winners(run: Path, world, world_dir: str, spaces: list[str]) -> None:
+def winners(run: Path, world, spaces: list[str]) -> None:
     """Round 1's Best-of-N candidates (training requests) per need group: the need accuracy of each
     source's candidates, of the reward's winner, and the share of requests with any right candidate."""
     c = json.loads((run / "round1" / "candidates.json").read_text())
@@ -93,14 +82,14 @@ def winners(run: Path, world, world_dir: str, spaces: list[str]) -> None:
         rewards = c["rewards"] if space is None else rescore(run, world, idx, cands, space)
         if space is not None:
             print(f"\nrescored, reward.scorer.neighbour_space={space}:")
-        winner_table(world, world_dir, idx, cands, rewards)
+        winner_table(world, idx, cands, rewards)
 
 
-def winner_table(world, world_dir: str, idx: np.ndarray, cands: list, rewards: list) -> None:
+def winner_table(world, idx: np.ndarray, cands: list, rewards: list) -> None:
     texts = [t for cs in cands for _, t in cs]
     right = need_hits(world, np.repeat(idx, [len(cs) for cs in cands]), texts)
     right = np.split(right, np.cumsum([len(cs) for cs in cands])[:-1])
-    group = need_groups(world, world_dir, idx)
+    group = need_groups(world, idx)
     sources = sorted({s for cs in cands for s, _ in cs})
     print("\n| RG-SFT candidates: need group (train requests) | " + " | ".join(sources)
           + " | reward's winner | any candidate right |")
@@ -127,7 +116,7 @@ def main() -> None:
     world = load_world(metrics["world"])
     done = json.loads((run / "state.json").read_text())["done"]
     test = world.indices("test")
-    group = need_groups(world, metrics["world"], test)
+    group = need_groups(world, test)
     print("| stage | " + " | ".join(f"{g} (n={int((group == g).sum())}) AUC / need acc." for g in GROUPS) + " |")
     print("|---|" + "---|" * len(GROUPS))
     for path in sorted((run / "scores").glob("*.npy"), key=lambda p: p.stat().st_mtime):
@@ -140,7 +129,7 @@ def main() -> None:
                  for g in GROUPS]
         print(f"| {path.stem} | " + " | ".join(cells) + " |")
     if args.winners:
-        winners(run, world, metrics["world"], [x for x in args.rescore.split(",") if x])
+        winners(run, world, [x for x in args.rescore.split(",") if x])
 
 
 if __name__ == "__main__":

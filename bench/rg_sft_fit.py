@@ -50,9 +50,9 @@ def main() -> None:
     taught_at = np.flatnonzero(np.array(winners) >= 0)  # requests with at least one candidate (ShopSim: all)
     pick = np.sort(np.random.default_rng(0).choice(taught_at, min(args.sample, len(taught_at)), replace=False))
     taught = need_hits(world, idx[pick], [cands[i][winners[i]][1] for i in pick])
-    group = need_groups(world, world_dir, idx[pick])
+    group = need_groups(world, idx[pick])
     test = world.indices("test")
-    test_group = need_groups(world, world_dir, test)
+    test_group = need_groups(world, test)
     rows = [("taught (winners)", taught, None)]
     with tempfile.TemporaryDirectory() as tmp:
         for epochs in (float(e) for e in args.epochs.split(",")):

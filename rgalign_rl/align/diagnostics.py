@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..metrics import bootstrap_weights, paired_difference, user_stats
 from ..reasoner.tokens import padded, positions, prompt_ids
 from ..text_encoder import encode_texts
 from .ppo import response_mask, token_logprobs
@@ -55,6 +56,11 @@ def need_accuracy(world, indices, queries: list[str]) -> dict | None:
 NEED_GROUPS = ("cold", "rare", "mid", "frequent")
 
 
+def need_intents(world) -> np.ndarray:
+    """[n] the intent id of every request's true need (the oracle's; "" where it names none)."""
+    return np.array([world.oracle.get(s["sample_id"], {}).get("need_intent", "") for s in world.samples])
+
+
 def need_groups(world, indices) -> np.ndarray | None:
     """The group of each request's true need (None where the oracle names no needs): ``cold`` (its intent
     launched late: world.json's cold_intents), else by how many training requests carry the need: ``rare``
@@ -62,7 +68,7 @@ def need_groups(world, indices) -> np.ndarray | None:
     if not world.has_needs:
         return None
     cold = set(world.meta.get("cold_intents", []))
-    need = np.array([world.oracle.get(s["sample_id"], {}).get("need_intent", "") for s in world.samples])
+    need = need_intents(world)
     names, counts = np.unique(need[world.indices("train")], return_counts=True)
     count = dict(zip(names, counts))
     n = np.array([count.get(x, 0) for x in need[indices]])
@@ -73,8 +79,6 @@ def need_groups(world, indices) -> np.ndarray | None:
 def versus_by_group(world, indices, base: np.ndarray, scores: np.ndarray) -> dict | None:
     """Paired GAUC difference (scores - base) over the requests ``indices`` of each need group, with a user
     bootstrap CI within the group; None on worlds whose oracle names no needs."""
-    from ..metrics import bootstrap_weights, paired_difference, user_stats
-
     groups = need_groups(world, indices)
     if groups is None:
         return None
