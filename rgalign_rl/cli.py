@@ -178,6 +178,20 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_diagnose(args) -> int:
+    import torch
+
+    from .diagnose import diagnose
+    from .diagnose_report import markdown
+
+    torch.set_num_threads(args.threads)
+    d = diagnose(args.run)
+    print(json.dumps(d, indent=1) if args.json else markdown(d).split("\n", 1)[1])
+    if not args.json:
+        print(f"written: {args.run}/diagnose/ and report.md's Diagnosis section")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rgalign", description="Ranking-Guided Alignment of an LLM reasoner to a ranker")
     sub = p.add_subparsers(dest="command", required=True)
@@ -259,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--until", help="stop after this stage (e.g. qe_rec: the rankers only; rg_sft, dpo, final)")
     s.add_argument("overrides", nargs="*", help="key.path=value, e.g. align.algorithm=ppo")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("diagnose", help="why a finished run did or did not move the ranking: per group, per stage")
+    s.add_argument("run", help="a finished `rgalign run` folder")
+    s.add_argument("--json", action="store_true", help="print the diagnosis as JSON (also kept in RUN/diagnose/)")
+    s.add_argument("--threads", type=int, default=2)
+    s.set_defaults(func=cmd_diagnose)
 
     s = sub.add_parser("compare", help="DPO vs PPO vs GRPO vs RLOO from the same RG-SFT checkpoint and reward budget")
     s.add_argument("--config", required=True)

@@ -25,7 +25,7 @@ def configure(report_to: str = "none", checkpoint_every: int = 0, progress: bool
 
 def serve_dtype():
     """The torch dtype reasoner snapshots are loaded in to serve: float32, or bfloat16 (GPUs; CPUs with
-    AVX-512 bf16 or AMX run it ~2.5x faster, BENCHMARKS.md "SmolLM2 generation"). Training is unaffected."""
+    AVX-512 bf16 or AMX run it ~2.5x faster, BENCHMARKS.md section 5, "SmolLM2-135M on 2 CPU cores"). Training is unaffected."""
     import torch
 
     return getattr(torch, _SETTINGS["serve_dtype"])

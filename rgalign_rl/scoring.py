@@ -10,7 +10,7 @@ denoised click target:
   Nearest in the ranker's user space (``user``), or in that space joined with the text of the request's
   teacher queries (``user+teachers``, training material of train/valid requests only): a rare need's
   nearest users mostly carry other needs, so their clicks point the target at a frequent neighbour's
-  intents and the reward picks that neighbour's phrase (BENCHMARKS.md, session 6).
+  intents and the reward picks that neighbour's phrase (BENCHMARKS.md section 3: the reward's neighbours).
 Everything is batched: one text-encoder pass, one reasoner pass and one ranker pass per call.
 """
 from __future__ import annotations
@@ -45,8 +45,12 @@ class ScorerConfig:
 
 
 class FrozenRankerScorer:
-    def __init__(self, world: World, ranker_dir: str | Path, cfg: ScorerConfig | None = None):
-        self.world, self.cfg = world, cfg or ScorerConfig()
+    def __init__(self, world: World, ranker_dir: str | Path, cfg: ScorerConfig | None = None,
+                 test_targets: bool = False):
+        """``test_targets``: test requests get the target of their nearest training requests' clicks (their
+        own are never read) instead of none: ``rgalign diagnose`` asks whether the reward predicts the test
+        ranking; no training stage may set it."""
+        self.world, self.cfg, self.test_targets = world, cfg or ScorerConfig(), test_targets
         self.model, self.encoder, self.meta = load_ranker(ranker_dir)
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -117,8 +121,8 @@ class FrozenRankerScorer:
 
     def target(self, idx) -> torch.Tensor:
         """[len(idx), C] denoised target click distribution over each request's candidates: its own clicks
-        pooled with those of its k nearest training requests (test requests get none: no stage may read
-        their clicks)."""
+        pooled with those of its k nearest training requests (test requests get none, unless ``test_targets``:
+        then their neighbours' only; no stage may read their clicks)."""
         idx = np.array(idx, dtype=np.int64)  # a copy: torch reads no negative strides
         todo = np.unique(idx[~self._have[idx]])
         if len(todo):
@@ -128,7 +132,8 @@ class FrozenRankerScorer:
                 pooled += self._clicks[self.nearest_training(k, todo)].sum(1)
             ids, mask = w.candidates
             t = np.take_along_axis(pooled, np.maximum(ids[todo], 0), axis=1) * mask[todo]
-            t[w.split[todo] == "test"] = 0.0
+            if not self.test_targets:
+                t[w.split[todo] == "test"] = 0.0
             total = t.sum(1, keepdims=True)
             self._target[todo] = torch.from_numpy(np.where(total > 0, t / np.maximum(total, 1e-12), 0.0).astype(np.float32))
             self._have[todo] = True

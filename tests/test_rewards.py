@@ -51,6 +51,27 @@ def test_denoised_targets_are_distributions_and_test_clicks_are_never_read(score
     assert (t[no_click].sum(1) > 0).mean() > 0.9
 
 
+def test_diagnose_test_targets_are_the_nearest_training_requests_clicks_only(scorer, tiny_ranker):
+    """`rgalign diagnose` scores test queries with test_targets=True: a test request's target is its k
+    nearest training requests' pooled clicks over its candidates; its own click stays unread."""
+    world = scorer.world
+    diag = FrozenRankerScorer(world, tiny_ranker, scorer.cfg, test_targets=True)
+    rows = world.indices("test")[:30]
+    ids, mask = world.candidates
+    near = diag.nearest_training(scorer.cfg.neighbours, rows)
+    expected = []
+    for r, nb in zip(rows, near):
+        pooled = np.zeros(len(world.intents))
+        for j in nb:
+            clicked = world.samples[j]["clicked"]
+            for c in clicked:
+                pooled[world.intent_index[c]] += 1.0 / len(clicked)
+        t = pooled[np.maximum(ids[r], 0)] * mask[r]
+        expected.append(t / t.sum() if t.sum() > 0 else t)
+    assert np.allclose(diag.target(rows).numpy(), np.array(expected), atol=1e-6)
+    assert (scorer.target(rows).numpy() == 0).all()  # the training stages' scorer: none
+
+
 def test_a_few_requests_targets_are_the_full_tables_rows_and_cost_only_those(scorer, tiny_ranker):
     """Targets are computed per request on first use (an evaluation reads 3k of ~55k requests): the rows
     asked for, and only they, are computed, bit for bit the rows of the full table."""

@@ -24,7 +24,7 @@ def need_ranker(world: World, cfg: TrainConfig, arch: str = "qe_rec_gated", log=
 
 def headroom_rankers(world: World, seed: int = 0, log=lambda *a: None) -> dict:
     """{"without": (two-tower, data), "with_need": need_ranker(...)}, trained on the world's train split;
-    ``data`` is the RankerData each reads (bench/need_readout.py feeds the second other queries)."""
+    ``data`` is the RankerData each reads (experiments/need_readout.py feeds the second other queries)."""
     model, enc, _ = train_ranker(world, "two_tower", None, TrainConfig(seed=seed), log=log)
     with_need = need_ranker(world, TrainConfig(seed=seed), log=log, nest=model, encoder=enc)  # the loop's QE-Rec design
     return {"without": (model, RankerData(world, enc)), "with_need": with_need}

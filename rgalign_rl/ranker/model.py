@@ -11,7 +11,7 @@ and is ignored even when it is perfect (DESIGN.md section 6).
 
 Gated QE-Rec (the loop's default, ``qe_rec_gated``): the two-tower score plus a query term scaled by a
 gate read from how sure the query is; nested in a trained two-tower with its towers frozen, it can only
-add to the baseline on valid. Ablations (BENCHMARKS.md, session 11): the nesting and the query's text
+add to the baseline on valid. Ablations (BENCHMARKS.md section 1): the nesting and the query's text
 vector carry the gain over the two-tower; the gate fixed open scores the same.
 """
 from __future__ import annotations
@@ -144,7 +144,7 @@ class GatedQERecRanker(TwoTowerRanker):
         d = cfg.dim
         self.query_to_text = nn.Linear(cfg.query_dim, cfg.text_dim, bias=False)
         # the bilinear term reads the query's text vector when it has one: on a reasoner's hidden state it
-        # learns the user's features a second time and overfits (BENCHMARKS.md, QE-Rec designs); the hidden
+        # learns the user's features a second time and overfits (BENCHMARKS.md section 1, designs); the hidden
         # state then reaches the score through its projection into the text space only
         self.query = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.query_text or cfg.query_dim, d))
         self.match_scale = nn.Parameter(torch.tensor(5.0))

@@ -54,7 +54,7 @@ class TopKSampler:
     """A logits processor that draws the next token itself and scores every other token -inf, for generate()
     run greedy: the distribution of transformers' temperature -> top-k -> top-p sampling, drawn among the k
     kept tokens. torch.multinomial costs ~30 ns per logit on CPU whatever top-k masked: ~70% of the tiny
-    reasoner's sampled generation (BENCHMARKS.md, session 8)."""
+    reasoner's sampled generation (BENCHMARKS.md section 5, training kernels and sampling)."""
 
     # warpers a model's generation_config may switch on that this sampler does not apply: with any of them
     # set, sampling goes through transformers' own path

@@ -3,7 +3,7 @@
 A real LLM's prompt is mostly the same for every request: the chat template's system turn, the instruction
 and the legend of what each field means (``prompt.HEAD_END`` closes it). Its keys and values are computed
 once per call and copied into every batch, so a request pays only for its own tail (the field values):
-for SmolLM2 on the ShopSim world, ~130 of ~560 tokens (BENCHMARKS.md, "SmolLM2 generation").
+for SmolLM2 on the ShopSim world, ~130 of ~560 tokens (BENCHMARKS.md section 5).
 
 Determinism (batching.py's rule) holds: a row's numbers depend on the row alone. Rows are grouped by head and
 tail width; a tail is left-padded to a multiple of ``PAD_MULTIPLE`` tokens (masked, between head and tail),

@@ -1,6 +1,6 @@
 """QE-Rec designs against the two-tower on the same world, warm reasoner and queries (issue 18's ablation).
 
-    python bench/qe_rec_designs.py RUN [RUN ...]      # runs of `rgalign run ... --until qe_rec`
+    python experiments/qe_rec_designs.py RUN [RUN ...]      # runs of `rgalign run ... --until qe_rec`
 
 For each run (its world, two_tower stage and warm reasoner; queries as the run served them) it trains every
 design below with the run's ranker settings and prints test GAUC minus the run's two-tower, with a paired

@@ -1,6 +1,6 @@
 """What each reasoner's knowledge of the need is worth to a ranker that reads needs perfectly.
 
-    python bench/need_readout.py RUN_DIR [--seed S]
+    python experiments/need_readout.py RUN_DIR [--seed S]
 
 Trains the headroom pair once on RUN_DIR's world (ranker/headroom.py: a two-tower, and QE-Rec in text
 mode on the true need's text), then gives that QE-Rec the valid and test queries of each reasoner snapshot

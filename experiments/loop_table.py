@@ -1,12 +1,12 @@
 """Markdown tables for BENCHMARKS.md from finished `rgalign run` folders (their metrics.json), so that no
 figure is copied by hand.
 
-    python bench/loop_table.py RUN_DIR [RUN_DIR ...]
+    python experiments/loop_table.py RUN_DIR [RUN_DIR ...]
 
 Prints one stage table per run (test metrics with CIs, paired Δ vs QE-Rec, the reasoner's diagnostics,
 wall time) and the summary of final vs QE-Rec and vs the control (mean ± std over several runs). The
 control is the run's `control` stage or, for runs made before it existed, RUN_DIR/control written by
-bench/calibration_control.py.
+experiments/calibration_control.py.
 """
 from __future__ import annotations
 

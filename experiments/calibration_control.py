@@ -3,7 +3,7 @@
 came from the extra ranker training, not from the aligned reasoner. Runs made since `eval.control`
 exists carry this stage (`control`) themselves; this script adds it to older runs (`ClosedLoop.control`).
 
-    python bench/calibration_control.py RUN_DIR [--out DIR]
+    python experiments/calibration_control.py RUN_DIR [--out DIR]
 
 Reads RUN_DIR/metrics.json (config, world) and state.json (warm reasoner, QE-Rec ranker); writes the
 control under --out (default RUN_DIR/control) and prints test metrics with paired CIs against the run's

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Issue 3's ranker figures: two-tower, QE-Rec on each teacher, QE-Rec on the warm tiny reasoner, oracle.
-#   bash bench/rankers.sh [OUT=runs/bench_rankers] [SEED=0] [GAP=on] [BIAS=on]
+#   bash experiments/rankers.sh [OUT=runs/bench_rankers] [SEED=0] [GAP=on] [BIAS=on]
 # Prints one JSON line per ranker (test split, 95% user-bootstrap CIs) and times each step.
 set -euo pipefail
 OUT=${1:-runs/bench_rankers}; SEED=${2:-0}; GAP=${3:-on}; BIAS=${4:-on}

@@ -1,6 +1,6 @@
 """What is the aligned reasoner worth to a ranker trained the way QE-Rec was?
 
-    python bench/retrain_ranker.py RUN_DIR [RUN_DIR ...] [--check-warm]
+    python experiments/retrain_ranker.py RUN_DIR [RUN_DIR ...] [--check-warm]
 
 The loop's calibration fine-tunes the previous QE-Rec (a few epochs, KL to it) on the aligned reasoner's
 embeddings, although that ranker learned another embedding space (the warm snapshot's). This trains a QE-Rec

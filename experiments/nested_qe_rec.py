@@ -1,7 +1,7 @@
 """QE-Rec nested in a trained two-tower (query paths start at zero, epoch 0 = the baseline) vs the
-baseline, for a warm reasoner's queries and a teacher's. Needs the outputs of bench/rankers.sh.
+baseline, for a warm reasoner's queries and a teacher's. Needs the outputs of experiments/rankers.sh.
 
-    python bench/nested_qe_rec.py [runs/bench_rankers]
+    python experiments/nested_qe_rec.py [runs/bench_rankers]
 """
 import sys
 

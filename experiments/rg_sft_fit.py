@@ -1,10 +1,10 @@
 """Does RG-SFT underfit or fail to generalise? Re-run it on a run's stored Best-of-N winners.
 
-    python bench/rg_sft_fit.py RUN_DIR --epochs 2,6
+    python experiments/rg_sft_fit.py RUN_DIR --epochs 2,6
 
 For each epoch count, fine-tunes the run's warm reasoner on round 1's winners (RUN/round1/candidates.json,
 the run's own ``best_of_n.sft`` settings otherwise) and prints, per need group
-(bench/need_groups.py), how often the winners it was taught name the true need, and how often its greedy
+(`rgalign diagnose`), how often the winners it was taught name the true need, and how often its greedy
 query does on 12,000 of those same training requests and on the test split. Taught >> train means
 underfitting (more epochs or capacity would help); train >> test means it does not generalise. Each
 epoch count costs ~80 s per epoch plus ~30 s of generation on 2 cores; models go to a temp folder.
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from need_groups import GROUPS, need_groups  # noqa: E402
+from rgalign_rl.align.diagnostics import need_groups  # noqa: E402
+from rgalign_rl.diagnose import GROUPS  # noqa: E402
 
 from rgalign_rl.align.best_of_n import select_winners, winner_pairs  # noqa: E402
 from rgalign_rl.align.diagnostics import need_hits  # noqa: E402

@@ -1,0 +1,229 @@
+"""`rgalign diagnose RUN`: why an alignment run did or did not move the ranking.
+
+A run's metrics say *whether* the final ranker beats QE-Rec; these say *where* and *why*, from what the run
+kept (metrics.json, state.json, scores/<stage>.npy, round*/candidates.json, the reasoner snapshots):
+
+- groups: test requests split by their true need's frequency (``cold``: its intent launched late, then
+  ``rare`` < 200, ``mid`` 200-999, ``frequent`` >= 1000 training requests) where the world's oracle names
+  needs; elsewhere by the clicked intent's training clicks (``cold``: none, then cut at the 1/3 and 2/3
+  quantiles of the rest: ties fall in the lower group);
+- per stage and group: request AUC (the mean over clicked requests of each request's own AUC: unlike the
+  user-weighted GAUC it counts each request once) and need accuracy (nearest need text = true need);
+- Best-of-N (RG-SFT data, training requests): how often each candidate source wins, and where needs are
+  known how often each source, the reward's winner and any candidate name the true need;
+- reward vs test ranking: per reasoner stage, the Spearman correlation between a test request's reward
+  (the run's reward, QE-Rec frozen, its target from the request's nearest training requests' clicks: test
+  clicks are never read) and its request AUC, and on the requests whose query the stage changed,
+  how often the reward's verdict (better / worse than the warm reasoner's query) matches the AUC's;
+- drift: the share of test queries each stage changed from the warm reasoner's, beside its sampled KL;
+- headroom per group: QE-Rec given the true need's text vs the two-tower (runs with the headroom stage).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .align.diagnostics import NEED_GROUPS, need_groups, need_hits, versus_by_group
+from .metrics import group_auc
+from .world import World, load_world
+
+GROUPS = NEED_GROUPS
+MARK = "<!-- rgalign diagnose -->"
+
+
+def intent_groups(world: World, indices) -> np.ndarray:
+    """Group of each request by its (first) clicked intent's clicks in the training split: ``cold`` (none),
+    then ``rare`` / ``mid`` / ``frequent`` cut at the 1/3 and 2/3 quantiles of the other requests' counts (ties
+    fall low); ``unclicked`` without a click."""
+    ids, labels = world.candidates[0], world.labels
+    train = world.indices("train")
+    counts = np.bincount(ids[train][labels[train] > 0], minlength=len(world.intents))
+    idx = np.asarray(indices)
+    clicked = labels[idx].any(1)
+    n = np.where(clicked, counts[ids[idx, labels[idx].argmax(1)]], -1)
+    warm = n[n > 0]
+    lo, hi = np.quantile(warm, [1 / 3, 2 / 3]) if warm.size else (0, 0)
+    return np.where(n < 0, "unclicked", np.where(n == 0, "cold", np.where(n <= lo, "rare", np.where(n <= hi, "mid", "frequent"))))
+
+
+def request_groups(world: World, indices) -> tuple[np.ndarray, str]:
+    """(group of each request, "need" or "intent"): need groups where the oracle names needs."""
+    groups = need_groups(world, indices)
+    return (groups, "need") if groups is not None else (intent_groups(world, indices), "intent")
+
+
+def request_auc(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """[n] AUC of each request's candidates (ties half); NaN where all its labels are equal."""
+    rows = np.nonzero(mask)[0]
+    auc, weight = group_auc(rows, scores[mask], labels[mask], n_users=len(scores))
+    return np.where(weight > 0, auc, np.nan)
+
+
+def stage_keys(run: Path, done: dict) -> list[str]:
+    """The run's scored stages in the order they finished (state.json), then any others (the oracle)."""
+    kept = {p.stem: p for p in (run / "scores").glob("*.npy")}
+    keys = [k for k in done if k.replace("/", "_") in kept]
+    return keys + sorted(set(kept) - {k.replace("/", "_") for k in keys})
+
+
+def snapshot(done: dict, key: str) -> Path | None:
+    """The reasoner behind a stage's scores: a ranker stage's ``reasoner`` (QE-Rec, control, calibration),
+    else the stage's ``path`` when it is a causal LM (RG-SFT, aligners, RG-CL)."""
+    entry = done.get(key, {})
+    for field in ("reasoner", "path"):
+        if entry.get(field) and (Path(entry[field]) / "tokenizer_config.json").exists():
+            return Path(entry[field])
+    return None
+
+
+def _mean(x: np.ndarray) -> float | None:
+    x = x[~np.isnan(x)] if x.dtype.kind == "f" else x
+    return float(np.mean(x)) if x.size else None
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    from scipy.stats import spearmanr
+
+    ok = ~(np.isnan(a) | np.isnan(b))
+    return float(spearmanr(a[ok], b[ok]).statistic) if ok.sum() > 2 and np.ptp(a[ok]) > 0 else None
+
+
+class Diagnosis:
+    def __init__(self, run: str | Path):
+        self.run = Path(run)
+        if not (self.run / "metrics.json").exists():
+            raise SystemExit(f"error: {self.run}/metrics.json not found: diagnose reads a finished `rgalign run` folder")
+        self.metrics = json.loads((self.run / "metrics.json").read_text())
+        self.done = json.loads((self.run / "state.json").read_text())["done"]
+        self.world = load_world(self.metrics["world"])
+        self.test = self.world.indices("test")
+        self.groups, self.kind = request_groups(self.world, self.test)
+        self.max_new_tokens = self.metrics["config"]["reasoner"]["max_new_tokens"]
+        self.missing: list[str] = []
+        self._queries: dict[Path, tuple[list[str], list[str]]] = {}
+
+    def queries(self, folder: Path) -> tuple[list[str], list[str]]:
+        """(prompts, greedy test queries) of a reasoner snapshot (the run's generation cache when warm)."""
+        from .reasoner.queries import reasoner_queries
+
+        if folder not in self._queries:
+            self._queries[folder] = reasoner_queries(self.world, folder, self.test, max_new_tokens=self.max_new_tokens)
+        return self._queries[folder]
+
+    def by_group(self, values: np.ndarray) -> dict:
+        return {g: _mean(values[self.groups == g]) for g in GROUPS if (self.groups == g).any()}
+
+    def stages(self) -> list[dict]:
+        w, rows = self.world, []
+        warm = snapshot(self.done, "qe_rec")
+        base = self.queries(warm)[1] if warm else None
+        for key in stage_keys(self.run, self.done):
+            scores = np.load(self.run / "scores" / f"{key.replace('/', '_')}.npy")
+            row = {"stage": key, "auc": self.by_group(request_auc(scores, w.labels[self.test], w.candidates[1][self.test]))}
+            folder = snapshot(self.done, key)
+            if folder is not None:
+                queries = self.queries(folder)[1]
+                hits = need_hits(w, self.test, queries)
+                row["need_accuracy"] = None if hits is None else self.by_group(hits.astype(float))
+                if base is not None:
+                    row["queries_changed"] = float(np.mean([a != b for a, b in zip(queries, base)]))
+                row["kl_to_ref"] = self.done.get(key, {}).get("kl_to_ref")
+                row["valid_reward"] = self.done.get(key, {}).get("valid_reward")
+            rows.append(row)
+        if not w.has_needs:
+            self.missing.append("need accuracy (the world's oracle names no needs)")
+        return rows
+
+    def winners(self) -> list[dict]:
+        """Round by round: the Best-of-N candidate sources' winner share and (with needs) need accuracy."""
+        out = []
+        for path in sorted(self.run.glob("round*/candidates.json")):
+            c = json.loads(path.read_text())
+            idx, cands, rewards = np.array(c["indices"]), c["candidates"], c["rewards"]
+            groups = request_groups(self.world, idx)[0]
+            sources = sorted({s for cs in cands for s, _ in cs})
+            won = np.array([cands[r][int(np.argmax(rewards[r]))][0] for r in range(len(idx))])
+            right = need_hits(self.world, np.repeat(idx, [len(cs) for cs in cands]), [t for cs in cands for _, t in cs])
+            if right is not None:
+                right = np.split(right, np.cumsum([len(cs) for cs in cands])[:-1])
+            table = {}
+            for g in GROUPS:
+                rows = np.nonzero(groups == g)[0]
+                if not rows.size:
+                    continue
+                cell = {"requests": int(rows.size), "winner_share": {s: float(np.mean(won[rows] == s)) for s in sources}}
+                if right is not None:
+                    cell["need_accuracy"] = {s: _mean(np.array([right[r][k] for r in rows for k, (x, _) in enumerate(cands[r]) if x == s], float))
+                                             for s in sources}
+                    cell["need_accuracy"]["winner"] = float(np.mean([right[r][int(np.argmax(rewards[r]))] for r in rows]))
+                    cell["need_accuracy"]["any"] = float(np.mean([right[r].any() for r in rows]))
+                table[g] = cell
+            out.append({"round": path.parent.name, "sources": sources, "groups": table})
+        if not out:
+            self.missing.append("Best-of-N winners (no round*/candidates.json: the run stopped before RG-SFT)")
+        return out
+
+    def reward_agreement(self, stages: list[dict]) -> list[dict]:
+        """QE-Rec's and round 1's reasoner stages (their test scores, like the reward, come from the frozen
+        QE-Rec): reward vs request AUC on the test requests."""
+        import reward as rewards
+
+        from .scoring import FrozenRankerScorer, ScorerConfig
+
+        if "qe_rec" not in self.done:
+            self.missing.append("reward agreement (no qe_rec stage)")
+            return []
+        cfg = self.metrics["config"]["reward"]
+        scorer = FrozenRankerScorer(self.world, self.done["qe_rec"]["path"], ScorerConfig(**cfg["scorer"]), test_targets=True)
+        if scorer.cfg.neighbours == 0:
+            self.missing.append("reward agreement (reward.scorer.neighbours = 0: a test request's target is its own click)")
+            return []
+        reward_fn = rewards.build_reward({"name": cfg["name"], "k": cfg["k"]}, scorer)
+        ids = [self.world.samples[i]["sample_id"] for i in self.test]
+        w, out, base = self.world, [], None
+        for row in stages:
+            key, folder = row["stage"], snapshot(self.done, row["stage"])
+            same_ranker = key == "qe_rec" or (key.startswith("round1/") and "reasoner" not in self.done.get(key, {}))
+            if folder is None or not same_ranker:
+                continue
+            prompts, queries = self.queries(folder)
+            r = np.asarray(reward_fn(prompts, queries, sample_id=ids), float)
+            auc = request_auc(np.load(self.run / "scores" / f"{key.replace('/', '_')}.npy"),
+                              w.labels[self.test], w.candidates[1][self.test])
+            item = {"stage": key, "spearman": _spearman(r, auc), "mean_reward": float(r.mean())}
+            if base is None:  # the warm reasoner (QE-Rec's): what each aligned stage changed
+                base = (queries, r, auc)
+            else:
+                changed = np.array([a != b for a, b in zip(queries, base[0])]) & ~np.isnan(auc) & (auc != base[2])
+                dr, da = r[changed] - base[1][changed], auc[changed] - base[2][changed]
+                item["changed_requests"] = int(changed.sum())
+                item["sign_agreement"] = float(np.mean(np.sign(dr) == np.sign(da))) if changed.any() else None
+            out.append(item)
+        return out
+
+    def headroom(self) -> dict | None:
+        path = self.run / "scores" / "headroom.npy"
+        if not path.exists() or not self.world.has_needs:
+            self.missing.append("headroom per group (" + ("the world's oracle names no needs" if not self.world.has_needs
+                                                           else "the run had eval.headroom off") + ")")
+            return None
+        return versus_by_group(self.world, self.test, np.load(self.run / "scores" / "two_tower.npy"), np.load(path))
+
+    def result(self) -> dict:
+        stages = self.stages()
+        groups = {g: int((self.groups == g).sum()) for g in GROUPS if (self.groups == g).any()}
+        return {"run": str(self.run), "world": str(self.world.root), "group_by": self.kind, "groups": groups,
+                "stages": stages, "winners": self.winners(), "reward_agreement": self.reward_agreement(stages),
+                "headroom_by_group": self.headroom(), "not_computed": self.missing}
+
+
+def diagnose(run: str | Path) -> dict:
+    """Everything above for a finished run; writes RUN/diagnose/ (diagnose.json, plots) and report.md's
+    Diagnosis section, and returns the dict."""
+    from .diagnose_report import write_diagnosis
+
+    d = Diagnosis(run).result()
+    write_diagnosis(Path(run), d)
+    return d
