@@ -181,7 +181,7 @@ class Diagnosis:
             self.missing.append("reward agreement (reward.scorer.neighbours = 0: a test request's target is its own click)")
             return []
         reward_fn = rewards.build_reward({"name": cfg["name"], "k": cfg["k"]}, scorer)
-        ids = [self.world.samples[i]["sample_id"] for i in self.test]
+        ids = [str(self.world.samples.sample_id[i]) for i in self.test]
         w, out, base = self.world, [], None
         for row in stages:
             key, folder = row["stage"], snapshot(self.done, row["stage"])

@@ -76,10 +76,10 @@ class FrozenRankerScorer:
         """[n, D] mean text vector of each train/valid request's teacher queries (zero for test requests and
         requests without teacher rows: no stage reads test requests' teacher rows)."""
         rows: dict[int, list[str]] = {}
-        for t in self.world.teachers or []:
-            i = self.index.get(t["sample_id"])
-            if i is not None and self.world.samples[i]["split"] != "test":
-                rows.setdefault(i, []).append(t["query"])
+        split = self.world.split
+        for i, _, q in (self.world.teachers.rows() if self.world.teachers else ()):
+            if split[i] != "test":
+                rows.setdefault(i, []).append(q)
         texts = sorted({q for qs in rows.values() for q in qs})
         out = torch.zeros(len(self.world.samples), self.text_emb.shape[1])  # on CPU, like the neighbour space
         if texts:
@@ -113,10 +113,11 @@ class FrozenRankerScorer:
     def _clicks(self) -> np.ndarray:
         """[n, K] each train/valid request's click distribution over all intents (test clicks are never read)."""
         w = self.world
+        c = w.samples.clicked
+        rows = np.repeat(np.arange(len(w.samples)), c.lengths)
+        keep = w.split[rows] != "test"
         clicks = np.zeros((len(w.samples), len(w.intents)), np.float32)
-        for i, s in enumerate(w.samples):
-            if s["clicked"] and s["split"] != "test":
-                clicks[i, [w.intent_index[c] for c in s["clicked"]]] = 1.0 / len(s["clicked"])
+        clicks[rows[keep], c.codes[keep]] = 1.0 / c.lengths[rows[keep]]
         return clicks
 
     def target(self, idx) -> torch.Tensor:

@@ -46,7 +46,7 @@ def _probe(loop, reasoner: str, ranker_dir: str, name: str, ref_tok=None) -> Rew
     ref, tok = ref_tok or load_reasoner(reasoner)
     idx = loop.valid[: s.prompts]
     return RewardProbe(loop.reward_fn(ranker_dir), ref, tok, build_prompts(loop.world, idx, tok),
-                       [loop.world.samples[i]["sample_id"] for i in idx], s, loop.cfg.reasoner.max_new_tokens,
+                       [str(loop.world.samples.sample_id[i]) for i in idx], s, loop.cfg.reasoner.max_new_tokens,
                        path=loop.out / f"{name}.probe.jsonl")
 
 
@@ -90,7 +90,7 @@ def align_ppo(loop, rnd: int, reasoner: str, ranker_dir: str) -> dict:
     idx = _requests(loop, rnd)
     policy, tok = load_reasoner(reasoner)
     ref, _ = load_reasoner(reasoner)
-    rows = [{"prompt": p, "sample_id": w.samples[i]["sample_id"]} for p, i in zip(build_prompts(w, idx, tok), idx)]
+    rows = [{"prompt": p, "sample_id": str(w.samples.sample_id[i])} for p, i in zip(build_prompts(w, idx, tok), idx)]
     probe = _probe(loop, reasoner, ranker_dir, f"round{rnd}/ppo", ref_tok=(ref, tok))
     fn = loop.reward_fn(ranker_dir)
     trainer = PPOTrainer(policy, ref, tok, fn, rows, cfg, log=lambda st: loop.log({"ppo": st}),
@@ -116,7 +116,7 @@ def _align_online(algorithm: str):
         _, tok = load_reasoner(reasoner)
         # TRL tokenises the prompt with the tokenizer's special tokens: the serving text (reasoner/tokens.py)
         data = datasets.Dataset.from_dict({"prompt": [serving_text(tok, p) for p in build_prompts(w, idx, tok)],
-                                           "sample_id": [w.samples[i]["sample_id"] for i in idx]})
+                                           "sample_id": [str(w.samples.sample_id[i]) for i in idx]})
         out = loop.out / f"round{rnd}" / algorithm
         fn = loop.reward_fn(ranker_dir)
         probe = _probe(loop, reasoner, ranker_dir, f"round{rnd}/{algorithm}")

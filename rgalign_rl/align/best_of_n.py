@@ -32,14 +32,14 @@ def collect_candidates(world, indices: np.ndarray, prompts: list[str], reasoner=
     """[(source, query)] per request: every teacher row (train/valid only) plus reasoner samples."""
     from ..reasoner.model import generate_queries
 
-    by_sample: dict[str, list[tuple[str, str]]] = {}
-    for t in world.teachers or []:
-        by_sample.setdefault(t["sample_id"], []).append((t["teacher"], t["query"]))
+    by_sample: dict[int, list[tuple[str, str]]] = {}
+    for i, teacher, query in (world.teachers.rows() if world.teachers else ()):
+        by_sample.setdefault(i, []).append((teacher, query))
     out = []
     for i in indices:
-        if world.samples[i]["split"] == "test":
+        if world.split[i] == "test":
             raise ValueError("Best-of-N never reads test requests' teacher rows")
-        out.append(list(by_sample.get(world.samples[i]["sample_id"], [])))
+        out.append(list(by_sample.get(int(i), [])))
     if reasoner is not None and n_samples > 0:
         # each rank samples its share of the requests; each request draws from its own stream, keyed by its
         # position in the request list (not in a rank's share), so the candidates are the same on 1 or N processes
@@ -66,7 +66,7 @@ def score_candidates(reward_fn, world, indices, prompts, candidates, batch: int 
         for start in range(0, len(mine), batch):
             chunk = mine[start : start + batch]
             local += reward_fn([prompts[k] for k, _ in chunk], [q for _, q in chunk],
-                               sample_id=[world.samples[indices[k]]["sample_id"] for k, _ in chunk])
+                               sample_id=[str(world.samples.sample_id[indices[k]]) for k, _ in chunk])
             kill_point("best_of_n.scoring")
     except StageFault as e:  # e.g. a non-finite reward on this rank's share: every rank must raise it, not wait
         fault = e

@@ -24,7 +24,7 @@ def nearest_needs(world, queries: list[str]) -> list[str] | None:
     the oracle has no needs."""
     if not world.has_needs:
         return None
-    needs = sorted({n for r in world.oracle.values() for n in r.get("needs", [])})
+    needs = sorted(world.oracle.need_vocab.values)
     uniq, inverse = np.unique(np.asarray(queries, dtype=object).astype(str), return_inverse=True)
     nearest = np.argmax(encode_texts(list(uniq), cache=False) @ encode_texts(needs).T, axis=1)[inverse]
     return [needs[j] for j in nearest]
@@ -32,8 +32,7 @@ def nearest_needs(world, queries: list[str]) -> list[str] | None:
 
 def true_need_named(world, indices, needs: list[str]) -> np.ndarray:
     """[n] whether each need phrase is the true need of the request at the same place in ``indices``."""
-    rows = [world.oracle.get(world.samples[i]["sample_id"], {}) for i in indices]
-    return np.array([n in r.get("needs", []) for n, r in zip(needs, rows)])
+    return np.array([n in world.oracle.needs_of(i) for n, i in zip(needs, indices)], bool)
 
 
 def need_hits(world, indices, queries: list[str]) -> np.ndarray | None:
@@ -46,7 +45,7 @@ def need_accuracy(world, indices, queries: list[str]) -> dict | None:
     ok = need_hits(world, indices, queries)
     if ok is None:
         return None
-    seg = np.array([world.oracle.get(world.samples[i]["sample_id"], {}).get("segment", "all") for i in indices])
+    seg = world.oracle.field_of_samples("segment", "all")[np.asarray(indices)]
     out = {"overall": float(ok.mean())}
     for s in sorted(set(seg)):
         out[str(s)] = float(ok[seg == s].mean())
@@ -58,7 +57,7 @@ NEED_GROUPS = ("cold", "rare", "mid", "frequent")
 
 def need_intents(world) -> np.ndarray:
     """[n] the intent id of every request's true need (the oracle's; "" where it names none)."""
-    return np.array([world.oracle.get(s["sample_id"], {}).get("need_intent", "") for s in world.samples])
+    return world.oracle.field_of_samples("need_intent").astype(str)
 
 
 def need_groups(world, indices) -> np.ndarray | None:

@@ -86,10 +86,10 @@ class Evaluation:
         nv = len(self.valid)
         reward_fn = self.reward_fn(ranker_dir)
         valid_reward = float(np.mean(reward_fn(prompts[:nv], queries[:nv],
-                                               sample_id=[w.samples[i]["sample_id"] for i in self.valid])))
+                                               sample_id=[str(w.samples.sample_id[i]) for i in self.valid])))
         out = {"metrics": self.test_metrics(scores, key), "valid_reward": valid_reward,
                "degenerate_share": degenerate_share(queries[nv:]),
-               "degenerate_ids": [w.samples[i]["sample_id"] for i, q in zip(self.test, queries[nv:]) if is_degenerate(q)][:5],
+               "degenerate_ids": [str(w.samples.sample_id[i]) for i, q in zip(self.test, queries[nv:]) if is_degenerate(q)][:5],
                "need_accuracy": need_accuracy(w, self.test, queries[nv:]),
                "examples": queries[nv : nv + 5]}
         if reference is not None:

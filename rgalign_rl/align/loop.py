@@ -291,7 +291,7 @@ class ClosedLoop(Evaluation):
 
     def rg_cl(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:
         w, s = self.world, self.cfg.rg_cl
-        clicked = np.array([i for i in w.indices("train") if w.samples[i]["clicked"]])
+        clicked = np.array([i for i in w.indices("train") if w.samples.clicked.lengths[i]])
         idx = sample_subset(clicked, s.max_requests, self.cfg.seed + rnd)  # generate only what it trains on
         prompts, queries = reasoner_queries(w, reasoner, idx, max_new_tokens=self.cfg.reasoner.max_new_tokens)
         ranker, _, meta = load_ranker(ranker_dir)

@@ -87,7 +87,7 @@ def run_rg_cl(reasoner_path, world, ranker, query_mode: str, prompts: list[str],
     data = RankerData(world, FeatureEncoder.from_json(ranker.encoder_json))
     every = torch.arange(ranker.cfg.n_intents, device=dev)
     text = encode_texts(queries) if query_mode == "both" else None
-    keep = [k for k, i in enumerate(indices) if world.samples[i]["clicked"]][: s.max_requests]
+    keep = [k for k, i in enumerate(indices) if world.samples.clicked.lengths[i]][: s.max_requests]
     opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=s.learning_rate)
     lm.train()
     history = []

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..world.columns import FLOAT, INT, NONE
+
 N_BINS = 8
 MAX_BEHAVIOR = 8
 
@@ -21,41 +23,60 @@ class FeatureEncoder:
     behavior_vocab: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, samples: list[dict]) -> "FeatureEncoder":
+    def fit(cls, samples, rows=None) -> "FeatureEncoder":
+        """Fitted on ``rows`` of ``samples`` (a world's SampleTable, or rows as dicts; default: all)."""
+        table = _table(samples)
+        rows = np.arange(len(table)) if rows is None else np.asarray(rows)
         enc = cls()
-        names = sorted({k for s in samples for k in s["features"]})
-        for name in names:
-            values = [s["features"].get(name) for s in samples]
-            numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-            if numeric and len(numeric) == len([v for v in values if v is not None]) and len(set(numeric)) > N_BINS:
-                edges = np.unique(np.quantile(numeric, np.linspace(0, 1, N_BINS + 1)[1:-1]))
+        for name in sorted(table.features):
+            col = table.features[name]
+            kind = col.kind[rows]
+            numeric = (kind == INT) | (kind == FLOAT)
+            values = col.num[rows][numeric]
+            if numeric.any() and numeric.sum() == (kind != NONE).sum() and len(np.unique(values)) > N_BINS:
+                edges = np.unique(np.quantile(values, np.linspace(0, 1, N_BINS + 1)[1:-1]))
                 enc.bins[name] = [float(e) for e in edges]
             else:
-                enc.vocab[name] = {k: i + 1 for i, k in enumerate(sorted({_key(v) for v in values if v is not None}))}
-        enc.fields = names
-        tokens = sorted({b for s in samples for b in s["behavior"]})
+                keys = {k for k in col.keys(rows) if k is not None}
+                enc.vocab[name] = {k: i + 1 for i, k in enumerate(sorted(keys))}
+        enc.fields = sorted(table.features)
+        b, chosen = table.behavior, np.zeros(len(table), bool)
+        chosen[rows] = True
+        used = np.unique(b.codes[np.repeat(chosen, b.lengths)])
+        tokens = sorted(table.behavior_vocab.values[c] for c in used)
         enc.behavior_vocab = {t: i + 1 for i, t in enumerate(tokens)}
         return enc
 
     def cardinalities(self) -> list[int]:
         return [len(self.vocab[f]) + 1 if f in self.vocab else len(self.bins[f]) + 2 for f in self.fields]
 
-    def transform(self, samples: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-        """(fields [n, F] int64, behaviour [n, MAX_BEHAVIOR] int64 with 0 padding)."""
-        x = np.zeros((len(samples), len(self.fields)), dtype=np.int64)
+    def transform(self, samples) -> tuple[np.ndarray, np.ndarray]:
+        """(fields [n, F] int64, behaviour [n, MAX_BEHAVIOR] int64 with 0 padding) of every row of ``samples``
+        (a SampleTable, or rows as dicts); unseen values and features the table lacks give 0."""
+        table = _table(samples)
+        n, rows = len(table), np.arange(len(table))
+        x = np.zeros((n, len(self.fields)), dtype=np.int64)
         for j, name in enumerate(self.fields):
-            col = [s["features"].get(name) for s in samples]
+            col = table.features.get(name)
+            if col is None:
+                continue
             if name in self.bins:
-                arr = np.array([np.nan if v is None or isinstance(v, (str, bool)) else v for v in col], dtype=float)
-                x[:, j] = np.where(np.isnan(arr), 0, np.searchsorted(self.bins[name], np.nan_to_num(arr), "right") + 1)
+                numeric = (col.kind == INT) | (col.kind == FLOAT)
+                x[:, j] = np.where(numeric, np.searchsorted(self.bins[name], col.num, "right") + 1, 0)
             else:
                 voc = self.vocab[name]
-                x[:, j] = [0 if v is None else voc.get(_key(v), 0) for v in col]
-        b = np.zeros((len(samples), MAX_BEHAVIOR), dtype=np.int64)
-        for i, s in enumerate(samples):
-            toks = [self.behavior_vocab.get(t, 0) for t in s["behavior"][-MAX_BEHAVIOR:]]
-            b[i, : len(toks)] = toks
-        return x, b
+                keys = col.keys(rows)
+                uniq, inverse = np.unique(keys.astype(str), return_inverse=True)  # None -> "None": no key has it
+                x[:, j] = np.array([voc.get(k, 0) for k in uniq], np.int64)[inverse.reshape(-1)]
+        b = table.behavior
+        lookup = np.array([self.behavior_vocab.get(t, 0) for t in table.behavior_vocab.values] + [0], np.int64)
+        take = np.minimum(b.lengths, MAX_BEHAVIOR)
+        col = np.arange(MAX_BEHAVIOR)
+        pos = (b.offsets[1:] - take)[:, None] + col[None, :]
+        keep = col[None, :] < take[:, None]
+        codes = np.full((n, MAX_BEHAVIOR), len(lookup) - 1, np.int64)
+        codes[keep] = b.codes[pos[keep]]
+        return x, lookup[codes]
 
     def to_json(self) -> dict:
         return {"fields": self.fields, "vocab": self.vocab, "bins": self.bins, "behavior_vocab": self.behavior_vocab}
@@ -65,5 +86,10 @@ class FeatureEncoder:
         return cls(d["fields"], d["vocab"], d["bins"], d["behavior_vocab"])
 
 
-def _key(v) -> str:
-    return f"{type(v).__name__}:{v}"
+def _table(samples):
+    from ..world.columns import SampleTable
+
+    if isinstance(samples, SampleTable):
+        return samples
+    intents = sorted({c for s in samples for c in (s.get("candidates") or []) + list(s["clicked"])})
+    return SampleTable.from_rows(samples, intents)

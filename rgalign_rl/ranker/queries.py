@@ -22,15 +22,14 @@ def query_texts(world: World, spec: str) -> list[str]:
     if spec == "need":
         if not world.oracle:
             raise ValueError(f"--queries need: world {world.root} has no oracle.jsonl")
-        return ["; ".join(world.oracle[s["sample_id"]]["needs"]) if s["sample_id"] in world.oracle else ""
-                for s in world.samples]
+        return ["; ".join(world.oracle.needs_of(i)) for i in range(len(world.samples))]
     if spec.startswith("teacher:"):
         name = spec.split(":", 1)[1]
-        rows = {t["sample_id"]: t["query"] for t in (world.teachers or []) if t["teacher"] == name}
+        rows = {i: q for i, t, q in (world.teachers.rows() if world.teachers else ()) if t == name}
         if not rows:
-            known = sorted({t["teacher"] for t in world.teachers or []})
+            known = sorted(world.teachers.teacher_vocab.values if world.teachers else [])
             raise ValueError(f"--queries {spec}: no such teacher in {world.root} (teachers: {', '.join(known) or 'none'})")
-        return [rows.get(s["sample_id"], "") for s in world.samples]
+        return [rows.get(i, "") for i in range(len(world.samples))]
     raise ValueError(f"unknown query source {spec!r}: use none, need, teacher:NAME or reasoner:PATH")
 
 

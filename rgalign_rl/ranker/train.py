@@ -114,7 +114,7 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     train_idx = world.indices("train") if train_indices is None else np.asarray(train_indices)
-    encoder = encoder or FeatureEncoder.fit([world.samples[i] for i in train_idx])
+    encoder = encoder or FeatureEncoder.fit(world.samples, train_idx)
     data = RankerData(world, encoder, query)
     if init is not None:
         model = copy.deepcopy(init)

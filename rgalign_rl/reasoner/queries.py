@@ -44,7 +44,7 @@ def reasoner_queries(world: World, path: str | Path, indices=None, style: str | 
         model, tok = load_reasoner(path, dtype=serve_dtype())
         owner = dict(zip(prompts, indices))
         check_fits(model, [len(x) + max_new_tokens for x in prompt_ids(tok, todo)],
-                   [world.samples[owner[p]]["sample_id"] for p in todo], f"the prompt (+ {max_new_tokens} new tokens)")
+                   [str(world.samples.sample_id[owner[p]]) for p in todo], f"the prompt (+ {max_new_tokens} new tokens)")
         mine = todo[dist.shard(len(todo))]
         dist.count("generate", len(mine))
         for p, q in zip(todo, dist.gather(generate_queries(model, tok, mine, max_new_tokens=max_new_tokens), len(todo))):

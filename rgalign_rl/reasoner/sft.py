@@ -38,9 +38,9 @@ def teacher_pairs(world: World, teachers: list[str] | None = None, split: str = 
     """(sample index, query) for every teacher row of a split; test rows are never read."""
     if split == "test":
         raise ValueError("teacher rows of the test split are never used for training")
-    allowed = {world.samples[i]["sample_id"]: i for i in world.indices(split)}
-    return [(allowed[t["sample_id"]], t["query"]) for t in world.teachers or []
-            if t["sample_id"] in allowed and (teachers is None or t["teacher"] in teachers) and t["query"].strip()]
+    allowed = world.split == split
+    return [(i, q) for i, t, q in (world.teachers.rows() if world.teachers else ())
+            if allowed[i] and (teachers is None or t in teachers) and q.strip()]
 
 
 def click_text_pairs(world: World, split: str = "train") -> list[tuple[int, str]]:
@@ -49,8 +49,8 @@ def click_text_pairs(world: World, split: str = "train") -> list[tuple[int, str]
     if split == "test":
         raise ValueError("test clicks are never used for training")
     text = {it["intent_id"]: it["text"] for it in world.intents}
-    return [(int(i), "; ".join(text[c] for c in world.samples[i]["clicked"]))
-            for i in world.indices(split) if world.samples[i]["clicked"]]
+    ids, c = [it["intent_id"] for it in world.intents], world.samples.clicked
+    return [(int(i), "; ".join(text[ids[k]] for k in c.row(i))) for i in world.indices(split) if c.lengths[i]]
 
 
 def warm_start_pairs(world: World) -> list[tuple[int, str]]:
@@ -74,7 +74,7 @@ def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out:
     prompts = build_prompts(world, [i for i, _ in pairs], tok, style)
     queries = [q for _, q in pairs]
     check_fits(model, [len(p) + len(c) + 1 for p, c in zip(prompt_ids(tok, prompts), completion_ids(tok, queries))],
-               [world.samples[i]["sample_id"] for i, _ in pairs], "the prompt and query")
+               [str(world.samples.sample_id[i]) for i, _ in pairs], "the prompt and query")
     # TRL tokenises the prompt with the tokenizer's special tokens: hand it the serving text (tokens.py)
     data = datasets.Dataset.from_dict({"prompt": [serving_text(tok, p) for p in prompts],
                                        "completion": [" " + q for q in queries]})

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from .columns import OracleTable, SampleTable, TeacherTable
+
 SPLITS = ("train", "valid", "test")
 MAX_SHOWN_ERRORS = 20
 
@@ -152,9 +154,9 @@ def check_intents(path: Path) -> tuple[list[dict], list[Problem]]:
     return intents, chk.problems
 
 
-def check_samples(path: Path, intent_ids: set[str]) -> tuple[list[dict], list[Problem]]:
+def check_samples(path: Path, intent_ids: list[str]) -> tuple[SampleTable, list[Problem]]:
     chk = Checker(path.name)
-    samples: list[dict] = []
+    samples = SampleTable(intent_ids)
     seen: dict[str, int] = {}
     with_split = 0
     for line, row in read_rows(path):
@@ -178,7 +180,7 @@ def check_samples(path: Path, intent_ids: set[str]) -> tuple[list[dict], list[Pr
         clicked = chk.string_list(row, line, "clicked", required=True)
         for name, ids in (("candidates", cands), ("clicked", clicked)):
             for iid in ids or []:
-                if iid not in intent_ids:
+                if iid not in samples.intent_code:
                     chk.add(line, name, f"unknown intent id {iid!r}")
         if cands is not None:
             if not cands:
@@ -197,26 +199,26 @@ def check_samples(path: Path, intent_ids: set[str]) -> tuple[list[dict], list[Pr
         elif sid is not None:
             seen[sid] = line
         if len(chk.problems) == n_before:
-            samples.append({"sample_id": sid, "user_id": uid, "timestamp": ts, "features": feats,
-                            "behavior": row.get("behavior") or [], "candidates": cands,
-                            "clicked": clicked, "split": split})
+            samples.append(sid, uid, ts, feats, row.get("behavior"), cands, clicked, split)
     if not seen and not chk.problems:
         chk.add(0, "sample_id", "no samples")
     if 0 < with_split < len(seen):
         chk.add(0, "split", f"given on {with_split} of {len(seen)} rows: give it on all rows or none")
-    return samples, chk.problems
+    return samples.finish(), chk.problems
 
 
-def check_oracle(path: Path, sample_ids: set[str], intent_ids: set[str]) -> tuple[dict, list[Problem]]:
+def check_oracle(path: Path, samples: SampleTable) -> tuple[OracleTable, list[Problem]]:
     chk = Checker(path.name)
-    oracle: dict[str, dict] = {}
+    oracle = OracleTable(samples)
+    intent_ids = samples.intent_code
     for line, row in read_rows(path):
         if not _is_object(chk, line, row):
             continue
         sid = chk.string(row, line, "sample_id")
-        if sid is not None and sid not in sample_ids:
+        pos = None if sid is None else samples.position(sid)
+        if sid is not None and pos is None:
             chk.add(line, "sample_id", f"unknown sample id {sid!r}")
-        elif sid is not None and sid in oracle:
+        elif pos is not None and oracle.row[pos] >= 0:
             chk.add(line, "sample_id", f"duplicate oracle row for {sid!r}")
         probs = row.get("probs")
         if not isinstance(probs, dict):
@@ -234,14 +236,14 @@ def check_oracle(path: Path, sample_ids: set[str], intent_ids: set[str]) -> tupl
                 chk.add(line, f"probs.{iid}", f"probability {p} is outside [0, 1]")
                 ok = False
         needs = chk.string_list(row, line, "needs", required=False)
-        if ok and sid in sample_ids and sid not in oracle:
-            oracle[sid] = {**row, "needs": needs or []}
-    return oracle, chk.problems
+        if ok and pos is not None and oracle.row[pos] < 0:
+            oracle.append(pos, probs, needs or [], {k: v for k, v in row.items() if k not in ("sample_id", "probs", "needs")})
+    return oracle.finish(), chk.problems
 
 
-def check_teachers(path: Path, sample_ids: set[str]) -> tuple[list[dict], list[Problem]]:
+def check_teachers(path: Path, samples: SampleTable) -> tuple[TeacherTable, list[Problem]]:
     chk = Checker(path.name)
-    rows: list[dict] = []
+    rows = TeacherTable(samples)
     for line, row in read_rows(path):
         if not _is_object(chk, line, row):
             continue
@@ -250,11 +252,12 @@ def check_teachers(path: Path, sample_ids: set[str]) -> tuple[list[dict], list[P
         query = chk.string(row, line, "query", required=False)
         if "query" not in row:
             chk.add(line, "query", "missing required field")
-        if sid is not None and sid not in sample_ids:
+        pos = None if sid is None else samples.position(sid)
+        if sid is not None and pos is None:
             chk.add(line, "sample_id", f"unknown sample id {sid!r}")
-        elif sid is not None and teacher is not None and query is not None:
-            rows.append({"sample_id": sid, "teacher": teacher, "query": query})
-    return rows, chk.problems
+        elif pos is not None and teacher is not None and query is not None:
+            rows.append(pos, teacher, query)
+    return rows.finish(), chk.problems
 
 
 def check_meta(path: Path) -> tuple[dict, list[Problem]]:

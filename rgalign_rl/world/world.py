@@ -12,18 +12,23 @@ from pathlib import Path
 
 import numpy as np
 
+from .columns import OracleTable, SampleTable, TeacherTable
 from .schema import (SPLITS, Problem, WorldError, check_intents, check_meta, check_oracle,
                      check_samples, check_teachers)
 
 
 @dataclass
 class World:
+    """A validated world. ``samples``, ``oracle`` and ``teachers`` are columnar tables (world/columns.py) that
+    read like the format's rows (``samples[i]`` a dict, ``oracle[sample_id]``, ``for t in teachers``); the
+    arrays below are built from their columns."""
+
     root: Path
     meta: dict
     intents: list[dict]
-    samples: list[dict]
-    oracle: dict[str, dict] | None = None
-    teachers: list[dict] | None = None
+    samples: SampleTable
+    oracle: OracleTable | None = None
+    teachers: TeacherTable | None = None
     intent_index: dict[str, int] = field(init=False)
     # arrays other modules derive from the samples, kept for the loaded world's lifetime (the ranker's
     # feature fields per encoder: a loop builds them ~10 times, seconds each on a default world)
@@ -31,8 +36,21 @@ class World:
 
     def __post_init__(self) -> None:
         self.intent_index = {it["intent_id"]: i for i, it in enumerate(self.intents)}
-        if any(s["split"] is None for s in self.samples):
-            assign_temporal_split(self.samples)
+        if not isinstance(self.samples, SampleTable):  # rows as dicts (a world built in code)
+            self.samples = SampleTable.from_rows(self.samples, [it["intent_id"] for it in self.intents])
+        if self.oracle is not None and not isinstance(self.oracle, OracleTable):
+            rows, self.oracle = self.oracle, OracleTable(self.samples)
+            for sid, r in rows.items():
+                self.oracle.append(self.samples.position(sid), r.get("probs", {}), r.get("needs", []),
+                                   {k: v for k, v in r.items() if k not in ("sample_id", "probs", "needs")})
+            self.oracle.finish()
+        if self.teachers is not None and not isinstance(self.teachers, TeacherTable):
+            rows, self.teachers = self.teachers, TeacherTable(self.samples)
+            for t in rows:
+                self.teachers.append(self.samples.position(t["sample_id"]), t["teacher"], t["query"])
+            self.teachers.finish()
+        if (self.samples.split == "").any():
+            self.samples.split = temporal_split(self.samples.timestamp)
 
     @property
     def name(self) -> str:
@@ -42,73 +60,68 @@ class World:
     def feature_descriptions(self) -> dict[str, str]:
         return self.meta.get("features", {})
 
-    @cached_property
+    @property
     def split(self) -> np.ndarray:
-        return np.array([s["split"] for s in self.samples])
+        return self.samples.split
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == split)
 
     @cached_property
     def user_codes(self) -> np.ndarray:
-        _, codes = np.unique([s["user_id"] for s in self.samples], return_inverse=True)
+        _, codes = np.unique(self.samples.user_id, return_inverse=True)
         return codes
 
     @cached_property
     def candidates(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids [n, C] with -1 padding, mask [n, C]) over all samples; C = the longest list."""
-        all_ids = np.arange(len(self.intents))
-        lists = [all_ids if s["candidates"] is None else [self.intent_index[c] for c in s["candidates"]]
-                 for s in self.samples]
-        width = max(len(c) for c in lists)
-        ids = np.full((len(lists), width), -1, dtype=np.int64)
-        for i, c in enumerate(lists):
-            ids[i, : len(c)] = c
+        """(ids [n, C] with -1 padding, mask [n, C]) over all samples; C = the longest list (all intents for
+        a sample without a candidate list)."""
+        c, K = self.samples.candidates, len(self.intents)
+        width = max(int(c.lengths.max(initial=0)), K if c.missing.any() else 0)
+        ids = c.padded(width)
+        if c.missing.any():
+            ids[c.missing] = np.pad(np.arange(K), (0, width - K), constant_values=-1)
         return ids, ids >= 0
 
     @cached_property
     def labels(self) -> np.ndarray:
         """[n, C] 1.0 where the candidate was clicked."""
         ids, _ = self.candidates
-        out = np.zeros(ids.shape, dtype=np.float32)
-        for i, s in enumerate(self.samples):
-            clicked = {self.intent_index[c] for c in s["clicked"]}
-            if clicked:
-                out[i] = np.isin(ids[i], list(clicked))
-        return out
+        clicked = self.samples.clicked
+        n, K = len(ids), len(self.intents)
+        hit = np.zeros((n, K + 1), bool)  # column K: padding
+        hit[np.repeat(np.arange(n), clicked.lengths), clicked.codes] = True
+        return np.take_along_axis(hit, np.where(ids >= 0, ids, K), axis=1).astype(np.float32)
 
     @property
     def has_needs(self) -> bool:
         """Whether the oracle names each request's true need (need accuracy and the headroom need it)."""
-        return bool(self.oracle) and any(r.get("needs") for r in self.oracle.values())
+        return self.oracle is not None and len(self.oracle.needs.codes) > 0
 
     def oracle_probs(self) -> np.ndarray | None:
         """[n, C] the true click probability of each candidate (0 where the oracle is silent)."""
         if self.oracle is None:
             return None
-        ids, mask = self.candidates
-        out = np.zeros(ids.shape, dtype=np.float64)
-        for i, s in enumerate(self.samples):
-            probs = self.oracle.get(s["sample_id"], {}).get("probs", {})
-            for j, iid in enumerate(ids[i][mask[i]]):
-                out[i, j] = probs.get(self.intents[iid]["intent_id"], 0.0)
-        return out
+        ids, _ = self.candidates
+        o, K = self.oracle, len(self.intents)
+        dense = np.zeros((len(ids), K + 1), np.float64)  # column K: padding
+        dense[np.repeat(o.sample, o.probs_intent.lengths), o.probs_intent.codes] = o.probs
+        return np.take_along_axis(dense, np.where(ids >= 0, ids, K), axis=1)
 
     def dataset(self, split: str | None = None):
         """The samples (of one split) as a ``datasets.Dataset``; features as a JSON string column
         because a world's feature names and types are its own."""
         import datasets
 
-        rows = self.samples if split is None else [s for s in self.samples if s["split"] == split]
+        rows = range(len(self.samples)) if split is None else self.indices(split)
         return datasets.Dataset.from_list([{**s, "features": json.dumps(s["features"], sort_keys=True),
-                                            "candidates": s["candidates"] or []} for s in rows])
+                                            "candidates": s["candidates"] or []} for s in map(self.samples.__getitem__, rows)])
 
     def sizes(self) -> dict:
-        clicked = np.array([len(s["clicked"]) > 0 for s in self.samples])
+        clicked = self.samples.clicked.lengths > 0
         out = {"intents": len(self.intents), "topics": len({i["topic"] for i in self.intents}),
                "samples": len(self.samples), "users": int(self.user_codes.max()) + 1,
-               "features": len({k for s in self.samples[:1000] for k in s["features"]}),
-               "teacher_rows": len(self.teachers or [])}
+               "features": len(self.samples.features), "teacher_rows": len(self.teachers or [])}
         for split in SPLITS:
             m = self.split == split
             out[f"{split}_samples"] = int(m.sum())
@@ -116,12 +129,11 @@ class World:
         return out
 
 
-def assign_temporal_split(samples: list[dict]) -> None:
+def temporal_split(timestamps: np.ndarray) -> np.ndarray:
     """The last sixth of the time range is test, the sixth before it valid (DESIGN.md section 2)."""
-    ts = np.array([s["timestamp"] for s in samples], dtype=np.float64)
+    ts = timestamps.astype(np.float64)
     lo, span = ts.min(), ts.max() - ts.min()
-    for s, t in zip(samples, ts):
-        s["split"] = "test" if t >= lo + span * 5 / 6 else "valid" if t >= lo + span * 4 / 6 else "train"
+    return np.where(ts >= lo + span * 5 / 6, "test", np.where(ts >= lo + span * 4 / 6, "valid", "train")).astype("<U5")
 
 
 def find_samples_file(root: Path) -> Path | None:
@@ -143,22 +155,21 @@ def load_world(root: str | Path) -> World:
     else:
         intents, p = check_intents(root / "intents.jsonl")
         problems += p
-    intent_ids = {i["intent_id"] for i in intents}
+    intent_ids = [i["intent_id"] for i in intents]
     samples_path = find_samples_file(root)
-    samples: list[dict] = []
+    samples = SampleTable(intent_ids).finish()
     if samples_path is None:
         problems.append(Problem("samples.jsonl", 0, "(file)", "missing (samples.jsonl or samples.parquet)"))
     else:
         samples, p = check_samples(samples_path, intent_ids)
         problems += p
-    sample_ids = {s["sample_id"] for s in samples}
     oracle = teachers = None
     meta: dict = {}
     if (root / "oracle.jsonl").exists():
-        oracle, p = check_oracle(root / "oracle.jsonl", sample_ids, intent_ids)
+        oracle, p = check_oracle(root / "oracle.jsonl", samples)
         problems += p
     if (root / "teachers.jsonl").exists():
-        teachers, p = check_teachers(root / "teachers.jsonl", sample_ids)
+        teachers, p = check_teachers(root / "teachers.jsonl", samples)
         problems += p
     if (root / "world.json").exists():
         meta, p = check_meta(root / "world.json")
@@ -186,10 +197,14 @@ def atomic_dir(out: str | Path):
             shutil.rmtree(tmp)
 
 
+def json_line(row) -> str:
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
 def write_jsonl(path: Path, rows) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+            f.write(json_line(row))
 
 
 def subset_world(src: str | Path, out: str | Path, requests: int, seed: int = 0) -> Path:

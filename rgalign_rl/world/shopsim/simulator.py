@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..world import atomic_dir, load_world, write_jsonl
+from ..world import atomic_dir, json_line, load_world, write_jsonl
 from .catalog import FEATURES, NONE_SHARE, SYNONYMS, TOPIC_ACTIONS, TOPIC_NOUNS, parse_intents
 
-SIZES = {"tiny": 400, "default": 11000, "large": 40000}  # users; ~5 requests each
+SIZES = {"tiny": 400, "default": 11000, "large": 40000, "huge": 200000}  # users; ~5 requests each
 STATE_FEATURES = ("logistics_event", "payment_state", "refund_state", "return_state", "voucher_state",
                   "cancel_request", "paylater_state", "last_chat_topic")
 BIASED_REGIONS = ("north", "south", "metro")  # the segment where the prolific teacher is misaligned
@@ -141,7 +141,9 @@ class ShopSim:
         return ok & (cols["day"] >= self.launch_day[k])
 
     # ---- the world -----------------------------------------------------------------------------
-    def generate(self) -> dict:
+    def generate(self):
+        """Yields (sample, oracle row, teacher rows) per request in time order: written as they come, so a
+        million-request world never sits in memory as dicts."""
         cfg, r = self.cfg, self.rng
         n_users = SIZES[cfg.size]
         user_bias = r.normal(0, cfg.user_sd, n_users)
@@ -168,7 +170,7 @@ class ShopSim:
             need = np.where((need < 0) & self._match(cols, k), k, need)
         assert (need >= 0).all()
         segment = np.isin(cols["region"], [FEATURES["region"][1].index(g) for g in BIASED_REGIONS])
-        return self._requests(cols, user, user_bias, need, segment)
+        yield from self._requests(cols, user, user_bias, need, segment)
 
     def _match_static(self, cols: dict, k: int) -> np.ndarray:
         ok = np.ones(len(cols["day"]), dtype=bool)
@@ -178,7 +180,7 @@ class ShopSim:
                 ok &= _compare(cols[name], op, spec.index(value) if kind == "cat" else value)
         return ok
 
-    def _requests(self, cols, user, user_bias, need, segment) -> dict:
+    def _requests(self, cols, user, user_bias, need, segment):
         cfg, r, K = self.cfg, self.rng, self.K
         N = len(user)
         hour = cols["hour_of_day"]
@@ -188,7 +190,6 @@ class ShopSim:
         zpop = (logw - logw.mean()) / (logw.std() + 1e-9)
         topics = np.array([it["topic"] for it in self.intents])
         all_actions = sorted(a for acts in TOPIC_ACTIONS.values() for a in acts)
-        samples, oracle, teachers = [], [], []
         for out_i, i in enumerate(order):
             k = need[i]
             live = np.flatnonzero(cols["day"][i] >= self.launch_day)
@@ -202,16 +203,15 @@ class ShopSim:
             topic = self.intents[k]["topic"]
             behavior = [r.choice(TOPIC_ACTIONS[topic]) if r.random() < 0.4 else r.choice(all_actions)
                         for _ in range(r.integers(3, 7))]
-            samples.append({"sample_id": sid, "user_id": f"U{user[i]:05d}", "timestamp": int(ts[i]),
-                            "features": self._feature_row(cols, i), "behavior": [str(b) for b in behavior],
-                            "candidates": [self.intents[c]["intent_id"] for c in cands],
-                            "clicked": [self.intents[c]["intent_id"] for c in clicked]})
-            oracle.append({"sample_id": sid, "probs": {self.intents[c]["intent_id"]: round(float(q), 6)
-                                                       for c, q in zip(cands, prob)},
-                           "needs": [self.intents[k]["need"]], "need_intent": self.intents[k]["intent_id"],
-                           "segment": "biased" if segment[i] else "other"})
-            teachers += self._teacher_rows(sid, k, bool(segment[i]))
-        return {"samples": samples, "oracle": oracle, "teachers": teachers}
+            sample = {"sample_id": sid, "user_id": f"U{user[i]:05d}", "timestamp": int(ts[i]),
+                      "features": self._feature_row(cols, i), "behavior": [str(b) for b in behavior],
+                      "candidates": [self.intents[c]["intent_id"] for c in cands],
+                      "clicked": [self.intents[c]["intent_id"] for c in clicked]}
+            oracle = {"sample_id": sid, "probs": {self.intents[c]["intent_id"]: round(float(q), 6)
+                                                  for c, q in zip(cands, prob)},
+                      "needs": [self.intents[k]["need"]], "need_intent": self.intents[k]["intent_id"],
+                      "segment": "biased" if segment[i] else "other"}
+            yield sample, oracle, self._teacher_rows(sid, k, bool(segment[i]))
 
     def _candidates(self, k: int, live: np.ndarray, topics: np.ndarray) -> np.ndarray:
         cfg, r = self.cfg, self.rng
@@ -278,7 +278,6 @@ def _compare(a: np.ndarray, op: str, v) -> np.ndarray:
 def write_shopsim(out: str | Path, config: ShopSimConfig) -> Path:
     """Generates the world into ``out`` atomically; the result is validated before it replaces ``out``."""
     sim = ShopSim(config)
-    data = sim.generate()
     meta = {"name": f"shopsim-{config.size}-seed{config.seed}",
             "description": "ShopSim: simulated e-commerce customer-service chatbot (rgalign_rl). Teachers "
                            "see each request's hidden need with noise; they stand in for large LLMs' "
@@ -290,9 +289,12 @@ def write_shopsim(out: str | Path, config: ShopSimConfig) -> Path:
     with atomic_dir(out) as tmp:
         write_jsonl(tmp / "intents.jsonl", ({"intent_id": it["intent_id"], "text": it["text"],
                                              "topic": it["topic"]} for it in sim.intents))
-        write_jsonl(tmp / "samples.jsonl", data["samples"])
-        write_jsonl(tmp / "oracle.jsonl", data["oracle"])
-        write_jsonl(tmp / "teachers.jsonl", data["teachers"])
+        with open(tmp / "samples.jsonl", "w", encoding="utf-8") as fs, \
+                open(tmp / "oracle.jsonl", "w", encoding="utf-8") as fo, open(tmp / "teachers.jsonl", "w", encoding="utf-8") as ft:
+            for sample, oracle, teachers in sim.generate():
+                fs.write(json_line(sample))
+                fo.write(json_line(oracle))
+                ft.write("".join(map(json_line, teachers)))
         (tmp / "world.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         load_world(tmp)
     return Path(out)

@@ -1,0 +1,283 @@
+"""A world's rows held as columns (numpy arrays and small vocabularies), not one Python dict per row.
+
+Held as dicts, a default ShopSim world (55k requests with their oracle and teacher rows) took ~500 MB, ~9 KB a
+request: a million requests would not fit in 8 GB, and every stage that reads all rows paid per-dict costs.
+Here a request is a few hundred bytes: fixed-width id strings, integer codes into vocabularies, ragged lists
+(behaviour, candidates, clicks, needs) as offsets + codes. Rows are still readable as the dicts of the world
+format (``world.samples[i]``, ``world.oracle[sample_id]``, iterating ``world.teachers``), built on demand for
+code that reads a few; what reads them all (the world's arrays, the feature encoder) reads the columns.
+"""
+from __future__ import annotations
+
+import json
+from array import array
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+NONE, BOOL, INT, FLOAT, STR = range(5)  # a feature value's type, per row
+
+
+class Vocab:
+    """Distinct values in first-seen order, each with its integer code."""
+
+    def __init__(self, values=()):
+        self.values: list = list(values)
+        self.index = {v: i for i, v in enumerate(self.values)}
+
+    def code(self, value) -> int:
+        i = self.index.get(value)
+        if i is None:
+            i = self.index[value] = len(self.values)
+            self.values.append(value)
+        return i
+
+
+class Ragged:
+    """Lists of codes, one per row: ``codes[offsets[i]:offsets[i + 1]]``; a row may be None (``missing``)."""
+
+    def __init__(self):
+        self.offsets, self.codes, self.missing = array("q", [0]), array("i"), array("b")
+
+    def append(self, codes) -> None:
+        self.missing.append(codes is None)
+        self.codes.extend(codes or ())
+        self.offsets.append(len(self.codes))
+
+    def finish(self) -> "Ragged":
+        self.offsets, self.codes = np.frombuffer(self.offsets, np.int64), np.frombuffer(self.codes, np.int32)
+        self.missing = np.frombuffer(self.missing, np.int8).astype(bool)
+        return self
+
+    def row(self, i: int):
+        return None if self.missing[i] else self.codes[self.offsets[i] : self.offsets[i + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def padded(self, width: int | None = None, fill: int = -1) -> np.ndarray:
+        """[n, width] codes, ``fill`` after each row's end (width: the longest row)."""
+        n = len(self.offsets) - 1
+        lengths = self.lengths
+        width = int(lengths.max(initial=0)) if width is None else width
+        out = np.full((n, width), fill, np.int64)
+        col = np.arange(width)
+        keep = col[None, :] < lengths[:, None]
+        out[keep] = self.codes[(self.offsets[:-1, None] + col[None, :])[keep]]
+        return out
+
+
+class FeatureColumn:
+    """One feature over all rows, its Python type kept per row (the encoder keys values by type and value)."""
+
+    def __init__(self):
+        self.kind, self.num, self.code, self.vocab = array("b"), array("d"), array("i"), Vocab()
+
+    def pad(self, n: int) -> None:
+        while len(self.kind) < n:
+            self.kind.append(NONE)
+            self.num.append(0.0)
+            self.code.append(-1)
+
+    def append(self, v) -> None:
+        kind = BOOL if isinstance(v, bool) else INT if isinstance(v, int) else FLOAT if isinstance(v, float) else STR
+        self.kind.append(kind)
+        self.num.append(float(v) if kind != STR else 0.0)
+        self.code.append(self.vocab.code(v) if kind == STR else -1)
+
+    def finish(self, n: int) -> "FeatureColumn":
+        self.pad(n)
+        self.kind, self.num = np.frombuffer(self.kind, np.int8), np.frombuffer(self.num, np.float64)
+        self.code = np.frombuffer(self.code, np.int32)
+        return self
+
+    def value(self, i: int):
+        k = self.kind[i]
+        return (None if k == NONE else bool(self.num[i]) if k == BOOL else int(self.num[i]) if k == INT
+                else float(self.num[i]) if k == FLOAT else self.vocab.values[self.code[i]])
+
+    def keys(self, rows) -> np.ndarray:
+        """[len(rows)] ``type:value`` of each row's value (FeatureEncoder's vocabulary key), None where missing;
+        computed once per distinct value."""
+        kind, num, code = self.kind[rows], self.num[rows], self.code[rows]
+        pairs = np.stack([kind.astype(np.float64), np.where(kind == STR, code, num)], 1)
+        uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        names = {BOOL: "bool", INT: "int", FLOAT: "float", STR: "str"}
+        keys = np.array([None if k == NONE else f"{names[int(k)]}:{self._python(int(k), v)}" for k, v in uniq], dtype=object)
+        return keys[inverse.reshape(-1)]
+
+    def _python(self, kind: int, v: float):
+        return bool(v) if kind == BOOL else int(v) if kind == INT else float(v) if kind == FLOAT else self.vocab.values[int(v)]
+
+
+class SampleTable(Sequence):
+    """Every request's fields as columns; ``table[i]`` is the row as the world format's dict."""
+
+    def __init__(self, intent_ids: list[str]):
+        self.intent_ids = intent_ids
+        self.intent_code = {iid: k for k, iid in enumerate(intent_ids)}
+        self._ids, self._users, self._ts, self._split = [], [], array("q"), []
+        self.features: dict[str, FeatureColumn] = {}
+        self.behavior, self.behavior_vocab = Ragged(), Vocab()
+        self.candidates, self.clicked = Ragged(), Ragged()
+        self._position: dict[str, int] | None = None
+
+    # ---- building --------------------------------------------------------------------------------
+    def append(self, sample_id: str, user_id: str, timestamp: int, features: dict, behavior, candidates, clicked,
+               split: str | None) -> None:
+        n = len(self._ids)
+        self._ids.append(sample_id)
+        self._users.append(user_id)
+        self._ts.append(timestamp)
+        self._split.append(split or "")
+        for name, v in features.items():
+            col = self.features.get(name)
+            if col is None:
+                col = self.features[name] = FeatureColumn()
+            col.pad(n)
+            col.append(v)
+        self.behavior.append([self.behavior_vocab.code(b) for b in behavior or ()])
+        self.candidates.append(None if candidates is None else [self.intent_code[c] for c in candidates])
+        self.clicked.append([self.intent_code[c] for c in clicked])
+
+    def finish(self) -> "SampleTable":
+        n = len(self._ids)
+        self.sample_id = np.array(self._ids)
+        self.user_id = np.array(self._users)
+        self.timestamp = np.frombuffer(self._ts, np.int64)
+        self.split = np.array(self._split, dtype="<U5")
+        for col in self.features.values():
+            col.finish(n)
+        self.behavior.finish(), self.candidates.finish(), self.clicked.finish()
+        del self._ids, self._users, self._ts, self._split
+        return self
+
+    @classmethod
+    def from_rows(cls, rows, intent_ids: list[str]) -> "SampleTable":
+        table = cls(intent_ids)
+        for s in rows:
+            table.append(s["sample_id"], s["user_id"], s["timestamp"], s["features"], s.get("behavior"),
+                         s.get("candidates"), s["clicked"], s.get("split"))
+        return table.finish()
+
+    # ---- reading ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.sample_id)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        cands = self.candidates.row(i)
+        return {"sample_id": str(self.sample_id[i]), "user_id": str(self.user_id[i]), "timestamp": int(self.timestamp[i]),
+                "features": {name: v for name, col in self.features.items() if (v := col.value(i)) is not None},
+                "behavior": [self.behavior_vocab.values[c] for c in self.behavior.row(i)],
+                "candidates": None if cands is None else [self.intent_ids[c] for c in cands],
+                "clicked": [self.intent_ids[c] for c in self.clicked.row(i)], "split": str(self.split[i]) or None}
+
+    def position(self, sample_id: str) -> int | None:
+        if self._position is None:
+            self._position = {s: i for i, s in enumerate(self.sample_id.tolist())}
+        return self._position.get(sample_id)
+
+
+class OracleTable(Mapping):
+    """The oracle's rows (sample id -> {"probs", "needs", ...}) as columns, in the samples' order."""
+
+    def __init__(self, samples: SampleTable):
+        self.samples = samples
+        self.row = np.full(len(samples), -1, np.int64)  # each sample's oracle row, -1: none
+        self._sample, self.probs_intent, self.probs = array("q"), Ragged(), array("d")
+        self.needs, self.need_vocab = Ragged(), Vocab()
+        self.extra: list[str | None] = []  # any other fields (need_intent, segment, ...), as JSON
+        self._same: dict[str, str] = {}     # one string object per distinct extra (a few hundred in ShopSim)
+
+    def append(self, position: int, probs: dict, needs: list[str], extra: dict) -> None:
+        self.row[position] = len(self._sample)
+        self._sample.append(position)
+        self.probs_intent.append([self.samples.intent_code[k] for k in probs])
+        self.probs.extend(float(p) for p in probs.values())
+        self.needs.append([self.need_vocab.code(x) for x in needs])
+        text = json.dumps(extra, separators=(",", ":"), sort_keys=True) if extra else None
+        self.extra.append(None if text is None else self._same.setdefault(text, text))
+
+    def finish(self) -> "OracleTable":
+        self.sample = np.frombuffer(self._sample, np.int64)
+        self.probs = np.frombuffer(self.probs, np.float64)
+        self.probs_intent.finish(), self.needs.finish()
+        del self._sample, self._same
+        return self
+
+    def field_of_samples(self, name: str, default: str = "") -> np.ndarray:
+        """[n_samples] a string field of every sample's oracle row (``default`` without one)."""
+        cache = self.__dict__.setdefault("_fields", {})
+        if name not in cache:
+            uniq: dict[str | None, str] = {}
+            per_row = [uniq.setdefault(x, default if x is None else str(json.loads(x).get(name, default)))
+                       for x in self.extra]
+            col = np.array([default] + per_row, dtype=object)
+            cache[name] = col[self.row + 1]
+        return cache[name]
+
+    def needs_of(self, position: int) -> list[str]:
+        """The needs the oracle names for the sample at ``position`` ([] without an oracle row)."""
+        r = self.row[position]
+        return [] if r < 0 else [self.need_vocab.values[c] for c in self.needs.row(r)]
+
+    def __len__(self) -> int:
+        return len(self.sample)
+
+    def __iter__(self):
+        return (str(self.samples.sample_id[p]) for p in self.sample)
+
+    def __getitem__(self, sample_id: str) -> dict:
+        p = self.samples.position(sample_id)
+        r = -1 if p is None else self.row[p]
+        if r < 0:
+            raise KeyError(sample_id)
+        lo, hi = self.probs_intent.offsets[r], self.probs_intent.offsets[r + 1]
+        ids = self.samples.intent_ids
+        return {"sample_id": sample_id, **json.loads(self.extra[r] or "{}"),
+                "probs": {ids[k]: float(p) for k, p in zip(self.probs_intent.codes[lo:hi], self.probs[lo:hi])},
+                "needs": [self.need_vocab.values[c] for c in self.needs.row(r)]}
+
+
+class TeacherTable(Sequence):
+    """Teacher rows (sample, teacher, query) as codes; ``table[i]`` is the row as a dict."""
+
+    def __init__(self, samples: SampleTable):
+        self.samples = samples
+        self._sample, self._teacher, self._query = array("q"), array("i"), array("i")
+        self.teacher_vocab, self.query_vocab = Vocab(), Vocab()
+
+    def append(self, position: int, teacher: str, query: str) -> None:
+        self._sample.append(position)
+        self._teacher.append(self.teacher_vocab.code(teacher))
+        self._query.append(self.query_vocab.code(query))
+
+    def finish(self) -> "TeacherTable":
+        self.sample = np.frombuffer(self._sample, np.int64)
+        self.teacher = np.frombuffer(self._teacher, np.int32)
+        self.query = np.frombuffer(self._query, np.int32)
+        del self._sample, self._teacher, self._query
+        return self
+
+    def __len__(self) -> int:
+        return len(self.sample)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return {"sample_id": str(self.samples.sample_id[self.sample[i]]), "teacher": self.teacher_vocab.values[self.teacher[i]],
+                "query": self.query_vocab.values[self.query[i]]}
+
+    def __iter__(self):
+        ids = self.samples.sample_id
+        for s, t, q in self.rows():
+            yield {"sample_id": str(ids[s]), "teacher": t, "query": q}
+
+    def rows(self):
+        """(sample position, teacher, query) of every row, without building dicts."""
+        tv, qv = self.teacher_vocab.values, self.query_vocab.values
+        for s, t, q in zip(self.sample.tolist(), self.teacher.tolist(), self.query.tolist()):
+            yield s, tv[t], qv[q]
