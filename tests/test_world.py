@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from rgalign_rl.world import WorldError, atomic_dir, load_world
@@ -108,3 +109,44 @@ def test_atomic_dir_leaves_nothing_behind_on_failure(tmp_path):
             (tmp / "half.jsonl").write_text("x")
             raise RuntimeError("boom")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_columnar_rows_read_back_as_the_files_rows(tmp_path):
+    """A world holds its rows as columns (world/columns.py); every row reads back as the file's, whatever
+    mix of feature types, candidate lists and extra oracle fields it has."""
+    rows = [sample(0, features={"x": 1, "y": "v", "z": True}),
+            sample(1, features={"x": 2.5, "y": 3}, behavior=["open", "pay", "open"]),
+            sample(2, features={"y": "w"}, candidates=["b", "a"], clicked=["a"]),
+            sample(3, features={}, candidates=["a"], clicked=[]),
+            sample(4, features={"x": -7, "z": False}, behavior=[])]
+    oracle = [{"sample_id": "s2", "probs": {"a": 0.25, "b": 0.125}, "needs": ["refund it"], "need_intent": "b", "segment": "x"},
+              {"sample_id": "s0", "probs": {"a": 1.0}, "note": {"k": [1, 2]}}]
+    teachers = [{"sample_id": "s1", "teacher": "t1", "query": "refund"}, {"sample_id": "s1", "teacher": "t2", "query": "refund"},
+                {"sample_id": "s4", "teacher": "t1", "query": "where is it"}]
+    w = load_world(write_world(tmp_path / "w", samples=rows, oracle=oracle, teachers=teachers))
+    for row, got in zip(rows, w.samples):
+        assert got == {"behavior": [], "candidates": None, **row, "split": got["split"]}
+        assert type(got["features"].get("x")) is type(row["features"].get("x"))  # 1 stays int, 2.5 float, True bool
+    assert w.oracle["s2"] == oracle[0] and w.oracle["s0"] == {**oracle[1], "needs": []} and "s1" not in w.oracle
+    assert list(w.teachers) == teachers
+    ids, mask = w.candidates
+    assert ids.tolist() == [[0, 1], [0, 1], [1, 0], [0, -1], [0, 1]]  # no list = all intents; padding -1
+    assert w.labels.tolist() == [[0, 0], [1, 0], [0, 1], [0, 0], [0, 0]]
+    assert w.oracle_probs().tolist() == [[1.0, 0.0], [0, 0], [0.125, 0.25], [0, 0], [0, 0]]
+    assert w.has_needs and w.oracle.needs_of(2) == ["refund it"] and w.oracle.needs_of(1) == []
+
+
+def test_feature_encoder_reads_columns_as_it_read_dicts(tmp_path):
+    from rgalign_rl.ranker.features import FeatureEncoder
+
+    rows = [sample(i, features={"n": i * 1.5, "c": ["red", "blue", 7][i % 3], "b": i % 2 == 0}, behavior=[f"e{i % 4}"] * (i % 11))
+            for i in range(40)]
+    w = load_world(write_world(tmp_path / "w", samples=rows))
+    enc = FeatureEncoder.fit(w.samples, np.arange(30))
+    assert enc.fields == ["b", "c", "n"] and len(enc.bins["n"]) == 7  # 30 distinct numbers: 8 quantile bins
+    assert enc.vocab["c"] == {"int:7": 1, "str:blue": 2, "str:red": 3} and enc.vocab["b"] == {"bool:False": 1, "bool:True": 2}
+    x, b = enc.transform(w.samples)
+    assert np.array_equal((x, b)[0], FeatureEncoder.fit(rows[:30]).transform(rows)[0])  # rows as dicts: the same
+    assert x[0].tolist() == [2, 3, 1]  # True, "red", the lowest bin
+    assert b[10].tolist() == [enc.behavior_vocab["e2"]] * 8  # the last 8 of 10 events
+    assert b[0].tolist() == [0] * 8 and x[39, 2] == len(enc.bins["n"]) + 1  # no events; above every edge
