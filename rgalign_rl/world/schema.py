@@ -88,16 +88,17 @@ class Checker:
 
 def read_rows(path: Path) -> Iterator[tuple[int, Any]]:
     """Yields (line number, parsed row) for a JSONL or Parquet file; a JSON error yields an Exception."""
-    if path.suffix == ".parquet":
-        import pandas as pd
+    if path.suffix == ".parquet":  # read in row batches: a million rows never sit in memory as dicts
+        import pyarrow.parquet as pq
 
+        line = 0
         try:
-            frame = pd.read_parquet(path)
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
+                for row in batch.to_pylist():
+                    line += 1
+                    yield line, {k: _from_arrow(v) for k, v in row.items()}
         except Exception as e:  # not Parquet at all, or truncated: one problem for the whole file
             yield 0, ValueError(f"unreadable Parquet file: {type(e).__name__}: {e}")
-            return
-        for i, row in enumerate(frame.to_dict(orient="records"), start=1):
-            yield i, {k: _from_arrow(v) for k, v in row.items()}
         return
     with open(path, "rb") as f:
         for i, raw in enumerate(f, start=1):
@@ -119,7 +120,7 @@ def _no_constant(name: str):
 
 
 def _from_arrow(value: Any) -> Any:
-    """Parquet gives numpy arrays and NaN for missing values; turn them back into JSON-like values."""
+    """Parquet gives None for missing values (and structs with every field); turn rows back into JSON-like values."""
     import numpy as np
 
     if isinstance(value, np.ndarray):
