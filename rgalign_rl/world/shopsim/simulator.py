@@ -158,8 +158,10 @@ class ShopSim:
         # the need: drawn among the rules this user's traits allow, then its situation is imposed
         allowed = np.stack([self._match_static(cols, k) for k in range(self.K)], axis=1)
         allowed &= cols["day"][:, None] >= self.launch_day[None, :]
-        p = allowed * self.weight[None, :]
-        drawn = (p.cumsum(1) / p.sum(1, keepdims=True) < r.random(N)[:, None]).sum(1)
+        u, drawn = r.random(N), np.empty(N, np.int64)
+        for a in range(0, N, 65536):  # in blocks: [N, K] float arrays would take GBs at a million requests
+            p = allowed[a : a + 65536] * self.weight[None, :]
+            drawn[a : a + 65536] = (p.cumsum(1) / p.sum(1, keepdims=True) < u[a : a + 65536, None]).sum(1)
         for k in range(self.K):
             rows = np.flatnonzero(drawn == k)
             for cond in self.intents[k]["rule"]:
