@@ -104,9 +104,14 @@ class World:
             return None
         ids, _ = self.candidates
         o, K = self.oracle, len(self.intents)
-        dense = np.zeros((len(ids), K + 1), np.float64)  # column K: padding
-        dense[np.repeat(o.sample, o.probs_intent.lengths), o.probs_intent.codes] = o.probs
-        return np.take_along_axis(dense, np.where(ids >= 0, ids, K), axis=1)
+        rows = np.repeat(o.sample, o.probs_intent.lengths)  # each probability's sample
+        out = np.zeros(ids.shape, np.float64)
+        for a in range(0, len(ids), 65536):  # a dense [block, K] table at a time: not [n, K] at once
+            dense = np.zeros((min(65536, len(ids) - a), K + 1), np.float64)  # column K: padding
+            sel = (rows >= a) & (rows < a + 65536)
+            dense[rows[sel] - a, o.probs_intent.codes[sel]] = o.probs[sel]
+            out[a : a + 65536] = np.take_along_axis(dense, np.where(ids[a : a + 65536] >= 0, ids[a : a + 65536], K), axis=1)
+        return out
 
     def dataset(self, split: str | None = None):
         """The samples (of one split) as a ``datasets.Dataset``; features as a JSON string column
