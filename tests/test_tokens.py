@@ -124,3 +124,23 @@ def test_a_shared_head_computed_once_gives_the_numbers_of_whole_prompts(tokenize
     for k in (0, 17, 39):  # alone (padded by its own length only) = in company
         assert np.array_equal(last_token_embedding(model, tok, [prompts[k]], [queries[k]])[0], reused[k])
         assert generate_queries(model, tok, [prompts[k]], max_new_tokens=6)[0] == greedy[k]
+
+
+def test_prompt_ids_are_tokenised_once_per_tokenizer_and_never_shared_between_tokenizers(tokenizer_kind, tmp_path):
+    from rgalign_rl.reasoner import tokens
+
+    _, tok, path, world = tokenizer_kind
+    prompts = build_prompts(world, range(40), tok)
+    direct = tok([serving_text(tok, p) for p in prompts])["input_ids"]
+    assert prompt_ids(tok, prompts) == direct
+    calls = []
+    again = load_tokenizer(path) if tokenizer_kind[0] != "smollm2" else tok
+    real = type(again).__call__
+    type(again).__call__ = lambda self, *a, **k: calls.append(a) or real(self, *a, **k)
+    try:
+        assert prompt_ids(again, prompts[::-1]) == direct[::-1] and not calls  # another load: the same ids, no call
+    finally:
+        type(again).__call__ = real
+    other = bos_tokenizer(["completely different words only"])  # another vocabulary: its own ids
+    assert tokens.tokenizer_fingerprint(other) != tokens.tokenizer_fingerprint(tok)
+    assert prompt_ids(other, prompts[:3]) == other([serving_text(other, p) for p in prompts[:3]])["input_ids"]

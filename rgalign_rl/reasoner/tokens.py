@@ -9,14 +9,23 @@ loops call :func:`prompt_ids`. A completion (a latent query) is ``" " + query`` 
 """
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 
 def adds_bos(tok) -> bool:
     """Whether tokenising with special tokens puts the BOS in front (Llama, Mistral, Gemma: yes; GPT-2 style
     tokenizers such as SmolLM2's, whose "BOS" is a chat-template token: no)."""
-    ids = tok("a")["input_ids"]
-    return tok.bos_token_id is not None and bool(ids) and ids[0] == tok.bos_token_id
+    known = getattr(tok, "_rgalign_adds_bos", None)
+    if known is None:
+        ids = tok("a")["input_ids"]
+        known = tok.bos_token_id is not None and bool(ids) and ids[0] == tok.bos_token_id
+        try:
+            tok._rgalign_adds_bos = known  # asked once per prompt: one tokenizer call per tokenizer instead
+        except AttributeError:
+            pass
+    return known
 
 
 def serving_text(tok, prompt: str) -> str:
@@ -26,8 +35,43 @@ def serving_text(tok, prompt: str) -> str:
     return prompt[len(bos):] if bos and prompt.startswith(bos) and adds_bos(tok) else prompt
 
 
+# Token ids of prompts already tokenised in this process, per tokenizer: a loop tokenises the same ~55k prompts
+# for generation, its length check and last-token embedding at every stage (~50 s of a demo on 2 cores).
+_PROMPT_IDS: dict[tuple[str, str], tuple[int, ...]] = {}
+_MAX_KEPT = 500_000
+
+
+def tokenizer_fingerprint(tok) -> str:
+    """What decides a tokenizer's output (its full definition and BOS/EOS settings), hashed once per object:
+    two loads of the same tokenizer share cached prompt ids, two different tokenizers never do."""
+    fp = getattr(tok, "_rgalign_fingerprint", None)
+    if fp is None:
+        backend = getattr(tok, "backend_tokenizer", None)
+        text = backend.to_str() if backend is not None else f"{type(tok).__name__}:{tok.name_or_path}:{len(tok)}"
+        extra = repr((type(tok).__name__, getattr(tok, "add_bos_token", None), getattr(tok, "add_eos_token", None),
+                      sorted(tok.special_tokens_map.items())))
+        fp = hashlib.sha1((text + extra).encode()).hexdigest()
+        try:
+            tok._rgalign_fingerprint = fp
+        except AttributeError:  # a tokenizer that takes no attributes is hashed on every call
+            pass
+    return fp
+
+
 def prompt_ids(tok, prompts: list[str]) -> list[list[int]]:
-    return tok([serving_text(tok, p) for p in prompts])["input_ids"] if prompts else []
+    """Each prompt's token ids (the rule above); tokenised once per process and tokenizer."""
+    if not prompts:
+        return []
+    fp = tokenizer_fingerprint(tok)
+    unique = dict.fromkeys(prompts)
+    todo = [p for p in unique if (fp, p) not in _PROMPT_IDS]
+    if todo:
+        if len(_PROMPT_IDS) + len(todo) > _MAX_KEPT:
+            _PROMPT_IDS.clear()
+            todo = list(unique)
+        for p, ids in zip(todo, tok([serving_text(tok, p) for p in todo])["input_ids"]):
+            _PROMPT_IDS[(fp, p)] = tuple(ids)
+    return [list(_PROMPT_IDS[(fp, p)]) for p in prompts]
 
 
 def completion_ids(tok, queries: list[str]) -> list[list[int]]:
