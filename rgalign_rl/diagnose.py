@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .align.diagnostics import NEED_GROUPS, need_groups, need_hits, versus_by_group
+from .align.evaluate import scores_file
 from .metrics import group_auc
 from .world import World, load_world
 
@@ -38,11 +39,9 @@ def intent_groups(world: World, indices) -> np.ndarray:
     then ``rare`` / ``mid`` / ``frequent`` cut at the 1/3 and 2/3 quantiles of the other requests' counts (ties
     fall low); ``unclicked`` without a click."""
     ids, labels = world.candidates[0], world.labels
-    train = world.indices("train")
-    counts = np.bincount(ids[train][labels[train] > 0], minlength=len(world.intents))
     idx = np.asarray(indices)
     clicked = labels[idx].any(1)
-    n = np.where(clicked, counts[ids[idx, labels[idx].argmax(1)]], -1)
+    n = np.where(clicked, world.train_clicks[ids[idx, labels[idx].argmax(1)]], -1)
     warm = n[n > 0]
     lo, hi = np.quantile(warm, [1 / 3, 2 / 3]) if warm.size else (0, 0)
     return np.where(n < 0, "unclicked", np.where(n == 0, "cold", np.where(n <= lo, "rare", np.where(n <= hi, "mid", "frequent"))))
@@ -63,9 +62,9 @@ def request_auc(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.
 
 def stage_keys(run: Path, done: dict) -> list[str]:
     """The run's scored stages in the order they finished (state.json), then any others (the oracle)."""
-    kept = {p.stem: p for p in (run / "scores").glob("*.npy")}
-    keys = [k for k in done if k.replace("/", "_") in kept]
-    return keys + sorted(set(kept) - {k.replace("/", "_") for k in keys})
+    keys = [k for k in done if scores_file(run, k).exists()]
+    named = {scores_file(run, k).stem for k in keys}
+    return keys + sorted(p.stem for p in (run / "scores").glob("*.npy") if p.stem not in named)
 
 
 def snapshot(done: dict, key: str) -> Path | None:
@@ -103,6 +102,7 @@ class Diagnosis:
         self.max_new_tokens = self.metrics["config"]["reasoner"]["max_new_tokens"]
         self.missing: list[str] = []
         self._queries: dict[Path, tuple[list[str], list[str]]] = {}
+        self._auc: dict[str, np.ndarray] = {}
 
     def queries(self, folder: Path) -> tuple[list[str], list[str]]:
         """(prompts, greedy test queries) of a reasoner snapshot (the run's generation cache when warm)."""
@@ -112,6 +112,13 @@ class Diagnosis:
             self._queries[folder] = reasoner_queries(self.world, folder, self.test, max_new_tokens=self.max_new_tokens)
         return self._queries[folder]
 
+    def auc(self, key: str) -> np.ndarray:
+        """[n_test] request AUC of a stage's kept test scores."""
+        if key not in self._auc:
+            w = self.world
+            self._auc[key] = request_auc(np.load(scores_file(self.run, key)), w.labels[self.test], w.candidates[1][self.test])
+        return self._auc[key]
+
     def by_group(self, values: np.ndarray) -> dict:
         return {g: _mean(values[self.groups == g]) for g in GROUPS if (self.groups == g).any()}
 
@@ -120,8 +127,7 @@ class Diagnosis:
         warm = snapshot(self.done, "qe_rec")
         base = self.queries(warm)[1] if warm else None
         for key in stage_keys(self.run, self.done):
-            scores = np.load(self.run / "scores" / f"{key.replace('/', '_')}.npy")
-            row = {"stage": key, "auc": self.by_group(request_auc(scores, w.labels[self.test], w.candidates[1][self.test]))}
+            row = {"stage": key, "auc": self.by_group(self.auc(key))}
             folder = snapshot(self.done, key)
             if folder is not None:
                 queries = self.queries(folder)[1]
@@ -182,7 +188,7 @@ class Diagnosis:
             return []
         reward_fn = rewards.build_reward({"name": cfg["name"], "k": cfg["k"]}, scorer)
         ids = [str(self.world.samples.sample_id[i]) for i in self.test]
-        w, out, base = self.world, [], None
+        out, base = [], None
         for row in stages:
             key, folder = row["stage"], snapshot(self.done, row["stage"])
             same_ranker = key == "qe_rec" or (key.startswith("round1/") and "reasoner" not in self.done.get(key, {}))
@@ -190,8 +196,7 @@ class Diagnosis:
                 continue
             prompts, queries = self.queries(folder)
             r = np.asarray(reward_fn(prompts, queries, sample_id=ids), float)
-            auc = request_auc(np.load(self.run / "scores" / f"{key.replace('/', '_')}.npy"),
-                              w.labels[self.test], w.candidates[1][self.test])
+            auc = self.auc(key)
             item = {"stage": key, "spearman": _spearman(r, auc), "mean_reward": float(r.mean())}
             if base is None:  # the warm reasoner (QE-Rec's): what each aligned stage changed
                 base = (queries, r, auc)
@@ -204,12 +209,12 @@ class Diagnosis:
         return out
 
     def headroom(self) -> dict | None:
-        path = self.run / "scores" / "headroom.npy"
+        path = scores_file(self.run, "headroom")
         if not path.exists() or not self.world.has_needs:
             self.missing.append("headroom per group (" + ("the world's oracle names no needs" if not self.world.has_needs
                                                            else "the run had eval.headroom off") + ")")
             return None
-        return versus_by_group(self.world, self.test, np.load(self.run / "scores" / "two_tower.npy"), np.load(path))
+        return versus_by_group(self.world, self.test, np.load(scores_file(self.run, "two_tower")), np.load(path))
 
     def result(self) -> dict:
         stages = self.stages()

@@ -55,7 +55,6 @@ class FrozenRankerScorer:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.data = RankerData(world, self.encoder, None)
-        self.index = {s["sample_id"]: i for i, s in enumerate(world.samples)}
         self.text_emb = self.model.intent.text_emb
         self.query_source, self.query_mode = self.meta.get("queries", "none"), self.meta.get("query_mode", "text")
         self._reasoner = None
@@ -147,10 +146,10 @@ class FrozenRankerScorer:
 
     # ---- scoring -------------------------------------------------------------------------------
     def indices(self, sample_ids) -> np.ndarray:
-        try:
-            return np.array([self.index[s] for s in sample_ids])
-        except KeyError as e:
-            raise KeyError(f"sample_id {e.args[0]!r} is not in world {self.world.root}") from None
+        pos = [self.world.samples.position(s) for s in sample_ids]
+        if None in pos:
+            raise KeyError(f"sample_id {sample_ids[pos.index(None)]!r} is not in world {self.world.root}")
+        return np.array(pos)
 
     def _query_embedding(self, prompts: list[str], queries: list[str], text: np.ndarray) -> torch.Tensor | None:
         if self.model.cfg.query_dim == 0:  # a two-tower reads no query

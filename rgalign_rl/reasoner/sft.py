@@ -49,7 +49,7 @@ def click_text_pairs(world: World, split: str = "train") -> list[tuple[int, str]
     if split == "test":
         raise ValueError("test clicks are never used for training")
     text = {it["intent_id"]: it["text"] for it in world.intents}
-    ids, c = [it["intent_id"] for it in world.intents], world.samples.clicked
+    ids, c = world.samples.intent_ids, world.samples.clicked
     return [(int(i), "; ".join(text[ids[k]] for k in c.row(i))) for i in world.indices(split) if c.lengths[i]]
 
 

@@ -17,15 +17,24 @@ import torch
 def adds_bos(tok) -> bool:
     """Whether tokenising with special tokens puts the BOS in front (Llama, Mistral, Gemma: yes; GPT-2 style
     tokenizers such as SmolLM2's, whose "BOS" is a chat-template token: no)."""
-    known = getattr(tok, "_rgalign_adds_bos", None)
-    if known is None:
+    def ask() -> bool:
         ids = tok("a")["input_ids"]
-        known = tok.bos_token_id is not None and bool(ids) and ids[0] == tok.bos_token_id
+        return tok.bos_token_id is not None and bool(ids) and ids[0] == tok.bos_token_id
+
+    return _kept_on(tok, "_rgalign_adds_bos", ask)  # asked for every prompt: once per tokenizer instead
+
+
+def _kept_on(tok, name: str, compute):
+    """``compute()`` once per tokenizer object, kept as its attribute ``name`` (computed on every call for a
+    tokenizer that takes no attributes)."""
+    value = getattr(tok, name, None)
+    if value is None:
+        value = compute()
         try:
-            tok._rgalign_adds_bos = known  # asked once per prompt: one tokenizer call per tokenizer instead
+            setattr(tok, name, value)
         except AttributeError:
             pass
-    return known
+    return value
 
 
 def serving_text(tok, prompt: str) -> str:
@@ -44,18 +53,14 @@ _MAX_KEPT = 500_000
 def tokenizer_fingerprint(tok) -> str:
     """What decides a tokenizer's output (its full definition and BOS/EOS settings), hashed once per object:
     two loads of the same tokenizer share cached prompt ids, two different tokenizers never do."""
-    fp = getattr(tok, "_rgalign_fingerprint", None)
-    if fp is None:
+    def digest() -> str:
         backend = getattr(tok, "backend_tokenizer", None)
         text = backend.to_str() if backend is not None else f"{type(tok).__name__}:{tok.name_or_path}:{len(tok)}"
         extra = repr((type(tok).__name__, getattr(tok, "add_bos_token", None), getattr(tok, "add_eos_token", None),
                       sorted(tok.special_tokens_map.items())))
-        fp = hashlib.sha1((text + extra).encode()).hexdigest()
-        try:
-            tok._rgalign_fingerprint = fp
-        except AttributeError:  # a tokenizer that takes no attributes is hashed on every call
-            pass
-    return fp
+        return hashlib.sha1((text + extra).encode()).hexdigest()
+
+    return _kept_on(tok, "_rgalign_fingerprint", digest)
 
 
 def prompt_ids(tok, prompts: list[str]) -> list[list[int]]:

@@ -10,8 +10,7 @@ from .world import World
 def reference_scores(world: World, seed: int = 0) -> dict[str, np.ndarray]:
     """[n, C] scores of every sample for the random, popularity (train clicks) and oracle rankers."""
     ids, mask = world.candidates
-    train = world.indices("train")
-    clicks = np.bincount(ids[train][world.labels[train] > 0], minlength=len(world.intents)).astype(np.float64)
+    clicks = world.train_clicks.astype(np.float64)
     out = {"random": np.random.default_rng(seed).random(ids.shape),
            "popularity": np.where(mask, clicks[np.maximum(ids, 0)], 0.0)}
     probs = world.oracle_probs()

@@ -36,19 +36,6 @@ class World:
 
     def __post_init__(self) -> None:
         self.intent_index = {it["intent_id"]: i for i, it in enumerate(self.intents)}
-        if not isinstance(self.samples, SampleTable):  # rows as dicts (a world built in code)
-            self.samples = SampleTable.from_rows(self.samples, [it["intent_id"] for it in self.intents])
-        if self.oracle is not None and not isinstance(self.oracle, OracleTable):
-            rows, self.oracle = self.oracle, OracleTable(self.samples)
-            for sid, r in rows.items():
-                self.oracle.append(self.samples.position(sid), r.get("probs", {}), r.get("needs", []),
-                                   {k: v for k, v in r.items() if k not in ("sample_id", "probs", "needs")})
-            self.oracle.finish()
-        if self.teachers is not None and not isinstance(self.teachers, TeacherTable):
-            rows, self.teachers = self.teachers, TeacherTable(self.samples)
-            for t in rows:
-                self.teachers.append(self.samples.position(t["sample_id"]), t["teacher"], t["query"])
-            self.teachers.finish()
         if (self.samples.split == "").any():
             self.samples.split = temporal_split(self.samples.timestamp)
 
@@ -92,6 +79,12 @@ class World:
         hit = np.zeros((n, K + 1), bool)  # column K: padding
         hit[np.repeat(np.arange(n), clicked.lengths), clicked.codes] = True
         return np.take_along_axis(hit, np.where(ids >= 0, ids, K), axis=1).astype(np.float32)
+
+    @cached_property
+    def train_clicks(self) -> np.ndarray:
+        """[K] clicks on each intent over the training split."""
+        ids, train = self.candidates[0], self.indices("train")
+        return np.bincount(ids[train][self.labels[train] > 0], minlength=len(self.intents))
 
     @property
     def has_needs(self) -> bool:
