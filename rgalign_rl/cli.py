@@ -1,10 +1,16 @@
-"""The `rgalign` command. Each subcommand parses its flags and calls the library; nothing else."""
+"""The `rgalign` command. Each subcommand parses its flags and calls the library; nothing else.
+
+Every input error (a bad flag, config file, config value, override or world) is one ``error: ...`` line on
+stderr per problem and exit status 2 (argparse's convention), never a traceback; ``--debug`` (anywhere on the
+command line) or ``RGALIGN_DEBUG=1`` re-raises it for the traceback."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
+from .config import ConfigError
 from .world import WorldError, load_world
 
 
@@ -12,6 +18,36 @@ def _on_off(value: str) -> bool:
     if value not in ("on", "off"):
         raise argparse.ArgumentTypeError("expected on or off")
     return value == "on"
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {n}")
+    return n
+
+
+def _positive_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not x > 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {value}")
+    return x
+
+
+def _seed_list(value: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+    if any(x < 0 for x in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {value!r}")
+    return seeds
 
 
 def cmd_world_shopsim(args) -> int:
@@ -173,8 +209,7 @@ def cmd_run(args) -> int:
 def cmd_compare(args) -> int:
     from .compare import compare
 
-    compare(args.config, args.algos.split(","), [int(x) for x in args.seeds.split(",")], args.out, args.world,
-            args.overrides, args.resume)
+    compare(args.config, args.algos.split(","), args.seeds, args.out, args.world, args.overrides, args.resume)
     return 0
 
 
@@ -194,6 +229,8 @@ def cmd_diagnose(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rgalign", description="Ranking-Guided Alignment of an LLM reasoner to a ranker")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error (also RGALIGN_DEBUG=1; accepted anywhere on the line)")
     sub = p.add_subparsers(dest="command", required=True)
 
     world = sub.add_parser("world", help="make, check and describe worlds").add_subparsers(dest="what", required=True)
@@ -216,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = world.add_parser("subset", help="a smaller world: N requests drawn from a world (each split in its share)")
     s.add_argument("src")
     s.add_argument("--out", required=True)
-    s.add_argument("--requests", type=int, required=True)
+    s.add_argument("--requests", type=_positive_int, required=True)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_world_subset)
     s = world.add_parser("validate", help="check a world directory; prints FILE:LINE: field: problem")
@@ -234,10 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = reasoner.add_parser("tiny", help="tokenizer + small Llama for a world, warm-started on its teachers")
     s.add_argument("--world", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--epochs", type=float, default=2.0)
-    s.add_argument("--max-pairs", type=int, default=30000)
+    s.add_argument("--epochs", type=_positive_float, default=2.0)
+    s.add_argument("--max-pairs", type=_positive_int, default=30000)
     s.add_argument("--no-warm", action="store_true", help="stop after building the random-init model")
-    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--threads", type=_positive_int, default=2)
     s.set_defaults(func=cmd_reasoner_tiny)
     s = reasoner.add_parser("smollm2", help="convert SmolLM2-135M-Instruct from its wheel; prints the folder")
     s.set_defaults(func=cmd_reasoner_smollm2)
@@ -253,16 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nest", metavar="TWO_TOWER_DIR",
                    help="start from this trained two-tower (its encoder and towers, frozen); the query paths start at zero")
     s.add_argument("--out", required=True)
-    s.add_argument("--epochs", type=int, default=15)
+    s.add_argument("--epochs", type=_positive_int, default=15)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--threads", type=_positive_int, default=2)
     s.set_defaults(func=cmd_ranker_train)
     s = ranker.add_parser("eval", help="test metrics of a saved ranker, with 95% CIs")
     s.add_argument("--world", required=True)
     s.add_argument("--ranker", required=True)
     s.add_argument("--split", choices=["train", "valid", "test"], default="test")
     s.add_argument("--json", action="store_true")
-    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--threads", type=_positive_int, default=2)
     s.set_defaults(func=cmd_ranker_eval)
 
     s = sub.add_parser("run", help="the whole closed loop from a YAML config")
@@ -271,20 +308,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/rgalign")
     s.add_argument("--seed", type=int)
     s.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished stage")
-    s.add_argument("--until", help="stop after this stage (e.g. qe_rec: the rankers only; rg_sft, dpo, final)")
+    s.add_argument("--until", help="stop after this stage (two_tower, headroom, reasoner_warm, qe_rec, control, "
+                                   "round1/rg_sft, ..., final; rg_sft, dpo, ... mean round 1's): metrics.json and "
+                                   "report.md hold the stages so far; --resume continues")
     s.add_argument("overrides", nargs="*", help="key.path=value, e.g. align.algorithm=ppo")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("diagnose", help="why a finished run did or did not move the ranking: per group, per stage")
     s.add_argument("run", help="a finished `rgalign run` folder")
     s.add_argument("--json", action="store_true", help="print the diagnosis as JSON (also kept in RUN/diagnose/)")
-    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--threads", type=_positive_int, default=2)
     s.set_defaults(func=cmd_diagnose)
 
     s = sub.add_parser("compare", help="DPO vs PPO vs GRPO vs RLOO from the same RG-SFT checkpoint and reward budget")
     s.add_argument("--config", required=True)
     s.add_argument("--algos", default="dpo,ppo,grpo,rloo", help="comma-separated aligners")
-    s.add_argument("--seeds", default="0", help="comma-separated seeds")
+    s.add_argument("--seeds", type=_seed_list, default=[0], help="comma-separated seeds")
     s.add_argument("--world")
     s.add_argument("--out", default="runs/compare")
     s.add_argument("--resume", action="store_true", help="continue an interrupted comparison")
@@ -294,17 +333,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("RGALIGN_DEBUG", "") not in ("", "0")
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         return args.func(args)
-    except WorldError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        if not str(e).startswith("config key "):  # a bad config value: the key and the problem, no traceback
+    except Exception as e:
+        lines = _input_error(e)
+        if debug or lines is None:  # not an input error: a bug, with its traceback
             raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except SystemExit as e:  # a command's own `raise SystemExit("error: ...")`
+        if debug or not isinstance(e.code, str):
+            raise
+        lines = [e.code.removeprefix("error: ")]
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+    return 2
+
+
+def _input_error(e: Exception) -> list[str] | None:
+    """The ``error:`` lines (without the prefix) of an input error, or None for any other exception."""
+    if isinstance(e, ConfigError):
+        return e.problems
+    if isinstance(e, WorldError):
+        return [str(e)]
+    if isinstance(e, ValueError) and str(e).startswith("config key "):
+        return [str(e)]
+    if isinstance(e, OSError) and e.filename is not None:  # a missing or unreadable input file or folder
+        return [f"{e.filename}: {e.strerror or e}"]
+    if isinstance(e, FileNotFoundError):  # raised with a message of its own (e.g. a reasoner that is not a folder)
+        return [str(e)]
+    return None
 
 
 if __name__ == "__main__":

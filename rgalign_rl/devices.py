@@ -9,23 +9,48 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _SETTINGS = {"report_to": "none", "checkpoint_every": 0, "progress": True, "serve_dtype": "float32"}
-SERVE_DTYPES = ("float32", "bfloat16")
+SERVE_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def native_bf16() -> bool:
+    """Whether this process's device runs bfloat16 matmuls natively: a CUDA GPU that supports it, or a CPU
+    with AVX-512 bf16 or AMX. Elsewhere bf16 is emulated and slower than float32 (an AVX2 CPU ran the
+    SmolLM2 tiny loop's QE-Rec stage in 505 s in bf16)."""
+    import torch
+
+    from . import dist
+
+    if dist.device().type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:  # not Linux: no way to tell, float32 is the safe choice
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_serve_dtype(name: str) -> str:
+    """``auto`` -> bfloat16 where the device runs it natively, else float32; any other name as it is."""
+    if name != "auto":
+        return name
+    return "bfloat16" if native_bf16() else "float32"
 
 
 def configure(report_to: str = "none", checkpoint_every: int = 0, progress: bool = True,
-              serve_dtype: str = "float32") -> None:
+              serve_dtype: str = "auto") -> None:
     """Per-run settings: where TRL trainers report (none | tensorboard | ...), how often they save a
     resumable checkpoint (optimizer steps; 0 = never), whether long stages draw tqdm bars, and the dtype
     of reasoner snapshots that only serve (generation and last-token embedding for rankers and rewards)."""
     if serve_dtype not in SERVE_DTYPES:
         raise ValueError(f"serve_dtype {serve_dtype!r}: one of {', '.join(SERVE_DTYPES)}")
     _SETTINGS.update(report_to=report_to, checkpoint_every=checkpoint_every, progress=progress,
-                     serve_dtype=serve_dtype)
+                     serve_dtype=resolve_serve_dtype(serve_dtype))
 
 
 def serve_dtype():
     """The torch dtype reasoner snapshots are loaded in to serve: float32, or bfloat16 (GPUs; CPUs with
-    AVX-512 bf16 or AMX run it ~2.5x faster, BENCHMARKS.md section 5, "SmolLM2-135M on 2 CPU cores"). Training is unaffected."""
+    AVX-512 bf16 or AMX run it ~2.5x faster, BENCHMARKS.md section 5, "SmolLM2-135M on 2 CPU cores"). ``auto``
+    was resolved by :func:`configure`. Training is unaffected."""
     import torch
 
     return getattr(torch, _SETTINGS["serve_dtype"])

@@ -11,23 +11,30 @@ kept (metrics.json, state.json, scores/<stage>.npy, round*/candidates.json, the 
   user-weighted GAUC it counts each request once) and need accuracy (nearest need text = true need);
 - Best-of-N (RG-SFT data, training requests): how often each candidate source wins, and where needs are
   known how often each source, the reward's winner and any candidate name the true need;
-- reward vs test ranking: per reasoner stage, the Spearman correlation between a test request's reward
-  (the run's reward, QE-Rec frozen, its target from the request's nearest training requests' clicks: test
-  clicks are never read) and its request AUC, and on the requests whose query the stage changed,
-  how often the reward's verdict (better / worse than the warm reasoner's query) matches the AUC's;
+- reward vs ranking: per reasoner stage, on the requests where the stage's query names another intent than
+  the warm reasoner's (nearest intent text), how often the reward's verdict (better / worse than the warm
+  reasoner's query) matches the change of the request's *expected* AUC (the oracle's click probabilities as
+  soft labels: no click-sampling noise). On valid requests with the reward exactly as training uses it
+  (target: own clicks + neighbours'), and on test requests (target: the neighbours' clicks alone: test clicks
+  are never read); each with the text anchor as configured and without it. The old yardstick (one sampled
+  click's AUC, any changed text: ~50% agreement by construction, as most AUC changes reorder candidates the
+  request does not want) is kept beside it, labelled;
 - drift: the share of test queries each stage changed from the warm reasoner's, beside its sampled KL;
 - headroom per group: QE-Rec given the true need's text vs the two-tower (runs with the headroom stage).
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from .align.diagnostics import NEED_GROUPS, need_groups, need_hits, versus_by_group
 from .align.evaluate import scores_file
-from .metrics import group_auc
+from .metrics import group_auc, soft_group_auc
 from .world import World, load_world
 
 GROUPS = NEED_GROUPS
@@ -60,6 +67,43 @@ def request_auc(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.
     return np.where(weight > 0, auc, np.nan)
 
 
+def expected_request_auc(scores: np.ndarray, probs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """[n] AUC of each request's candidates against the oracle's click probabilities as soft labels (ties
+    half): the ranking's quality without the noise of which candidate one sampled click fell on. NaN where
+    the request's pairs carry no weight (every probability 0, or every one 1)."""
+    rows = np.nonzero(mask)[0]
+    auc, weight = soft_group_auc(rows, scores[mask], probs[mask], n_users=len(scores))
+    return np.where(weight > 0, auc, np.nan)
+
+
+def named_intents(queries: list[str], intent_vectors: np.ndarray, encode=None) -> np.ndarray:
+    """[n] the intent each query names: the nearest intent text (cosine of unit text-encoder vectors)."""
+    if not len(queries):
+        return np.zeros(0, np.int64)
+    if encode is None:
+        from .text_encoder import encode_texts as encode
+    uniq, inverse = np.unique(np.asarray(queries, dtype=object).astype(str), return_inverse=True)
+    return np.argmax(encode(list(uniq), cache=False) @ intent_vectors.T, axis=1)[inverse.reshape(-1)]
+
+
+def intent_changed(queries: list[str], base: list[str], intent_vectors: np.ndarray, encode=None) -> np.ndarray:
+    """[n] whether each query names another intent than the base query at the same place. A rewording that
+    names the same intent barely moves what the ranker needs to know; counting it (as any changed text
+    did) fills the comparison with candidate reorderings no verdict can predict."""
+    named = named_intents(list(queries) + list(base), intent_vectors, encode)
+    return named[: len(queries)] != named[len(queries):]
+
+
+def verdicts(d_reward: np.ndarray, d_auc: np.ndarray, changed: np.ndarray) -> dict:
+    """On the ``changed`` requests whose AUC change is defined: how many (``changed_requests``), how many of
+    them moved the AUC at all (``auc_moved``: an exact zero change has no sign to agree with), and on those
+    the share where the reward's change has the AUC change's sign (``agreement``; None without any)."""
+    ok = changed & ~np.isnan(d_auc)
+    moved = ok & (d_auc != 0)
+    return {"changed_requests": int(ok.sum()), "auc_moved": int(moved.sum()),
+            "agreement": float(np.mean(np.sign(d_reward[moved]) == np.sign(d_auc[moved]))) if moved.any() else None}
+
+
 def stage_keys(run: Path, done: dict) -> list[str]:
     """The run's scored stages in the order they finished (state.json), then any others (the oracle)."""
     keys = [k for k in done if scores_file(run, k).exists()]
@@ -89,6 +133,15 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(spearmanr(a[ok], b[ok]).statistic) if ok.sum() > 2 and np.ptp(a[ok]) > 0 else None
 
 
+def _without_anchor(scorer, rows: np.ndarray):
+    """The same scorer with anchor_weight 0, sharing its ranker and target cache (a target does not depend on
+    the anchor): ``rows``' targets are computed first, so neither copy computes them twice."""
+    scorer.target(rows)
+    plain = copy.copy(scorer)
+    plain.cfg = dataclasses.replace(scorer.cfg, anchor_weight=0.0)
+    return plain
+
+
 class Diagnosis:
     def __init__(self, run: str | Path):
         self.run = Path(run)
@@ -101,16 +154,32 @@ class Diagnosis:
         self.groups, self.kind = request_groups(self.world, self.test)
         self.max_new_tokens = self.metrics["config"]["reasoner"]["max_new_tokens"]
         self.missing: list[str] = []
-        self._queries: dict[Path, tuple[list[str], list[str]]] = {}
+        self._queries: dict[tuple[Path, str], tuple[list[str], list[str]]] = {}
         self._auc: dict[str, np.ndarray] = {}
 
-    def queries(self, folder: Path) -> tuple[list[str], list[str]]:
-        """(prompts, greedy test queries) of a reasoner snapshot (the run's generation cache when warm)."""
+    @cached_property
+    def valid(self) -> np.ndarray:
+        """The valid requests the run checked its reward on: the loop's own draw (eval.max_valid, the seed)."""
+        from .align.loop import sample_subset
+
+        cfg = self.metrics["config"]
+        return sample_subset(self.world.indices("valid"), cfg.get("eval", {}).get("max_valid"), cfg.get("seed", 0))
+
+    @cached_property
+    def intent_vectors(self) -> np.ndarray:
+        from .text_encoder import encode_texts
+
+        return encode_texts([it["text"] for it in self.world.intents])
+
+    def queries(self, folder: Path, split: str = "test") -> tuple[list[str], list[str]]:
+        """(prompts, greedy queries) of a reasoner snapshot on the test (or the run's valid) requests (the run's
+        generation cache when warm)."""
         from .reasoner.queries import reasoner_queries
 
-        if folder not in self._queries:
-            self._queries[folder] = reasoner_queries(self.world, folder, self.test, max_new_tokens=self.max_new_tokens)
-        return self._queries[folder]
+        if (folder, split) not in self._queries:
+            idx = self.test if split == "test" else self.valid
+            self._queries[folder, split] = reasoner_queries(self.world, folder, idx, max_new_tokens=self.max_new_tokens)
+        return self._queries[folder, split]
 
     def auc(self, key: str) -> np.ndarray:
         """[n_test] request AUC of a stage's kept test scores."""
@@ -172,8 +241,11 @@ class Diagnosis:
         return out
 
     def reward_agreement(self, stages: list[dict]) -> list[dict]:
-        """QE-Rec's and round 1's reasoner stages (their test scores, like the reward, come from the frozen
-        QE-Rec): reward vs request AUC on the test requests."""
+        """QE-Rec's and round 1's reasoner stages (their scores, like the reward, come from the frozen QE-Rec):
+        does the reward's verdict on a stage's query predict how the ranking moved? (module docstring) Per stage:
+        {stage, spearman and mean_reward (test, reward as configured, vs the sampled-click AUC), old: the old
+        yardstick, expected_auc: {valid|test: {anchor|no_anchor: {mean_reward, spearman, changed_requests,
+        auc_moved, agreement}}} (worlds with an oracle; the warm reasoner's row has no verdicts)}."""
         import reward as rewards
 
         from .scoring import FrozenRankerScorer, ScorerConfig
@@ -182,12 +254,19 @@ class Diagnosis:
             self.missing.append("reward agreement (no qe_rec stage)")
             return []
         cfg = self.metrics["config"]["reward"]
+        # one scorer serves both splits: test_targets changes test rows only (their neighbours' clicks instead
+        # of none), so a valid request's target is the one training used (own clicks + neighbours')
         scorer = FrozenRankerScorer(self.world, self.done["qe_rec"]["path"], ScorerConfig(**cfg["scorer"]), test_targets=True)
         if scorer.cfg.neighbours == 0:
             self.missing.append("reward agreement (reward.scorer.neighbours = 0: a test request's target is its own click)")
             return []
-        reward_fn = rewards.build_reward({"name": cfg["name"], "k": cfg["k"]}, scorer)
-        ids = [str(self.world.samples.sample_id[i]) for i in self.test]
+        probs = self.world.oracle_probs()
+        if probs is None:
+            self.missing.append("reward agreement against the expected request AUC (the world has no oracle)")
+        build = lambda s: rewards.build_reward({"name": cfg["name"], "k": cfg["k"]}, s)  # noqa: E731
+        fns = {"anchor": build(scorer)}
+        if probs is not None and scorer.cfg.anchor_weight > 0:
+            fns["no_anchor"] = build(_without_anchor(scorer, np.concatenate([self.valid, self.test])))
         out, base = [], None
         for row in stages:
             key, folder = row["stage"], snapshot(self.done, row["stage"])
@@ -195,18 +274,66 @@ class Diagnosis:
             if folder is None or not same_ranker:
                 continue
             prompts, queries = self.queries(folder)
-            r = np.asarray(reward_fn(prompts, queries, sample_id=ids), float)
+            r = np.asarray(fns["anchor"](prompts, queries, sample_id=self._ids(self.test)), float)
             auc = self.auc(key)
             item = {"stage": key, "spearman": _spearman(r, auc), "mean_reward": float(r.mean())}
+            now = {"queries": queries, "reward": r, "auc": auc}
+            if probs is not None:
+                now["expected"] = self._expected(key, folder, fns, scorer, probs, r)
             if base is None:  # the warm reasoner (QE-Rec's): what each aligned stage changed
-                base = (queries, r, auc)
-            else:
-                changed = np.array([a != b for a, b in zip(queries, base[0])]) & ~np.isnan(auc) & (auc != base[2])
-                dr, da = r[changed] - base[1][changed], auc[changed] - base[2][changed]
-                item["changed_requests"] = int(changed.sum())
-                item["sign_agreement"] = float(np.mean(np.sign(dr) == np.sign(da))) if changed.any() else None
+                base = now
+            else:  # the old yardstick: one sampled click's AUC, on any changed text
+                changed = np.array([a != b for a, b in zip(queries, base["queries"])]) & ~np.isnan(auc) & (auc != base["auc"])
+                dr, da = r[changed] - base["reward"][changed], auc[changed] - base["auc"][changed]
+                item["old"] = {"changed_requests": int(changed.sum()), "sign_agreement_sampled_click_any_change":
+                               float(np.mean(np.sign(dr) == np.sign(da))) if changed.any() else None}
+            if probs is not None:
+                item["expected_auc"] = self._expected_cells(now["expected"], None if base is now else base["expected"])
             out.append(item)
         return out
+
+    def _ids(self, idx) -> list[str]:
+        return [str(self.world.samples.sample_id[i]) for i in idx]
+
+    def _expected(self, key: str, folder: Path, fns: dict, scorer, probs: np.ndarray, test_reward: np.ndarray) -> dict:
+        """Per split: the stage's queries, each request's expected AUC and its reward under each variant."""
+        mask, out = self.world.candidates[1], {}
+        for split, idx in (("valid", self.valid), ("test", self.test)):
+            if not len(idx):
+                continue
+            prompts, queries = self.queries(folder, split)
+            scores = np.load(scores_file(self.run, key)) if split == "test" else self.valid_scores(scorer, prompts, queries)
+            reward = {v: test_reward if (split, v) == ("test", "anchor") else
+                      np.asarray(fn(prompts, queries, sample_id=self._ids(idx)), float) for v, fn in fns.items()}
+            reward.setdefault("no_anchor", reward["anchor"])  # anchor_weight 0: one reward
+            out[split] = {"queries": queries, "auc": expected_request_auc(scores, probs[idx], mask[idx]), "reward": reward}
+        return out
+
+    def _expected_cells(self, now: dict, base: dict | None) -> dict:
+        """{split: {variant: mean reward, Spearman with the expected AUC and, against the warm reasoner's
+        queries, the verdicts on the requests whose named intent changed}}."""
+        out = {}
+        for split, m in now.items():
+            changed = None if base is None else intent_changed(m["queries"], base[split]["queries"], self.intent_vectors)
+            out[split] = {}
+            for v, r in m["reward"].items():
+                cell = {"mean_reward": float(r.mean()), "spearman": _spearman(r, m["auc"])}
+                if changed is not None:
+                    cell.update(verdicts(r - base[split]["reward"][v], m["auc"] - base[split]["auc"], changed))
+                out[split][v] = cell
+        return out
+
+    def valid_scores(self, scorer, prompts: list[str], queries: list[str]) -> np.ndarray:
+        """[n_valid, C] the frozen QE-Rec's scores of the valid requests given these queries, on the serving
+        path (the snapshot QE-Rec was trained with embeds them): a run keeps test scores only."""
+        from .ranker.train import RankerData, score
+        from .reasoner.queries import embed_queries
+
+        w, meta = self.world, scorer.meta
+        emb = embed_queries(meta["queries"].split(":", 1)[1], prompts, queries, meta["query_mode"])
+        full = np.zeros((len(w.samples), emb.shape[1]), np.float32)
+        full[self.valid] = emb
+        return score(scorer.model, RankerData(w, scorer.encoder, full), self.valid)
 
     def headroom(self) -> dict | None:
         path = scores_file(self.run, "headroom")

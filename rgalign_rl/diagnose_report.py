@@ -50,12 +50,7 @@ def markdown(d: dict) -> str:
                  + (", and how often its candidates, the winner and any candidate name the true need" if has_need else "") + ":",
                  "", md_table(cols, rows)]
     if d["reward_agreement"]:
-        text += ["", "Reward vs test ranking (test requests; reward with QE-Rec frozen): Spearman of a request's reward "
-                 "with its AUC, and on the requests a stage changed, how often the reward's verdict against the warm "
-                 "reasoner's query matches the AUC's:", "",
-                 md_table(["stage", "mean reward", "Spearman", "changed requests", "verdicts agree"],
-                          [[a["stage"], _num(a["mean_reward"]), _num(a["spearman"], "{:+.3f}"),
-                            str(a.get("changed_requests", "–")), _pct(a.get("sign_agreement"))] for a in d["reward_agreement"]])]
+        text += agreement_markdown(d["reward_agreement"])
     if d["headroom_by_group"]:
         text += ["", "Headroom per group (QE-Rec given the true need's text - two-tower, GAUC, paired 95% CI):", "",
                  md_table(["group", "requests", "gain"], [[g, str(v["requests"]), diff_cell(v)]
@@ -65,6 +60,34 @@ def markdown(d: dict) -> str:
     text += ["", "Plots: diagnose/auc_by_group.png" + (", diagnose/need_accuracy_by_group.png" if drift and d["group_by"] == "need" else "")
              + (", diagnose/winners_by_group.png" if d["winners"] else "") + "."]
     return "\n".join(text) + "\n"
+
+
+def _verdict(cell: dict | None) -> str:
+    return "–" if not cell or "agreement" not in cell else f"{_pct(cell['agreement'])} (n={cell['auc_moved']}/{cell['changed_requests']})"
+
+
+def agreement_markdown(rows: list[dict]) -> list[str]:
+    """Reward vs ranking: the expected-AUC yardstick (where the world has an oracle), then the old one."""
+    text = []
+    cells = [("valid", "anchor"), ("valid", "no_anchor"), ("test", "anchor"), ("test", "no_anchor")]
+    if any("expected_auc" in a for a in rows):
+        text += ["", "Reward vs ranking (QE-Rec frozen): on the requests where a stage's query names another intent than "
+                 "the warm reasoner's (nearest intent text), how often the reward's verdict (better / worse) matches the "
+                 "change of the request's *expected* AUC (the oracle's click probabilities as soft labels). Valid: the "
+                 "run's valid sample, the reward as training uses it (target: own clicks + neighbours'); test: target "
+                 "from the neighbours' clicks alone. n = requests whose expected AUC moved / whose named intent changed:", "",
+                 md_table(["stage"] + [f"{s}, {'anchor' if v == 'anchor' else 'no anchor'}" for s, v in cells],
+                          [[a["stage"]] + [_verdict(a["expected_auc"].get(s, {}).get(v)) for s, v in cells]
+                           for a in rows if "expected_auc" in a and any("agreement" in c for x in a["expected_auc"].values()
+                                                                      for c in x.values())])]
+    text += ["", "Old yardstick (test requests, reward as configured): Spearman of a request's reward with its AUC on one "
+             "sampled click, and on the requests whose query text changed at all, how often the reward's verdict matches "
+             "that AUC's change (about 50% by construction: most changes reorder candidates the request does not want):", "",
+             md_table(["stage", "mean reward", "Spearman (sampled click)", "changed requests", "verdicts agree (old)"],
+                      [[a["stage"], _num(a["mean_reward"]), _num(a["spearman"], "{:+.3f}"),
+                        str(a.get("old", {}).get("changed_requests", "–")),
+                        _pct(a.get("old", {}).get("sign_agreement_sampled_click_any_change"))] for a in rows])]
+    return text
 
 
 def _bars(ax, groups, series: dict[str, list], title: str) -> None:

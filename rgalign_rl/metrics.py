@@ -8,6 +8,10 @@ Definitions (also written into every report):
 - Recall@K: over requests with at least one click, |top-K ∩ clicked| / |clicked|, averaged.
 - NDCG@K: binary gains, ideal DCG over min(K, |clicked|). MRR: reciprocal rank of the first clicked
   candidate. Both over requests with at least one click. Ties in top-K are broken by candidate order.
+- Expected GAUC (worlds with an oracle): GAUC with the oracle's click probabilities as soft labels, per user
+  sum_{a != b} p_a (1 - p_b) [s_a > s_b] / sum_{a != b} p_a (1 - p_b) (ties half), weighted like GAUC. It is
+  the ranking's quality without the noise of which candidate happened to be clicked: a yardstick that can
+  tell two stages apart where one sampled click per request cannot (DESIGN.md s.9).
 - CIs: percentile bootstrap that resamples users (a user's requests move together).
 """
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 
 HEADLINE = ("gauc", "error_rate", "recall@3", "ndcg@3", "mrr")
 PAIRED = ("gauc", "recall@3")  # the metrics every paired stage comparison reports (the issue's targets)
+EXPECTED = "expected_gauc"     # GAUC against the oracle's probabilities: reported beside them where a world has one
 
 
 @dataclass
@@ -65,6 +70,34 @@ def group_auc(users: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_users
     return auc, np.where(ok, count, 0).astype(np.float64)
 
 
+def soft_group_auc(users: np.ndarray, scores: np.ndarray, probs: np.ndarray, n_users: int | None = None):
+    """Per-user AUC against soft labels ``probs`` in [0, 1] (ties count half); with 0/1 labels it equals
+    :func:`group_auc`. Returns (auc [U], weight [U]): weight = the user's impressions, 0 where the user's
+    pairs carry no weight (every probability 0, or every one 1)."""
+    users = np.asarray(users, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    p = np.asarray(probs, dtype=np.float64)
+    U = int(users.max()) + 1 if n_users is None else n_users
+    order = np.lexsort((scores, users))
+    u, s, p = users[order], scores[order], p[order]
+    q = 1.0 - p                                                         # each impression's weight as a negative
+    n = len(u)
+    new_tie = np.ones(n, dtype=bool)
+    new_tie[1:] = (u[1:] != u[:-1]) | (s[1:] != s[:-1])
+    tie = np.cumsum(new_tie) - 1
+    tie_q = np.bincount(tie, q)                                         # negative weight of each tie group
+    cum = np.concatenate([[0.0], np.cumsum(q)])                         # cum[i]: sum of q before position i
+    count = np.bincount(u, minlength=U)
+    user_start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    tie_start = np.flatnonzero(new_tie)[tie]                            # first position of each row's tie group
+    below = cum[tie_start] - cum[user_start[u]]                         # strictly lower scores, same user
+    num = np.bincount(u, p * (below + 0.5 * (tie_q[tie] - q)), minlength=U)
+    P, Q = np.bincount(u, p, minlength=U), np.bincount(u, q, minlength=U)
+    den = P * Q - np.bincount(u, p * q, minlength=U)                    # every ordered pair a != b
+    ok = den > 1e-12
+    return np.where(ok, num / np.where(ok, den, 1.0), 0.0), np.where(ok, count, 0).astype(np.float64)
+
+
 def request_metrics(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, k: int = 3):
     """Per-request Recall@K, NDCG@K and MRR for padded [n, C] arrays; NaN for requests without clicks."""
     scores = np.where(mask, scores, -np.inf)
@@ -85,13 +118,17 @@ def request_metrics(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, k:
     return {f"recall@{k}": recall * nan, f"ndcg@{k}": ndcg * nan, "mrr": mrr * nan}
 
 
-def user_stats(scores, labels, mask, users, k: int = 3) -> UserStats:
-    """Sufficient statistics per user for GAUC and the request metrics."""
+def user_stats(scores, labels, mask, users, k: int = 3, probs=None) -> UserStats:
+    """Sufficient statistics per user for GAUC and the request metrics; with the oracle's ``probs`` ([n, C]),
+    also for the expected GAUC."""
     _, users = np.unique(np.asarray(users), return_inverse=True)  # dense codes: only these users resample
     U = int(users.max()) + 1
     imp_users = np.broadcast_to(users[:, None], mask.shape)[mask]
     auc, w = group_auc(imp_users, scores[mask], labels[mask], U)
     num, den = {"gauc": auc * w}, {"gauc": w}
+    if probs is not None:
+        auc, w = soft_group_auc(imp_users, scores[mask], probs[mask], U)
+        num[EXPECTED], den[EXPECTED] = auc * w, w
     for name, values in request_metrics(scores, labels, mask, k).items():
         ok = ~np.isnan(values)
         num[name] = np.bincount(users[ok], values[ok], minlength=U)

@@ -7,9 +7,15 @@ import json
 from pathlib import Path
 
 from . import metrics as metric_defs
-from .metrics import HEADLINE, PAIRED
+from .metrics import EXPECTED, HEADLINE, PAIRED
 
-LABELS = {"gauc": "GAUC", "error_rate": "error rate", "recall@3": "Recall@3", "ndcg@3": "NDCG@3", "mrr": "MRR"}
+LABELS = {"gauc": "GAUC", "error_rate": "error rate", "recall@3": "Recall@3", "ndcg@3": "NDCG@3", "mrr": "MRR",
+          EXPECTED: "expected GAUC"}
+
+
+def paired(d: dict) -> list[str]:
+    """The paired metrics a comparison holds: GAUC and Recall@3, and the expected GAUC where the world has an oracle."""
+    return [k for k in (*PAIRED, EXPECTED) if k in d]
 
 
 def cell(row: dict, key: str) -> str:
@@ -126,12 +132,14 @@ def write_run_report(out: str | Path, metrics: dict, command: str) -> Path:
         plot_curve(curves, key, out / f"aligner_{key}.png")
     cfg = metrics["config"]
     g = gains(by)
+    columns = [*HEADLINE, *([EXPECTED] if any(r.get(EXPECTED) is not None for r in rows) else [])]
     text = [f"# RGAlign run `{out.name}`", "",
             f"World `{metrics['world']}`, seed {cfg['seed']}, reasoner `{cfg['reasoner']['preset']}`, aligner "
             f"`{cfg['align']['algorithm']}`, reward `{cfg['reward']['name']}`, rounds {cfg['rounds']}.", "",
+            *_stopped_early(metrics.get("stopped_early")),
             "## Results (test split, 95% CIs: bootstrap over users)", "",
-            md_table(["stage", *[LABELS[k] for k in HEADLINE], "Δ GAUC vs QE-Rec (paired CI)"],
-                     [[r["name"], *[cell(r, k) for k in HEADLINE], diff_cell((r.get("vs_qe_rec") or {}).get("gauc"))]
+            md_table(["stage", *[LABELS[k] for k in columns], "Δ GAUC vs QE-Rec (paired CI)"],
+                     [[r["name"], *[cell(r, k) for k in columns], diff_cell((r.get("vs_qe_rec") or {}).get("gauc"))]
                       for r in rows if r.get("gauc") is not None])]
     if g:
         text += ["", f"Final vs QE-Rec with the warm reasoner: error rate {by['qe_rec']['error_rate']:.4f} -> "
@@ -144,7 +152,7 @@ def write_run_report(out: str | Path, metrics: dict, command: str) -> Path:
         d = qt["gauc"]
         verdict = ("beats" if d["ci"][0] > 0 else "falls below" if d["ci"][1] < 0 else "is within noise of")
         text += ["", f"QE-Rec (warm reasoner's queries) {verdict} the two-tower, the production baseline without a "
-                     "query (paired CI): " + ", ".join(f"{LABELS[k]} {diff_cell(qt[k])}" for k in PAIRED) + "."]
+                     "query (paired CI): " + ", ".join(f"{LABELS[k]} {diff_cell(qt[k])}" for k in paired(qt)) + "."]
         groups = by["qe_rec"].get("vs_two_tower_by_group")
         if groups:
             text += ["", "Where it does, by the group of the request's true need (cold: its intent launched late; rare / "
@@ -156,14 +164,14 @@ def write_run_report(out: str | Path, metrics: dict, command: str) -> Path:
     if vc:
         text += ["", "Final vs control (the same calibration with the warm, unaligned reasoner: what retraining the "
                      "ranker gives by itself), i.e. alignment's own share: "
-                     + ", ".join(f"{LABELS[k]} {diff_cell(vc[k])}" for k in PAIRED) + "."]
+                     + ", ".join(f"{LABELS[k]} {diff_cell(vc[k])}" for k in paired(vc)) + "."]
     hr, fin = (by.get(k, {}).get("vs_two_tower") for k in ("headroom", "final"))
     if hr:
         share = (f" ({100 * fin['gauc']['diff'] / hr['gauc']['diff']:+.1f}% of the headroom)"
                  if fin and hr["gauc"]["diff"] > 0 else "")
         text += ["", "World headroom (QE-Rec given the true need's text instead of a reasoner's query: what a perfect "
                      "reasoner could add over the two-tower): "
-                 + ", ".join(f"{LABELS[k]} {diff_cell(hr[k])}" for k in PAIRED)
+                 + ", ".join(f"{LABELS[k]} {diff_cell(hr[k])}" for k in paired(hr))
                  + (f"; the final stage over the two-tower: GAUC {diff_cell(fin['gauc'])}{share}." if fin else ".")]
     text += ["", "![metrics per stage](stages.png)", "", "## The reasoner at each stage", "",
              md_table(["stage", "valid reward", "need accuracy", "degenerate", "KL to ref", "rolled back", "wall s"],
@@ -192,6 +200,15 @@ def write_run_report(out: str | Path, metrics: dict, command: str) -> Path:
     tmp.write_text("\n".join(text) + "\n")
     tmp.replace(path)
     return path
+
+
+def _stopped_early(stop: dict | None) -> list[str]:
+    """The report's note on a run stopped by ``--until``: which stages ran, and the command that continues it."""
+    if not stop:
+        return []
+    return [f"**Stopped early** after stage `{stop['after']}` (`--until {stop['until']}`): this report holds the "
+            f"stages run so far ({', '.join(f'`{k}`' for k in stop['done'])}); comparisons with stages not yet run "
+            f"are left out. Continue the run with `{stop['resume']}`.", ""]
 
 
 def _f(v, digits: int = 4) -> str:

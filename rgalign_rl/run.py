@@ -9,21 +9,10 @@ from . import dist
 from .align.loop import ClosedLoop
 from .align.loop_config import LoopConfig, loop_config
 from .config import from_dict, load_yaml
-from .metrics import HEADLINE, PAIRED
+from .metrics import EXPECTED, HEADLINE
+from .versions import lock_differences, versions
 from .world import load_world
 from .world.stats import format_table
-
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for p in ("rgalign_rl", "torch", "transformers", "trl", "accelerate", "deepspeed"):
-        try:
-            out[p] = md.version(p)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def prepare_world(cfg: LoopConfig, world_dir: str | None, out: Path):
@@ -47,7 +36,9 @@ def seeds_of(cfg: LoopConfig) -> dict[str, int]:
 def flatten(stage: dict) -> dict:
     row = {"name": stage["name"]}
     m = stage.get("metrics", {})
-    for k in HEADLINE:
+    for k in (*HEADLINE, EXPECTED):
+        if k == EXPECTED and k not in m:  # a world without an oracle
+            continue
         row[k] = m.get(k)
         if f"{k}_ci" in m:
             row[f"{k}_ci"] = m[f"{k}_ci"]
@@ -77,13 +68,19 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
         until: str | None = None) -> dict:
     """The closed loop; writes metrics.json, report.md and the plots under ``out``. ``seed_state``: stages
     already finished elsewhere (``rgalign compare`` shares one RG-SFT checkpoint between aligners)."""
-    from .report import diff_cell, write_run_report
+    from .report import diff_cell, paired, write_run_report
 
     raw = load_yaml(config, overrides)
     if seed is not None:
         raw["seed"] = seed
     cfg = loop_config(raw)
     ClosedLoop.check_until(cfg, until)  # a typo fails here, not after the stages before it
+    diffs = lock_differences()
+    if diffs and dist.is_main():
+        import sys
+
+        print("warning: versions differ from the tested lock (constraints.txt; `make` installs it): "
+              + ", ".join(diffs), file=sys.stderr)
     out_p = Path(out)
     if out_p.exists() and (out_p / "state.json").exists() and not resume:
         raise SystemExit(f"error: {out} holds an earlier run: pass --resume to continue it, or choose another --out")
@@ -97,11 +94,15 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
     metrics = {"stages": [flatten(s) for s in result["stages"]], "config": result["config"],
                "world": str(world.root), "versions": versions(), "processes": dist.world_size(),
                "seeds": seeds_of(cfg)}
+    if "stopped_early" in result:  # --until: the stages so far, and how to go on
+        metrics["stopped_early"] = {**result["stopped_early"],
+                                    "resume": command_line(config, world_dir, out, seed, overrides, extra="--resume")}
     if not dist.is_main():  # the main process writes and prints; the others are done
         dist.barrier()
         return metrics
     write_json(out_p / "metrics.json", metrics)
-    report = write_run_report(out_p, metrics, command_line(config, world_dir, out, seed, overrides))
+    report = write_run_report(out_p, metrics, command_line(config, world_dir, out, seed, overrides,
+                                                          extra=f"--until {until}" if until else ""))
     log("\ntest split, 95% CIs over users:")
     log(format_table({s["name"]: s for s in metrics["stages"] if s.get("gauc") is not None}))
     final = next((s for s in metrics["stages"] if s["name"] == "final"), {})
@@ -112,7 +113,10 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
                                   ("final", final, "the control (calibration without alignment)", "vs_control"),
                                   ("headroom (the true need's text)", headroom, "the two-tower", "vs_two_tower")):
         if row.get(key):
-            log(f"{name} vs {label}: " + ", ".join(f"{k} {diff_cell(row[key][k])}" for k in PAIRED))
+            log(f"{name} vs {label}: " + ", ".join(f"{k} {diff_cell(row[key][k])}" for k in paired(row[key])))
+    if "stopped_early" in metrics:
+        log(f"\nstopped early after {metrics['stopped_early']['after']} (--until); continue with: "
+            f"{metrics['stopped_early']['resume']}")
     log(f"\nreport: {report}")
     dist.barrier()
     return metrics

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .ranker.train import NEG, RankerData, load_ranker
+from .config import Annotated, NonNegative, OneOf, Positive, Share
 from .text_encoder import encode_texts
 from .world import World
 
@@ -32,11 +33,12 @@ SPACES = ("user", "user+teachers")  # where a request's nearest training request
 
 @dataclass
 class ScorerConfig:
-    neighbours: int = 20            # k nearest training requests whose clicks denoise the target (0 = own click)
-    neighbour_space: str = "user+teachers"  # user | user+teachers: where "nearest" is measured
-    anchor_weight: float = 0.5      # share of the text anchor in the candidate distribution
-    anchor_temperature: float = 0.05
-    batch_size: int = 1024
+    # k nearest training requests whose clicks denoise the target (0 = own click)
+    neighbours: Annotated[int, NonNegative] = 20
+    neighbour_space: Annotated[str, OneOf(SPACES)] = "user+teachers"  # user | user+teachers: where "nearest" is measured
+    anchor_weight: Annotated[float, Share] = 0.5  # share of the text anchor in the candidate distribution
+    anchor_temperature: Annotated[float, Positive] = 0.05
+    batch_size: Annotated[int, Positive] = 1024
 
     def __post_init__(self) -> None:  # at config load, not minutes later when the first reward is built
         if self.neighbour_space not in SPACES:

@@ -42,7 +42,7 @@ def test_bad_world_is_refused_with_file_line_and_field(case, tmp_path):
     ("ranker.query_mode=mean", "config key ranker.query_mode: 'mean' is not one of"),
     ("ranker.arch=two_tower", "config key ranker.arch: 'two_tower' is not one of qe_rec, qe_rec_gated"),
     ("ranker.query_mode=text", "config key rg_cl.epochs: RG-CL trains the reasoner's last-token state"),
-    ("reasoner.serve_dtype=float16", "config key reasoner.serve_dtype: 'float16' is not one of float32, bfloat16"),
+    ("reasoner.serve_dtype=float16", "config key reasoner.serve_dtype: 'float16' is not one of auto, float32, bfloat16"),
     ("align.dpo=3", "config key align.dpo: expected a section"),
 ])
 def test_bad_config_value_names_the_key_and_writes_nothing(override, message, tiny_world, tmp_path):

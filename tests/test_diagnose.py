@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from rgalign_rl.cli import main
-from rgalign_rl.diagnose import intent_groups, request_auc
+from rgalign_rl.diagnose import (expected_request_auc, intent_changed, intent_groups, named_intents, request_auc,
+                                 verdicts)
 from rgalign_rl.world import load_world
 
 
@@ -28,6 +29,60 @@ def test_request_auc_by_hand():
     assert np.isnan(auc[3]) and auc[4] == 1.0
 
 
+def test_expected_request_auc_by_hand():
+    scores = np.array([[0.9, 0.1, 0.5], [0.3, 0.3, 0.0], [0.2, 0.1, 0.0], [0.5, 0.4, 0.9]])
+    probs = np.array([[0.8, 0.2, 0.5], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0], [0.6, 0.1, 0.0]])
+    mask = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 0]], bool)  # the last: 0.9 is padding
+    auc = expected_request_auc(scores, probs, mask)
+    # row 0, pairs a != b weighted p_a (1 - p_b): won .64 (0>1) + .40 (0>2) + .40 (2>1) of 1.68 in all
+    assert auc[0] == pytest.approx(1.44 / 1.68)
+    assert auc[1] == pytest.approx(0.75)  # .5 x 1 tied (half) and .5 x 1 won, of 1.0
+    assert np.isnan(auc[2])  # no probability: no pair carries weight
+    assert auc[3] == pytest.approx((0.6 * 0.9) / (0.6 * 0.9 + 0.1 * 0.4))  # padding is not a candidate
+
+
+def test_expected_request_auc_with_0_1_probabilities_is_request_auc():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, (50, 6)).astype(float)  # ties on purpose
+    labels = (rng.random((50, 6)) < 0.3).astype(float)
+    mask = rng.random((50, 6)) < 0.8
+    a, b = expected_request_auc(scores, labels, mask), request_auc(scores, labels, mask)
+    assert np.array_equal(np.isnan(a), np.isnan(b)) and np.allclose(a[~np.isnan(a)], b[~np.isnan(b)])
+
+
+def _encoder(vectors: dict):
+    """A stand-in text encoder: hand-made unit vectors per text; records what it was asked to encode."""
+    calls = []
+
+    def encode(texts, cache=True):
+        calls.append(list(texts))
+        v = np.array([vectors[t] for t in texts], float)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+    return encode, calls
+
+
+def test_intent_changed_counts_a_new_named_intent_not_a_rewording():
+    intents = np.eye(3)  # shoes, hats, scarves
+    encode, calls = _encoder({"red shoes": [1, 0, 0], "crimson sneakers": [0.9, 0.1, 0], "blue hat": [0, 1, 0],
+                              "wool scarf": [0, 0, 1], "warm hat": [0, 0.8, 0.6], "red shoe hat": [0.2, 0.9, 0.1]})
+    base = ["red shoes", "blue hat", "wool scarf", "red shoes"]
+    stage = ["crimson sneakers", "blue hat", "warm hat", "red shoe hat"]
+    assert named_intents(stage, intents, encode).tolist() == [0, 1, 1, 1]
+    # a rewording naming the same intent, the same text, another intent twice
+    assert intent_changed(stage, base, intents, encode).tolist() == [False, False, True, True]
+    assert sorted(calls[-1]) == sorted(set(stage + base))  # each text encoded once
+    assert intent_changed([], [], intents, encode).tolist() == []
+
+
+def test_verdicts_skip_unchanged_undefined_and_unmoved_requests():
+    d_reward = np.array([0.1, -0.2, 0.3, 0.0, 0.5, -0.4])
+    d_auc = np.array([0.2, 0.1, 0.0, -0.1, np.nan, -0.3])
+    changed = np.array([True, True, True, True, True, False])
+    # compared: 0 (agree), 1 (disagree), 3 (a reward tie has no sign: disagree); 2 did not move, 4 undefined, 5 unchanged
+    assert verdicts(d_reward, d_auc, changed) == {"changed_requests": 4, "auc_moved": 3, "agreement": pytest.approx(1 / 3)}
+    assert verdicts(d_reward, d_auc, np.zeros(6, bool))["agreement"] is None
+
+
 @pytest.mark.slow
 def test_diagnose_json_on_a_finished_tiny_run(one_process_run, tmp_path):
     run = tmp_path / "run"
@@ -44,7 +99,8 @@ def test_diagnose_json_on_a_finished_tiny_run(one_process_run, tmp_path):
     assert "need_accuracy" not in by["two_tower"] and "need_accuracy" not in by["headroom"]  # no reasoner
     assert by["qe_rec"]["queries_changed"] == 0.0 and 0.0 <= by["round1/dpo"]["queries_changed"] <= 1.0
     assert by["control"]["need_accuracy"] == by["qe_rec"]["need_accuracy"]  # the control serves the warm reasoner
-    metrics = {s["name"]: s for s in json.loads((run / "metrics.json").read_text())["stages"]}
+    metrics_json = json.loads((run / "metrics.json").read_text())
+    metrics, metrics_cfg = {s["name"]: s for s in metrics_json["stages"]}, metrics_json["config"]
     assert by["qe_rec"]["need_accuracy"].keys() == d["groups"].keys()
     overall = sum(by["qe_rec"]["need_accuracy"][g] * n for g, n in d["groups"].items()) / sum(d["groups"].values())
     assert overall == pytest.approx(metrics["qe_rec"]["need_accuracy"]["overall"], abs=1e-9)  # same queries, same rule
@@ -58,10 +114,23 @@ def test_diagnose_json_on_a_finished_tiny_run(one_process_run, tmp_path):
     agree = {a["stage"]: a for a in d["reward_agreement"]}
     assert set(agree) == {"qe_rec", "round1/rg_sft", "round1/dpo", "round1/rg_cl"}
     assert agree["qe_rec"]["mean_reward"] > 0  # test requests get their neighbours' clicks as the target
-    assert "changed_requests" not in agree["qe_rec"]  # the warm reasoner is what the others are compared with
-    for k in ("round1/rg_sft", "round1/dpo", "round1/rg_cl"):  # changed: the query and the request's AUC moved
-        assert agree[k]["changed_requests"] <= round(by[k]["queries_changed"] * len(world.indices("test")))
-        assert agree[k]["sign_agreement"] is None or 0 <= agree[k]["sign_agreement"] <= 1
+    assert "old" not in agree["qe_rec"]  # the warm reasoner is what the others are compared with
+    n_test, n_valid = len(world.indices("test")), min(metrics_cfg["eval"]["max_valid"], len(world.indices("valid")))
+    for split in ("valid", "test"):
+        for variant in ("anchor", "no_anchor"):
+            assert "changed_requests" not in agree["qe_rec"]["expected_auc"][split][variant]
+    for k in ("round1/rg_sft", "round1/dpo", "round1/rg_cl"):
+        old = agree[k]["old"]  # changed: the query and the request's sampled-click AUC moved
+        assert old["changed_requests"] <= round(by[k]["queries_changed"] * n_test)
+        agreement = old["sign_agreement_sampled_click_any_change"]
+        assert agreement is None or 0 <= agreement <= 1
+        for split, n in (("valid", n_valid), ("test", round(by[k]["queries_changed"] * n_test))):
+            for variant in ("anchor", "no_anchor"):  # a named intent changes only where the text did
+                cell = agree[k]["expected_auc"][split][variant]
+                assert cell["auc_moved"] <= cell["changed_requests"] <= n
+                assert cell["agreement"] is None or 0 <= cell["agreement"] <= 1
+    text = (run / "report.md").read_text()
+    assert "expected* AUC" in text and "Old yardstick" in text
     assert set(d["headroom_by_group"]) == set(d["groups"])
     assert not d["not_computed"]
     assert {p.name for p in (run / "diagnose").iterdir()} == {
@@ -86,6 +155,8 @@ def test_diagnose_on_a_world_without_needs_groups_by_intent_clicks_and_says_what
     assert all("need_accuracy" not in c for c in d["winners"][0]["groups"].values())
     assert any("need accuracy" in m and "no needs" in m for m in d["not_computed"])
     assert any("headroom" in m for m in d["not_computed"])
+    assert d["reward_agreement"] and all("expected_auc" not in a for a in d["reward_agreement"])  # no oracle
+    assert any("expected request AUC" in m and "no oracle" in m for m in d["not_computed"])
     assert "Not computed here" in (run / "report.md").read_text()
 
 
@@ -105,6 +176,6 @@ def test_intent_groups_follow_training_clicks(tiny_world):
             assert n[groups == lo].max() < n[groups == hi].min()
 
 
-def test_diagnose_refuses_a_folder_that_is_not_a_finished_run(tmp_path):
-    with pytest.raises(SystemExit, match="metrics.json not found"):
-        main(["diagnose", str(tmp_path)])
+def test_diagnose_refuses_a_folder_that_is_not_a_finished_run(tmp_path, capsys):
+    assert main(["diagnose", str(tmp_path)]) == 2  # an input error: one line, no traceback (cli.main)
+    assert "metrics.json not found" in capsys.readouterr().err

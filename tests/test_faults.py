@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -49,26 +50,65 @@ def test_a_faulty_aligner_rolls_back_and_the_loop_goes_on(override, reason, one_
 
 
 @pytest.mark.slow
-def test_a_collapsed_sampler_is_rolled_back_naming_samples(one_process_run, tiny_world, tmp_path):
+def test_a_collapsed_sampler_is_rolled_back_naming_samples(one_process_run, tiny_world, tmp_path, monkeypatch):
+    import rgalign_rl.align.evaluate as evaluation
+
+    # forced, not hoped for: every query the stages write reads as degenerate to the stage check
+    monkeypatch.setattr(evaluation, "is_degenerate", lambda q: True)
+    monkeypatch.setattr(evaluation, "degenerate_share", lambda queries: 1.0)
     said = []
-    m = from_rg_sft(one_process_run, tiny_world, tmp_path / "run", ["eval.max_degenerate=-1"], said)
+    m = from_rg_sft(one_process_run, tiny_world, tmp_path / "run", [], said)
     assert stage(m, "dpo")["rolled_back"]
     assert any("[round1/dpo] rolled back (degenerate" in line and "e.g. samples" in line for line in said)
 
 
+def _state(out):
+    return json.loads((out / "state.json").read_text())["done"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("point,extra", [("trainer.saved", []), ("best_of_n.scoring", ["best_of_n.score_batch=400"]),
-                                         ("calibrate.trained", [])])
-def test_killed_at_a_point_then_resumed_gives_the_same_metrics(point, extra, one_process_run, tiny_world, tmp_path):
+def test_killed_at_every_point_then_resumed_gives_the_same_metrics(one_process_run, tiny_world, tmp_path):
+    """One run SIGKILLed five times, at each place a user's job can die, and resumed each time: inside the warm
+    start's trainer (right after a checkpoint), in the control's calibration, during Best-of-N scoring, inside
+    DPO (from outside, at its first checkpoint), and in the final calibration. It ends with the metrics of the
+    uninterrupted run, to the last digit."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "rgalign_rl.cli", "run", "--config", CONFIG, "--world", str(tiny_world),
-           "--out", str(out), *extra]
-    killed = subprocess.run(cmd, env={**os.environ, "RGALIGN_KILL_AT": point}, capture_output=True, text=True)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
+           "--out", str(out), "best_of_n.score_batch=400"]  # scoring in several batches: killed between two
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def killed_at(point, resume, done_before, not_done):
+        r = subprocess.run(cmd + resume, env={**env, "RGALIGN_KILL_AT": point}, capture_output=True, text=True)
+        assert r.returncode == -signal.SIGKILL, (point, r.stderr[-2000:])
+        state = _state(out)
+        assert done_before in state and not_done not in state, (point, list(state))
+
+    killed_at("trainer.saved", [], "headroom", "reasoner_warm")
+    killed_at("calibrate.trained", ["--resume"], "qe_rec", "control")
+    killed_at("best_of_n.scoring", ["--resume"], "control", "round1/rg_sft")
+    proc = subprocess.Popen(cmd + ["--resume"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # inside DPO: killed from outside at its first checkpoint
+    ckpt, deadline = out / "round1" / "dpo.trainer", time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if any((c / "trainer_state.json").exists() for c in ckpt.glob("checkpoint-*")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before a DPO checkpoint appeared"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "round1/rg_sft" in _state(out) and "round1/dpo" not in _state(out)
+    killed_at("calibrate.trained", ["--resume"], "round1/rg_cl", "round1/calibrate")
+    resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    got = {s["name"]: s for s in json.loads((out / "metrics.json").read_text())["stages"]}
-    for ref in one_process_run[1]["stages"]:
-        for k in HEADLINE:
-            want = ref.get(k)
-            assert got[ref["name"]].get(k) == (None if want is None else pytest.approx(want, rel=1e-9)), (ref["name"], k)
+    assert "done earlier, skipped" in resumed.stdout
+    got = json.loads((out / "metrics.json").read_text())["stages"]
+    ref = one_process_run[1]["stages"]
+    assert [s["name"] for s in got] == [s["name"] for s in ref]
+    for a, b in zip(ref, got):
+        for k in (*HEADLINE, "need_accuracy", "kl_to_ref", "reward_calls", "pairs", "degenerate_share"):
+            if a.get(k) is None:
+                assert b.get(k) is None, (a["name"], k)
+            else:
+                assert b.get(k) == pytest.approx(a[k], rel=1e-9, abs=1e-12), (a["name"], k)
+    dpo = [s for s in got if s["name"] == "dpo"][0]
+    assert [p["step"] for p in dpo["curve"]] == [p["step"] for p in [s for s in ref if s["name"] == "dpo"][0]["curve"]]

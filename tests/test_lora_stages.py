@@ -14,7 +14,7 @@ def test_every_stage_with_lora_saves_a_merged_model_moving_only_the_adapted_weig
     out = tmp_path / "run"
     lora = ["reasoner.warm.lora=true", "best_of_n.sft.lora=true", "rg_cl.lora=true",
             f"align.{'ppo' if algorithm == 'ppo' else 'online'}.lora=true", f"align.algorithm={algorithm}",
-            "eval.control=false", "eval.headroom=false", "eval.max_degenerate=1.1", "eval.rollback_tolerance=10",
+            "eval.control=false", "eval.headroom=false", "eval.max_degenerate=1", "eval.rollback_tolerance=10",
             "ranker.nest=false"]  # a QE-Rec from scratch reads the last-token state at once: RG-CL has a gradient
     run(CONFIG, str(tiny_world), str(out), overrides=lora, log=lambda *a: None)
     chain = [out / "reasoner_init", out / "reasoner_warm", out / "round1" / "rg_sft", out / "round1" / algorithm,

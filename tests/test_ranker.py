@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from rgalign_rl.ranker.model import RankerConfig, build_ranker
+from rgalign_rl.ranker.model import SCALE_GAIN, RankerConfig, build_ranker
 from rgalign_rl.ranker.queries import query_embeddings
 from rgalign_rl.ranker.train import (RankerData, TrainConfig, listnet_kl_loss, load_ranker, score,
                                      train_ranker)
@@ -111,7 +111,7 @@ def test_gated_qe_rec_reads_a_text_query_as_its_cosine_with_the_intents_text(tin
     model.start_from_baseline()
     with torch.no_grad():
         model.gate[-1].bias.fill_(30.0)           # trust every query fully
-        model.match_scale.fill_(1.0)
+        model.scale.fill_(1.0 / SCALE_GAIN)      # a match scale of 1
     x, b = torch.zeros(4, 2, dtype=torch.long), torch.zeros(4, 8, dtype=torch.long)
     cand = torch.arange(12).reshape(4, 3)
     q = torch.from_numpy(need[:4])

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import devices, dist
+from ..config import Annotated, NonNegative, OneOf, Positive
 from ..reasoner.model import load_reasoner
 from ..reasoner.prompt import build_prompts
 from ..reasoner.tokens import serving_text
@@ -22,10 +23,11 @@ from .probe import ProbeSettings, RewardProbe, probe_callback
 
 @dataclass
 class AlignSettings:
-    algorithm: str = "dpo"              # dpo | ppo | grpo | rloo
-    max_requests: int = 4000            # training requests an aligner may draw prompts from
-    reward_budget: int | None = None    # reward calls every aligner may spend (None: each its own settings)
-    dpo_samples: int = 4                # fresh RG-SFT samples per request added to the DPO candidate pool
+    algorithm: Annotated[str, OneOf(ALIGNERS, "algorithm")] = "dpo"  # dpo | ppo | grpo | rloo (ALIGNERS, below)
+    max_requests: Annotated[int, Positive] = 4000  # training requests an aligner may draw prompts from
+    # reward calls every aligner may spend (None: each its own settings)
+    reward_budget: Annotated[int | None, Positive] = None
+    dpo_samples: Annotated[int, NonNegative] = 4  # fresh RG-SFT samples per request added to the DPO candidate pool
     dpo: DPOSettings = field(default_factory=DPOSettings)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     online: OnlineSettings = field(default_factory=OnlineSettings)

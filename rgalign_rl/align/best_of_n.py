@@ -13,18 +13,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import dist
+from ..config import Annotated, NonNegative, Positive
 from ..faults import StageFault, kill_point
 from ..reasoner.sft import SFTSettings
 
 
 @dataclass
 class BestOfNSettings:
-    reasoner_samples: int = 4       # N samples of the current reasoner per request
-    temperature: float = 1.0
-    max_requests: int | None = None # training requests used (CPU budget; None: all)
-    score_batch: int = 2048         # completions per reward call
+    reasoner_samples: Annotated[int, Positive] = 4  # N samples of the current reasoner per request
+    temperature: Annotated[float, Positive] = 1.0
+    max_requests: Annotated[int | None, Positive] = None  # training requests used (CPU budget; None: all)
+    score_batch: Annotated[int, Positive] = 2048  # completions per reward call
     sft: SFTSettings = field(default_factory=lambda: SFTSettings(epochs=2, neftune_noise_alpha=5.0))
-    seed: int = 0
+    seed: Annotated[int, NonNegative] = 0
 
 
 def collect_candidates(world, indices: np.ndarray, prompts: list[str], reasoner=None, n_samples: int = 0,

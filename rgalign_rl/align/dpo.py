@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import dist
+from ..config import Annotated, NonNegative, OneOf, Positive, Share
 from ..devices import last_checkpoint, per_device, save_trainer_model, trainer_kwargs
 from ..faults import StageFault, finite_loss_callback
 from ..reasoner.lora import LoRAFields, lora_config
@@ -15,17 +16,20 @@ from ..reasoner.lora import LoRAFields, lora_config
 
 @dataclass
 class DPOSettings(LoRAFields):
-    beta: float = 0.1
-    min_margin: float = 0.05        # minimum reward(best) - reward(worst) for a pair to count
-    rejected: str = "own"           # own: the worst of the policy's own samples | any: the worst candidate
-    learning_rate: float = 1e-4     # 5e-4 collapsed the prototype (75% invalid outputs); 1e-4 was stable
-    epochs: float = 1.0
-    batch_size: int = 32
-    max_pairs: int = 4000
-    max_length: int | None = None   # None: no truncation (lengths come from the pairs); a cap drops, counted
-    max_dropped: float = 0.01       # share of pairs a cap may drop before the stage fails
-    seed: int = 0
-    threads: int = 2
+    beta: Annotated[float, Positive] = 0.1
+    min_margin: Annotated[float, NonNegative] = 0.05  # minimum reward(best) - reward(worst) for a pair to count
+    # own: the worst of the policy's own samples | any: the worst candidate
+    rejected: Annotated[str, OneOf(("own", "any"))] = "own"
+    # 5e-4 collapsed the prototype (75% invalid outputs); 1e-4 was stable
+    learning_rate: Annotated[float, Positive] = 1e-4
+    epochs: Annotated[float, Positive] = 1.0
+    batch_size: Annotated[int, Positive] = 32
+    max_pairs: Annotated[int, Positive] = 4000
+    # None: no truncation (lengths come from the pairs); a cap drops, counted
+    max_length: Annotated[int | None, Positive] = None
+    max_dropped: Annotated[float, Share] = 0.01  # share of pairs a cap may drop before the stage fails
+    seed: Annotated[int, NonNegative] = 0
+    threads: Annotated[int, Positive] = 2
 
 
 def build_preference_pairs(prompts: list[str], candidates: list[list[str]], rewards: list[list[float]],

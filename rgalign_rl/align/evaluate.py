@@ -18,7 +18,7 @@ import reward as rewards
 from reward.base import is_degenerate
 
 from .. import dist
-from ..metrics import HEADLINE, PAIRED, paired_difference, summarize
+from ..metrics import EXPECTED, HEADLINE, PAIRED, paired_difference, summarize
 from ..ranker.train import RankerData, load_ranker, score
 from ..reasoner.model import load_reasoner
 from ..reasoner.queries import embed_queries, reasoner_queries
@@ -66,7 +66,7 @@ class Evaluation:
         return paired_difference(a, b, self.boot)
 
     def headline_versus(self, base: str, key: str) -> dict:
-        return {k: v for k, v in self.versus(base, key).items() if k in PAIRED}
+        return {k: v for k, v in self.versus(base, key).items() if k in PAIRED or k == EXPECTED}
 
     def evaluate_reasoner(self, reasoner: str, ranker_dir: str, key: str, reference: str | None = None) -> dict:
         """Test metrics on the serving path, valid reward, need accuracy, degenerate share, KL."""
@@ -115,7 +115,8 @@ class Evaluation:
         keys = {"two_tower": "two_tower", "qe_rec": "qe_rec", "oracle": "oracle"}
         for st in stages:  # every stage against QE-Rec with the warm reasoner, paired over the same users
             key = keys.get(st["name"], st.get("key"))
-            if key and key != "qe_rec" and self.scores_path(key).exists():
+            # (a run stopped by --until before QE-Rec has nothing to compare with)
+            if key and key != "qe_rec" and self.scores_path(key).exists() and self.scores_path("qe_rec").exists():
                 st["vs_qe_rec"] = self.headline_versus("qe_rec", key)
             if st["name"] == "final" and control is not None:  # alignment's own share of the final gain
                 st["vs_control"] = self.headline_versus("control", st["key"])

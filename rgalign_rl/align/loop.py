@@ -199,18 +199,24 @@ class ClosedLoop(Evaluation):
         ``round1/rg_sft`` is the checkpoint `rgalign compare` hands to every aligner; ``rg_sft``, ``dpo``,
         ``rg_cl``, ``calibrate`` mean round 1's, ``final`` the last calibration)."""
         stages, side = [], {}
-        self._stages(stages, side, self.stop_key(until))
+        stop = self.stop_key(until)
+        self._stages(stages, side, stop)
         for name in ("control", "headroom"):
             if side.get(name) is not None:
                 stages.append({"name": name, "key": name, **side[name]})
-        return self._summarised(stages, control=side.get("control"))
+        summary = self._summarised(stages, control=side.get("control"))
+        if stop is not None and stop != f"round{self.cfg.rounds}/calibrate":  # `final` is the whole run
+            # the stages run so far (state keys, in order): the report says the run stopped early
+            summary["stopped_early"] = {"until": until, "after": stop, "done": list(self.state["done"])}
+        return summary
 
     def stop_key(self, until: str | None) -> str | None:
         return self.check_until(self.cfg, until)
 
     @staticmethod
     def check_until(cfg: LoopConfig, until: str | None) -> str | None:
-        """The state key of stage ``until`` (None: run everything); a ValueError for a stage the run lacks."""
+        """The state key of stage ``until`` (None: run everything); ``SystemExit("error: ...")`` naming the stages
+        for a stage the run lacks (the CLI prints it as one line, exit status 2)."""
         if until is None:
             return None
         rounds, algo = cfg.rounds, cfg.align.algorithm
@@ -307,7 +313,7 @@ class ClosedLoop(Evaluation):
         r = self.cfg.ranker
         return str(calibrate(self.world, reasoner, ranker_dir, out, r.calib_kl_weight, r.calib_epochs,
                              self.cfg.seed + rnd, log=lambda *a: None, train=r.train, max_requests=r.calib_max_requests,
-                             max_new_tokens=self.cfg.reasoner.max_new_tokens))
+                             max_new_tokens=self.cfg.reasoner.max_new_tokens, kl_inputs=r.calib_kl_inputs))
 
     def control(self, warm: str, ranker_dir: str) -> dict:
         """The loop's calibration schedule (one per round) with the warm, unaligned reasoner: what the extra

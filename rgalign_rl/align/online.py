@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import dist
+from ..config import AtLeast, Annotated, NonNegative, OneOf, Positive
 from ..faults import finite_loss_callback
 from ..reasoner.lora import LoRAFields, lora_config
 from ..devices import last_checkpoint, per_device, save_trainer_model, trainer_kwargs
@@ -17,16 +18,17 @@ from ..devices import last_checkpoint, per_device, save_trainer_model, trainer_k
 
 @dataclass
 class OnlineSettings(LoRAFields):
-    algorithm: str = "grpo"         # grpo | rloo
-    max_steps: int = 40
-    learning_rate: float = 1e-4
-    prompts_per_step: int = 8       # per_device_train_batch_size = prompts_per_step * num_generations
-    num_generations: int = 4
-    max_completion_length: int = 16
-    temperature: float = 1.0
-    beta: float | None = None       # None: TRL's default (GRPO 0.0, RLOO 0.05)
-    seed: int = 0
-    threads: int = 2
+    algorithm: Annotated[str, OneOf(("grpo", "rloo"))] = "grpo"
+    max_steps: Annotated[int, Positive] = 40
+    learning_rate: Annotated[float, Positive] = 1e-4
+    # per_device_train_batch_size = prompts_per_step * num_generations
+    prompts_per_step: Annotated[int, Positive] = 8
+    num_generations: Annotated[int, AtLeast(2)] = 4  # a group: GRPO and RLOO compare a prompt's completions
+    max_completion_length: Annotated[int, Positive] = 16
+    temperature: Annotated[float, Positive] = 1.0
+    beta: Annotated[float | None, NonNegative] = None  # None: TRL's default (GRPO 0.0, RLOO 0.05)
+    seed: Annotated[int, NonNegative] = 0
+    threads: Annotated[int, Positive] = 2
 
 
 def run_online(model_path: str | Path, reward_fn, dataset, out: str | Path, s: OnlineSettings | None = None,

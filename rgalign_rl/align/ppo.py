@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import devices
+from ..config import Annotated, NonNegative, Positive, Share
 from ..faults import check_finite
 from ..reasoner.lora import LoRAFields, merged, with_lora
 from ..reasoner.tokens import padded, positions, prompt_ids
@@ -23,25 +24,25 @@ from ..reasoner.tokens import padded, positions, prompt_ids
 
 @dataclass
 class PPOConfig(LoRAFields):
-    learning_rate: float = 1e-4
-    rollouts: int = 20              # rollout/update iterations
-    batch_size: int = 32            # prompts per rollout
-    mini_batch_size: int = 16
-    ppo_epochs: int = 4
-    max_new_tokens: int = 16
-    temperature: float = 1.0
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_range: float = 0.2
-    clip_range_value: float = 0.2
-    vf_coef: float = 0.1
-    kl_coef: float = 0.05
+    learning_rate: Annotated[float, Positive] = 1e-4
+    rollouts: Annotated[int, Positive] = 20        # rollout/update iterations
+    batch_size: Annotated[int, Positive] = 32      # prompts per rollout
+    mini_batch_size: Annotated[int, Positive] = 16
+    ppo_epochs: Annotated[int, Positive] = 4
+    max_new_tokens: Annotated[int, Positive] = 16
+    temperature: Annotated[float, Positive] = 1.0
+    gamma: Annotated[float, Share] = 1.0
+    lam: Annotated[float, Share] = 0.95
+    clip_range: Annotated[float, Positive] = 0.2
+    clip_range_value: Annotated[float, Positive] = 0.2
+    vf_coef: Annotated[float, NonNegative] = 0.1
+    kl_coef: Annotated[float, NonNegative] = 0.05
     adaptive_kl: bool = False       # adapt kl_coef towards target_kl (Ziegler et al.)
-    target_kl: float = 1.0
-    kl_horizon: int = 1000
+    target_kl: Annotated[float, Positive] = 1.0
+    kl_horizon: Annotated[int, Positive] = 1000
     whiten_rewards: bool = False
-    max_grad_norm: float = 1.0
-    seed: int = 0
+    max_grad_norm: Annotated[float, Positive] = 1.0
+    seed: Annotated[int, NonNegative] = 0
 
 
 class PolicyWithValueHead(nn.Module):

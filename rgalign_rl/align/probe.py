@@ -16,15 +16,16 @@ import numpy as np
 import torch
 
 from .. import dist
+from ..config import Annotated, NonNegative, Positive
 from ..reasoner.model import generate_queries
 from .diagnostics import sampled_kl
 
 
 @dataclass
 class ProbeSettings:
-    prompts: int = 128              # valid prompts the probe samples (0 disables the probe)
-    every: int = 10                 # steps between probes (optimizer steps; PPO: rollouts)
-    seed: int = 0
+    prompts: Annotated[int, NonNegative] = 128  # valid prompts the probe samples (0 disables the probe)
+    every: Annotated[int, Positive] = 10         # steps between probes (optimizer steps; PPO: rollouts)
+    seed: Annotated[int, NonNegative] = 0
 
 
 class RewardProbe:

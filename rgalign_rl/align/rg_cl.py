@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import dist
+from ..config import Annotated, NonNegative, Positive
 from ..faults import StageFault
 from ..ranker.features import FeatureEncoder
 from ..ranker.train import RankerData
@@ -34,13 +35,13 @@ class RankerIgnoresQuery(StageFault):
 
 @dataclass
 class RGCLSettings(LoRAFields):
-    temperature: float = 1.0      # divides the frozen ranker's scores
-    learning_rate: float = 5e-5
-    epochs: int = 1
-    batch_size: int = 64
-    max_requests: int = 8000
-    seed: int = 0
-    threads: int = 2
+    temperature: Annotated[float, Positive] = 1.0  # divides the frozen ranker's scores
+    learning_rate: Annotated[float, Positive] = 5e-5
+    epochs: Annotated[int, NonNegative] = 1        # 0: no RG-CL stage
+    batch_size: Annotated[int, Positive] = 64
+    max_requests: Annotated[int, Positive] = 8000
+    seed: Annotated[int, NonNegative] = 0
+    threads: Annotated[int, Positive] = 2
 
 
 def rg_cl_loss(logits: torch.Tensor, cand: torch.Tensor, cand_mask: torch.Tensor, pos: torch.Tensor,

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+SCALE_GAIN = 10.0  # the gated QE-Rec's query-term scale moves this many times Adam's step (see GatedQERecRanker)
 
 @dataclass
 class RankerConfig:
@@ -147,19 +148,29 @@ class GatedQERecRanker(TwoTowerRanker):
         # learns the user's features a second time and overfits (BENCHMARKS.md section 1, designs); the hidden
         # state then reaches the score through its projection into the text space only
         self.query = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.query_text or cfg.query_dim, d))
-        self.match_scale = nn.Parameter(torch.tensor(5.0))
+        # the query term's scale is SCALE_GAIN x this parameter: Adam moves a parameter by about lr per step, and
+        # a nested model starts the scale at 0, so at gain 1 it reached ~0.2 after an epoch on the tiny world and
+        # whether epoch 1 beat the two-tower on valid depended on a CPU's rounding (DESIGN.md s.10)
+        self.scale = nn.Parameter(torch.tensor(5.0 / SCALE_GAIN))
         self.gate = nn.Sequential(nn.Linear(d + 3, d), nn.ReLU(), nn.Linear(d, 1))
         if cfg.query_text == cfg.text_dim:  # a query's text vector starts as its own cosine with the intents' text
             with torch.no_grad():
                 self.query_to_text.weight.zero_()
                 self.query_to_text.weight[:, -cfg.text_dim:] = torch.eye(cfg.text_dim)
 
+    @property
+    def match_scale(self) -> torch.Tensor:
+        """The weight of the query's cosine with each candidate's text (before the gate)."""
+        return SCALE_GAIN * self.scale
+
     @torch.no_grad()
     def start_from_baseline(self) -> None:
         nn.init.zeros_(self.gate[-1].weight)
-        self.gate[-1].bias.fill_(-4.0)          # a nearly closed gate (0.018) ...
-        # ... on a query term of exactly zero: the model scores exactly like the two-tower it is nested in
-        self.match_scale.zero_()
+        # a half-open gate (0.5) on a query term of exactly zero: the model scores exactly like the two-tower it
+        # is nested in, and the gate's gradient, gate x (1 - gate) x term, is not throttled once the term grows
+        # (a nearly closed start, 0.018, left the term ~50x too small to move valid GAUC in the first epoch)
+        self.gate[-1].bias.zero_()
+        self.scale.zero_()
         nn.init.zeros_(self.query[-1].weight)
         nn.init.zeros_(self.query[-1].bias)
 

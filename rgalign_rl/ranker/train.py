@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .. import dist
+from ..config import Annotated, NonNegative, Positive
 from ..devices import progress
 from ..metrics import group_auc
 from ..text_encoder import encode_texts
@@ -29,13 +30,13 @@ NEG = -1e4  # score of padding candidates
 
 @dataclass
 class TrainConfig:
-    epochs: int = 15            # upper bound; early stopping usually ends sooner
-    batch_size: int = 512
-    lr: float = 3e-3
-    weight_decay: float = 1e-5
-    patience: int = 2           # epochs without a better valid GAUC before stopping
-    kl_weight: float = 0.0      # λ of the KL term to a reference ranker
-    seed: int = 0
+    epochs: Annotated[int, Positive] = 15        # upper bound; early stopping usually ends sooner
+    batch_size: Annotated[int, Positive] = 512
+    lr: Annotated[float, Positive] = 3e-3
+    weight_decay: Annotated[float, NonNegative] = 1e-5
+    patience: Annotated[int, NonNegative] = 2     # epochs without a better valid GAUC before stopping
+    kl_weight: Annotated[float, NonNegative] = 0.0  # λ of the KL term to a reference ranker
+    seed: Annotated[int, NonNegative] = 0
 
 
 class RankerData:

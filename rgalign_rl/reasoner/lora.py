@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config import Annotated, Positive
+
 
 @dataclass
 class LoRAFields:
     lora: bool = False              # train LoRA adapters instead of every weight; merged into the saved model
-    lora_r: int = 8                 # adapter rank (alpha = 2 * r)
+    lora_r: Annotated[int, Positive] = 8  # adapter rank (alpha = 2 * r)
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import dist
+from ..config import Annotated, NonNegative, Positive, Share
 from ..devices import last_checkpoint, per_device, save_trainer_model, trainer_kwargs
 from ..faults import finite_loss_callback
 from ..world import World
@@ -22,16 +23,18 @@ from .tokens import check_fits, completion_ids, prompt_ids, serving_text
 
 @dataclass
 class SFTSettings(LoRAFields):
-    epochs: float = 2.0
-    lr: float = 2e-3
-    batch_size: int = 64
-    max_pairs: int | None = None  # cap on training pairs (CPU budget), sampled without replacement; None: all
-    neftune_noise_alpha: float | None = None
-    max_length: int | None = None  # None: no truncation (a sequence longer than the model's context is an error
-                                   # naming its request); a cap drops what no longer fits, counted, at most max_dropped
-    max_dropped: float = 0.01      # share of training examples a cap may drop before the stage fails
-    seed: int = 0
-    threads: int = 2
+    epochs: Annotated[float, Positive] = 2.0
+    lr: Annotated[float, Positive] = 2e-3
+    batch_size: Annotated[int, Positive] = 64
+    # cap on training pairs (CPU budget), sampled without replacement; None: all
+    max_pairs: Annotated[int | None, Positive] = None
+    neftune_noise_alpha: Annotated[float | None, NonNegative] = None
+    # None: no truncation (a sequence longer than the model's context is an error naming its request); a cap
+    # drops what no longer fits, counted, at most max_dropped
+    max_length: Annotated[int | None, Positive] = None
+    max_dropped: Annotated[float, Share] = 0.01  # share of training examples a cap may drop before the stage fails
+    seed: Annotated[int, NonNegative] = 0
+    threads: Annotated[int, Positive] = 2
 
 
 def teacher_pairs(world: World, teachers: list[str] | None = None, split: str = "train") -> list[tuple[int, str]]:

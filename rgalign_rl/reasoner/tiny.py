@@ -8,18 +8,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..world import World, atomic_dir
+from ..config import Annotated, NonNegative, Positive
 from .prompt import build_prompts
 
 
 @dataclass
 class TinyReasonerConfig:
-    vocab_size: int = 4000
-    hidden_size: int = 128
-    intermediate_size: int = 344
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    max_position_embeddings: int = 256
-    seed: int = 0
+    vocab_size: Annotated[int, Positive] = 4000
+    hidden_size: Annotated[int, Positive] = 128  # a multiple of num_attention_heads (checked at config load)
+    intermediate_size: Annotated[int, Positive] = 344
+    num_hidden_layers: Annotated[int, Positive] = 2
+    num_attention_heads: Annotated[int, Positive] = 4
+    max_position_embeddings: Annotated[int, Positive] = 256
+    seed: Annotated[int, NonNegative] = 0
 
 
 SPECIALS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}

@@ -20,9 +20,15 @@ def reference_scores(world: World, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def split_user_stats(world: World, split_scores: np.ndarray, split: str = "test"):
-    """Per-user metric statistics of scores given for the split's requests only ([n_split, C])."""
+    """Per-user metric statistics of scores given for the split's requests only ([n_split, C]); with the
+    expected GAUC where the world has an oracle."""
     idx = world.indices(split)
-    return user_stats(split_scores, world.labels[idx], world.candidates[1][idx], world.user_codes[idx])
+    key = ("oracle_probs", split)
+    if key not in world.derived:  # every stage's evaluation reads them: built once per world and split
+        probs = world.oracle_probs()
+        world.derived[key] = None if probs is None else probs[idx]
+    return user_stats(split_scores, world.labels[idx], world.candidates[1][idx], world.user_codes[idx],
+                      probs=world.derived[key])
 
 
 def split_metrics(world: World, scores: np.ndarray, split: str = "test", boot=None) -> dict:
