@@ -177,23 +177,34 @@ def test_range_markers_read_as_their_messages():
 
 
 @pytest.mark.slow
-def test_until_every_stage_writes_the_stages_so_far_and_resume_continues(tiny_world, tmp_path):
-    """Each stage before the rounds in turn (resuming the last), then the rest: metrics.json and report.md
-    after every stop, saying where the run stopped."""
+def test_until_every_stage_writes_the_stages_so_far_and_resume_continues(one_process_run, tiny_world, tmp_path):
+    """The summary after each stop (stages already finished are skipped, so only it runs): metrics.json and
+    report.md hold the stages so far and say where the run stopped; QE-Rec carries its paired difference to
+    the two-tower; a stage the run lacks is refused before anything is written."""
+    import shutil
+
+    from rgalign_rl.run import run
+
+    ref_out, _ = one_process_run
     out = tmp_path / "run"
-    base = ["run", "--config", CONFIG, "--world", str(tiny_world), "--out", str(out)]
-    for i, stage in enumerate(["two_tower", "headroom", "reasoner_warm", "qe_rec", "control", "rg_sft"]):
-        r = rgalign(*base, "--until", stage, *(["--resume"] if i else []))
-        assert r.returncode == 0, r.stderr[-3000:]
-        m = json.loads((out / "metrics.json").read_text())
-        key = "round1/rg_sft" if stage == "rg_sft" else stage
+    out.mkdir()
+    shutil.copy(ref_out / "state.json", out / "state.json")
+    shutil.copytree(ref_out / "scores", out / "scores")
+    for i, stage in enumerate(["two_tower", "headroom", "reasoner_warm", "qe_rec", "control", "rg_sft", "dpo"]):
+        m = run(CONFIG, str(tiny_world), str(out), resume=True, until=stage, log=lambda *a: None)
+        assert json.loads((out / "metrics.json").read_text())["stages"] == json.loads(json.dumps(m["stages"]))
+        key = f"round1/{stage}" if stage in ("rg_sft", "dpo") else stage
         assert m["stopped_early"]["after"] == key and key in m["stopped_early"]["done"], m.get("stopped_early")
         assert "--resume" in m["stopped_early"]["resume"]
         assert "Stopped early" in (out / "report.md").read_text()
         names = [s["name"] for s in m["stages"]]
         assert "two_tower" in names and ("qe_rec" in names) == (i >= 3), names
-    r = rgalign(*base, "--resume")
-    assert r.returncode == 0, r.stderr[-3000:]
-    m = json.loads((out / "metrics.json").read_text())
+        if stage == "qe_rec":
+            qe, tt = (next(s for s in m["stages"] if s["name"] == n) for n in ("qe_rec", "two_tower"))
+            d = qe["vs_two_tower"]["gauc"]
+            assert d["diff"] == pytest.approx(qe["gauc"] - tt["gauc"], abs=1e-9) and d["ci"][0] <= d["diff"] <= d["ci"][1]
+    m = run(CONFIG, str(tiny_world), str(out), resume=True, log=lambda *a: None)
     assert "stopped_early" not in m and "final" in [s["name"] for s in m["stages"]]
     assert "Stopped early" not in (out / "report.md").read_text()
+    r = rgalign("run", "--config", CONFIG, "--world", str(tiny_world), "--out", str(tmp_path / "x"), "--until", "nope")
+    assert r.returncode == 2 and "--until nope: not a stage" in r.stderr and not (tmp_path / "x").exists()

@@ -1,4 +1,7 @@
-"""bench/gpu_check.sh, the prepared GPU check, as CI's CPU dry run: it must run whenever a GPU is lent."""
+"""bench/gpu_check.sh, the prepared GPU check, as CI's CPU dry run: it must run whenever a GPU is lent. Its dry run
+is also the recipe under `accelerate launch` with the default config (one process); the DeepSpeed ZeRO-2/3
+configs run with two processes in tests/test_two_processes.py."""
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -20,3 +23,9 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
         assert f"| accelerate_config | {algo} | **final GAUC** |" in table
         assert f"| accelerate_config | {algo} | round1/{algo} |" in table
     assert "| accelerate_config | ppo | qe_rec |" not in table  # the aligners share the stages before them
+    run = tmp_path / "g" / "accelerate_config" / "dpo"
+    stages = [s["name"] for s in json.loads((run / "metrics.json").read_text())["stages"]]
+    assert stages[-4:] == ["final", "control", "headroom", "oracle"]
+    for stage in ("reasoner_warm", "round1/rg_sft", "round1/dpo"):  # the TRL stages ran as one plain process
+        engine = json.loads((run / stage / "engine.json").read_text())
+        assert (engine["distributed_type"], engine["zero_stage"], engine["num_processes"]) == ("NO", None, 1)
