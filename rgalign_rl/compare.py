@@ -19,7 +19,7 @@ from .align.loop import ClosedLoop, scores_file
 from .align.loop_config import LoopConfig, loop_config
 from .config import from_dict, load_yaml
 from .metrics import bootstrap_weights, paired_difference
-from .report import md_table, plot_curve
+from .report import md_table, paired, plot_curve, plot_paired
 from .run import command_line, prepare_world, run, write_json
 from .world.stats import split_user_stats
 
@@ -162,6 +162,32 @@ def verdict(rows: dict, ranking: list[str], diffs: dict) -> str:
     return "\n".join(lines)
 
 
+def compare_plot_data(out: Path, summary: dict) -> list[dict]:
+    """What final_paired.png draws, one entry per (algorithm, seed, reference, metric): each run's final ranker
+    against QE-Rec and against the control (its metrics.json's ``vs_qe_rec`` / ``vs_control`` paired
+    differences, exactly), and against the best algorithm (summary's ``paired_vs_best``, GAUC)."""
+    out, entries = Path(out), []
+    multi = len(summary["seeds"]) > 1
+    for algo in summary["ranking"]:
+        for seed in summary["seeds"]:
+            name = f"{algo} (seed {seed})" if multi else algo
+            path = out / f"seed{seed}" / algo / "metrics.json"
+            final = _stage(json.loads(path.read_text()), "final") if path.exists() else {}
+            for vs, ref in (("vs_qe_rec", "QE-Rec"), ("vs_control", "control")):
+                d = final.get(vs) or {}
+                entries += [{"stage": name, "vs": vs, "reference": ref, "metric": k, "diff": d[k]["diff"],
+                             "ci": list(d[k]["ci"]), "kept_start": bool(final.get("kept_start")),
+                             "label": f"{name} − {ref}"} for k in paired(d)]
+    best = summary["ranking"][0]
+    for algo, per_seed in summary.get("paired_vs_best", {}).items():
+        for d in per_seed:
+            name = f"{algo} (seed {d['seed']})" if multi else algo
+            entries.append({"stage": name, "vs": "vs_best", "reference": f"best ({best})", "metric": "gauc",
+                            "diff": d["diff"], "ci": list(d["ci"]), "kept_start": False,
+                            "label": f"{name} − {best}"})
+    return entries
+
+
 def write_compare_report(out: Path, summary: dict) -> Path:
     curves = {}
     for algo, row in summary["algos"].items():
@@ -169,12 +195,18 @@ def write_compare_report(out: Path, summary: dict) -> Path:
             curves[f"{algo} (seed {p['seed']})" if len(row["seeds"]) > 1 else algo] = p["curve"]
     plot_curve(curves, "reward", out / "reward_vs_step.png")
     plot_curve(curves, "kl", out / "kl_vs_step.png")
+    plot_paired(compare_plot_data(out, summary), out / "final_paired.png",
+                title="final rankers: paired differences (95% CI over each seed's test users)")
     text = ["# Aligner comparison", "",
             f"Seeds {', '.join(map(str, summary['seeds']))}; every algorithm starts from the same RG-SFT checkpoint "
             f"of its seed, is scored by the same frozen reward and may spend {summary['reward_budget']} reward calls "
             "(DPO: candidates scored to build its pairs; PPO: one per rollout completion; GRPO/RLOO: one per "
             "generated completion). Values: mean ± std over seeds; final = after RG-CL and calibration.", "",
             summary["table"], "", "## Verdict", "", summary["verdict"], "",
+            "![final rankers, paired differences](final_paired.png)", "",
+            "final_paired.png: each algorithm's final ranker minus QE-Rec, minus the control (each run's metrics.json) "
+            "and minus the best algorithm's, per seed, with paired 95% CIs over the same test users and a zero line; "
+            "hollow markers: the final calibration kept its start.", "",
             "![reward vs step](reward_vs_step.png)", "", "![KL vs step](kl_vs_step.png)", "",
             "Curves come from the probe: the same valid prompts sampled every few optimizer steps, scored by the "
             "frozen reward, KL to the RG-SFT checkpoint. Per-run reports: `seed<S>/<algo>/report.md`.", "",

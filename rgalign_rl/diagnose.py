@@ -4,9 +4,10 @@ A run's metrics say *whether* the final ranker beats QE-Rec; these say *where* a
 kept (metrics.json, state.json, scores/<stage>.npy, round*/candidates.json, the reasoner snapshots):
 
 - groups: test requests split by their true need's frequency (``cold``: its intent launched late, then
-  ``rare`` < 200, ``mid`` 200-999, ``frequent`` >= 1000 training requests) where the world's oracle names
-  needs; elsewhere by the clicked intent's training clicks (``cold``: none, then cut at the 1/3 and 2/3
-  quantiles of the rest: ties fall in the lower group);
+  ``rare`` / ``mid`` / ``frequent`` cut at the 1/3 and 2/3 quantiles of the non-cold needs' training-request
+  counts, ties low: ``group_cuts`` in the result) where the world's oracle names needs; elsewhere by the
+  clicked intent's training clicks (``cold``: none, then cut at the 1/3 and 2/3 quantiles of the rest: ties
+  fall in the lower group);
 - per stage and group: request AUC (the mean over clicked requests of each request's own AUC: unlike the
   user-weighted GAUC it counts each request once) and need accuracy (nearest need text = true need);
 - Best-of-N (RG-SFT data, training requests): how often each candidate source wins, and where needs are
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .align.diagnostics import NEED_GROUPS, need_groups, need_hits, versus_by_group
+from .align.diagnostics import NEED_GROUPS, need_group_cuts, need_groups, need_hits, versus_by_group
 from .align.evaluate import scores_file
 from .metrics import group_auc, soft_group_auc
 from .world import World, load_world
@@ -152,6 +153,7 @@ class Diagnosis:
         self.world = load_world(self.metrics["world"])
         self.test = self.world.indices("test")
         self.groups, self.kind = request_groups(self.world, self.test)
+        self.group_cuts = need_group_cuts(self.world) if self.kind == "need" else None  # relative to this world
         self.max_new_tokens = self.metrics["config"]["reasoner"]["max_new_tokens"]
         self.missing: list[str] = []
         self._queries: dict[tuple[Path, str], tuple[list[str], list[str]]] = {}
@@ -347,6 +349,7 @@ class Diagnosis:
         stages = self.stages()
         groups = {g: int((self.groups == g).sum()) for g in GROUPS if (self.groups == g).any()}
         return {"run": str(self.run), "world": str(self.world.root), "group_by": self.kind, "groups": groups,
+                "group_cuts": self.group_cuts,
                 "stages": stages, "winners": self.winners(), "reward_agreement": self.reward_agreement(stages),
                 "headroom_by_group": self.headroom(), "not_computed": self.missing}
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .diagnose import GROUPS, MARK
-from .report import diff_cell, md_table
+from .report import diff_cell, group_cuts_text, md_table
 
 
 def _pct(v) -> str:
@@ -20,8 +20,8 @@ def _num(v, fmt: str = "{:.4f}") -> str:
 def markdown(d: dict) -> str:
     groups = [g for g in GROUPS if g in d["groups"]]
     head = [f"{g} (n={d['groups'][g]})" for g in groups]
-    how = ("the true need's frequency in training requests (cold: launched late; rare < 200; mid 200-999; "
-           "frequent >= 1000)" if d["group_by"] == "need" else
+    how = (f"the true need's frequency in training requests (cold: launched late; {group_cuts_text(d.get('group_cuts'))})"
+           if d["group_by"] == "need" else
            "the clicked intent's training clicks (cold: none; then cut at the 1/3 and 2/3 quantiles of the rest, ties low), as the oracle names no needs")
     text = [MARK, "## Diagnosis (`rgalign diagnose`)", "", f"Test requests grouped by {how}.", "",
             "Request AUC (each clicked request's own AUC, averaged) / need accuracy of the stage's greedy queries:", ""]

@@ -8,7 +8,7 @@ import reward
 from rgalign_rl.scoring import FrozenRankerScorer, ScorerConfig
 from rgalign_rl.world import load_world
 
-ALL = ["clicked_prob", "reciprocal_rank", "ndcg", "hit", "margin"]
+ALL = ["clicked_prob", "reciprocal_rank", "ndcg", "hit", "margin", "target_auc"]
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,25 @@ def test_clicked_intent_text_beats_a_random_intent_text(scorer, name):
     good, bad = r(prompts, clicked, sample_id=sids), r(prompts, other, sample_id=sids)
     assert np.mean(good) > np.mean(bad) + 0.02, (name, np.mean(good), np.mean(bad))
     assert len(good) == len(rows) and all(np.isfinite(good))
+
+
+def test_target_auc_by_hand():
+    import torch
+
+    from reward.target_auc import TargetAUCReward
+
+    r = TargetAUCReward(scorer=None)
+    p = torch.tensor([[0.5, 0.3, 0.2, 0.0], [0.25, 0.25, 0.5, 0.0]])  # last column: padding (probability 0)
+    t = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.5, 0.0, 0.5, 0.0]])
+    # row 0: the target outranks 1 of its 2 others; row 1: a ties b and is below c (0.5 / 2), c tops both (2 / 2)
+    assert r.score(p, t).tolist() == pytest.approx([0.5, 0.5 * 0.25 + 0.5 * 1.0])
+
+
+def test_the_ranker_alone_rewards_the_clicked_intents_text(tiny_world, tiny_ranker):
+    """With the text anchor off the reward is the frozen ranker's ranking alone: a known-better query (the
+    clicked intent's text) must still beat a known-worse one (a random intent's text) by a margin."""
+    scorer = FrozenRankerScorer(load_world(tiny_world), tiny_ranker, ScorerConfig(neighbours=10, anchor_weight=0.0))
+    test_clicked_intent_text_beats_a_random_intent_text(scorer, "target_auc")
 
 
 def test_denoised_targets_are_distributions_and_test_clicks_are_never_read(scorer):

@@ -60,19 +60,56 @@ def need_intents(world) -> np.ndarray:
     return world.oracle.field_of_samples("need_intent").astype(str)
 
 
-def need_groups(world, indices) -> np.ndarray | None:
-    """The group of each request's true need (None where the oracle names no needs): ``cold`` (its intent
-    launched late: world.json's cold_intents), else by how many training requests carry the need: ``rare``
-    (< 200), ``mid`` (200-999), ``frequent`` (>= 1000)."""
-    if not world.has_needs:
-        return None
-    cold = set(world.meta.get("cold_intents", []))
+def count_cuts(counts) -> tuple[int, int]:
+    """The 1/3 and 2/3 quantiles of per-need training-request counts, each an actual count (``lower``: no
+    interpolation, so the report can print "<= cut"); (0, 0) without any need."""
+    counts = np.asarray(counts)
+    if not counts.size:
+        return 0, 0
+    lo, hi = np.quantile(counts, [1 / 3, 2 / 3], method="lower")
+    return int(lo), int(hi)
+
+
+def count_groups(n, cuts: tuple[int, int]) -> np.ndarray:
+    """``rare`` (n <= the first cut), ``mid`` (<= the second) or ``frequent`` for each count; ties fall in the
+    lower group."""
+    n, (lo, hi) = np.asarray(n), cuts
+    return np.where(n <= lo, "rare", np.where(n <= hi, "mid", "frequent"))
+
+
+def _need_counts(world) -> tuple[np.ndarray, set, dict]:
+    """(every request's need intent, the cold intents, {need intent: training requests carrying it})."""
     need = need_intents(world)
     names, counts = np.unique(need[world.indices("train")], return_counts=True)
-    count = dict(zip(names, counts))
+    return need, set(world.meta.get("cold_intents", [])), dict(zip(names, counts))
+
+
+def need_group_cuts(world) -> dict | None:
+    """How need groups are cut in this world (None where the oracle names no needs): ``rare`` <= ``cuts[0]``,
+    ``mid`` <= ``cuts[1]`` < ``frequent`` training requests per need, the cuts being the 1/3 and 2/3 quantiles
+    of the training-request counts of the world's non-cold needs (``needs``: how many needs fall in each
+    group, ``cold`` included), so every world gets comparable groups whatever its size."""
+    if not world.has_needs:
+        return None
+    _, cold, count = _need_counts(world)
+    warm = {k: v for k, v in count.items() if k and k not in cold}
+    cuts = count_cuts(np.array(list(warm.values()), dtype=np.int64))
+    groups = count_groups(np.array(list(warm.values()), dtype=np.int64), cuts)
+    needs = {"cold": len(cold), **{g: int((groups == g).sum()) for g in NEED_GROUPS[1:]}}
+    return {"quantiles": [1 / 3, 2 / 3], "cuts": list(cuts), "needs": needs}
+
+
+def need_groups(world, indices) -> np.ndarray | None:
+    """The group of each request's true need (None where the oracle names no needs): ``cold`` (its intent
+    launched late: world.json's cold_intents), else by how many training requests carry the need, cut at the
+    1/3 and 2/3 quantiles over the world's non-cold needs (:func:`need_group_cuts`): ``rare``, ``mid``,
+    ``frequent`` (ties fall low)."""
+    cuts = need_group_cuts(world)
+    if cuts is None:
+        return None
+    need, cold, count = _need_counts(world)
     n = np.array([count.get(x, 0) for x in need[indices]])
-    return np.where(np.isin(need[indices], list(cold)), "cold",
-                    np.where(n < 200, "rare", np.where(n < 1000, "mid", "frequent")))
+    return np.where(np.isin(need[indices], list(cold)), "cold", count_groups(n, tuple(cuts["cuts"])))
 
 
 def versus_by_group(world, indices, base: np.ndarray, scores: np.ndarray) -> dict | None:

@@ -24,7 +24,7 @@ from ..reasoner.model import load_reasoner
 from ..reasoner.queries import embed_queries, reasoner_queries
 from ..scoring import FrozenRankerScorer
 from ..world.stats import split_user_stats
-from .diagnostics import degenerate_share, need_accuracy, sampled_kl, versus_by_group
+from .diagnostics import degenerate_share, need_accuracy, need_group_cuts, sampled_kl, versus_by_group
 
 
 def scores_file(run: str | Path, key: str) -> Path:
@@ -38,6 +38,57 @@ def _record(name: str, result: dict) -> dict:
     if "metrics" in result:
         rec["test"] = {k: result["metrics"][k] for k in HEADLINE}
     return rec
+
+
+def kept_start(history: list | None) -> bool | None:
+    """Whether a ranker's training kept its starting point: its history (entries {"epoch", "valid_gauc"}) starts
+    with epoch 0 (a nested or calibrated ranker starts from a trained one) and no later epoch strictly beat
+    epoch 0's valid GAUC. None where there was no start to keep (no epoch 0) or no history."""
+    if not history or history[0].get("epoch") != 0:
+        return None
+    start = history[0]["valid_gauc"]
+    return not any(h["valid_gauc"] > start for h in history[1:])
+
+
+def ranker_kept_start(path: str | Path | None, chain: bool = False) -> bool | None:
+    """:func:`kept_start` of the ranker saved in ``path`` (its config.json's history); ``chain``: of it and every
+    calibration before it (``calibrated_from``, back to the uncalibrated ranker they started from, which does
+    not count) together, as for the control, whose rounds each calibrate the previous one."""
+    kept, first = None, True
+    while path and (Path(path) / "config.json").exists():
+        meta = json.loads((Path(path) / "config.json").read_text())
+        if not first and "calibrated_from" not in meta:  # the chain's start: not one of its calibrations
+            break
+        k = kept_start(meta.get("history"))
+        if k is None:
+            return None
+        kept, first = (k if kept is None else kept and k), False
+        path = meta.get("calibrated_from") if chain else None
+    return kept
+
+
+_KEPT_REASON = {"qe_rec": "no training epoch beat its two-tower start on valid GAUC",
+                "headroom": "no training epoch beat its two-tower start on valid GAUC",
+                "control": "no calibration epoch beat QE-Rec, its start, on valid GAUC",
+                "calibrate": "no calibration epoch beat the ranker it calibrates on valid GAUC"}
+
+
+def _stage_kept_start(st: dict) -> tuple[bool | None, str]:
+    """(whether a stage kept its starting point, why): a ranker stage whose best epoch is its start (epoch 0),
+    a reasoner stage rolled back to its starting reasoner; None where the stage has no start to keep."""
+    if "rolled_back" in st:
+        why = (f"rolled back to its starting reasoner ({st['fault']})" if st.get("fault") else
+               "rolled back to its starting reasoner (degenerate queries or a valid-reward drop)")
+        return bool(st["rolled_back"]), why if st["rolled_back"] else ""
+    name, key = st["name"], st.get("key") or ""
+    if name == "headroom":
+        kept = kept_start(st.get("history"))
+    elif name in ("qe_rec", "control") or key.endswith("/calibrate"):
+        kept = ranker_kept_start(st.get("path"), chain=name == "control")
+    else:
+        return None, ""
+    reason = _KEPT_REASON.get(name, _KEPT_REASON["calibrate"])
+    return kept, reason if kept else ""
 
 
 class Evaluation:
@@ -125,6 +176,12 @@ class Evaluation:
             if st["name"] == "qe_rec":  # ... and where: per need group (worlds whose oracle names needs)
                 st["vs_two_tower_by_group"] = versus_by_group(self.world, self.test, *(
                     np.load(self.scores_path(k)) for k in ("two_tower", "qe_rec")))
+                st["need_group_cuts"] = need_group_cuts(self.world)  # the groups' cuts, relative to this world
+            kept, why = _stage_kept_start(st)  # a stage that kept its start: its numbers are the start's
+            if kept is not None:
+                st["kept_start"] = kept
+                if kept:
+                    st["kept_start_reason"] = why
         if self.tb is not None:
             self.tb.close()
         return {"stages": stages, "config": asdict(cfg)}

@@ -9,7 +9,7 @@ Generative story (each step a stated hypothesis, each hypothesis a knob):
 3. Simulated teacher LLMs write a latent query per request. They *see the hidden need with noise*:
    they stand in for large LLMs' world knowledge, which is what the paper distils.
 
-Knobs (README, "ShopSim"): ``semantic_gap`` (Zipf-rare needs and cold intents launched a week before
+Knobs (docs/shopsim.md): ``semantic_gap`` (Zipf-rare needs and cold intents launched a week before
 the training period ends: a ranker cannot learn every need -> intent link from its few clicks, while the
 teachers write about them from their first day) and
 ``teacher_bias`` (the most prolific teacher names a neighbouring need in one user segment, many-to-one,
