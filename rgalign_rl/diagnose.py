@@ -95,14 +95,25 @@ def intent_changed(queries: list[str], base: list[str], intent_vectors: np.ndarr
     return named[: len(queries)] != named[len(queries):]
 
 
-def verdicts(d_reward: np.ndarray, d_auc: np.ndarray, changed: np.ndarray) -> dict:
+def verdicts(d_reward: np.ndarray, d_auc: np.ndarray, changed: np.ndarray, flips: np.ndarray | None = None) -> dict:
     """On the ``changed`` requests whose AUC change is defined: how many (``changed_requests``), how many of
     them moved the AUC at all (``auc_moved``: an exact zero change has no sign to agree with), and on those
-    the share where the reward's change has the AUC change's sign (``agreement``; None without any)."""
+    the share where the reward's change has the AUC change's sign (``agreement``; None without any); the same
+    share weighted by the size of the AUC change (``weighted_agreement``: most named-intent changes swap one
+    wrong intent for another and move the AUC by a hair, a coin flip for any reward); and, with ``flips`` (the
+    change named the true need where the warm query did not, or the reverse), the share on those requests
+    (``need_flip_requests``, ``need_flip_agreement``): where a reward that tracked the need must agree."""
     ok = changed & ~np.isnan(d_auc)
     moved = ok & (d_auc != 0)
-    return {"changed_requests": int(ok.sum()), "auc_moved": int(moved.sum()),
-            "agreement": float(np.mean(np.sign(d_reward[moved]) == np.sign(d_auc[moved]))) if moved.any() else None}
+    same = np.sign(d_reward) == np.sign(d_auc)
+    w = np.abs(np.nan_to_num(d_auc)) * moved
+    out = {"changed_requests": int(ok.sum()), "auc_moved": int(moved.sum()),
+           "agreement": float(np.mean(same[moved])) if moved.any() else None,
+           "weighted_agreement": float((w * same).sum() / w.sum()) if w.sum() > 0 else None}
+    if flips is not None:
+        f = moved & flips
+        out.update(need_flip_requests=int(f.sum()), need_flip_agreement=float(np.mean(same[f])) if f.any() else None)
+    return out
 
 
 def stage_keys(run: Path, done: dict) -> list[str]:
@@ -317,11 +328,15 @@ class Diagnosis:
         out = {}
         for split, m in now.items():
             changed = None if base is None else intent_changed(m["queries"], base[split]["queries"], self.intent_vectors)
+            flips = None
+            if changed is not None and self.world.has_needs:
+                idx = self.valid if split == "valid" else self.test
+                flips = need_hits(self.world, idx, m["queries"]) != need_hits(self.world, idx, base[split]["queries"])
             out[split] = {}
             for v, r in m["reward"].items():
                 cell = {"mean_reward": float(r.mean()), "spearman": _spearman(r, m["auc"])}
                 if changed is not None:
-                    cell.update(verdicts(r - base[split]["reward"][v], m["auc"] - base[split]["auc"], changed))
+                    cell.update(verdicts(r - base[split]["reward"][v], m["auc"] - base[split]["auc"], changed, flips))
                 out[split][v] = cell
         return out
 

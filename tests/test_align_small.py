@@ -37,6 +37,36 @@ def test_rg_cl_step_raises_the_frozen_rankers_score_of_the_clicked_intent(tiny_w
     assert all(torch.equal(before[n], p) for n, p in ranker.state_dict().items())  # the ranker stayed frozen
 
 
+def test_rg_cl_anchor_is_the_nll_of_the_starting_queries(tiny_world, tiny_reasoner):
+    """RG-CL reads the next-token distributions along the starting queries from the states it already has:
+    their NLL equals the model's own loss on the query tokens (prompt tokens masked), and the anchor, the KL
+    to the start, is 0 at the start."""
+    from rgalign_rl.align.rg_cl import kl_to_start, query_logprobs, query_nll, query_positions
+    from rgalign_rl.reasoner.model import last_hidden_states, load_reasoner
+    from rgalign_rl.reasoner.prompt import build_prompts
+    from rgalign_rl.reasoner.tokens import completion_ids, padded, prompt_ids
+
+    world = load_world(tiny_world)
+    lm, tok = load_reasoner(tiny_reasoner)
+    prompts = build_prompts(world, world.indices("train")[:4], tok)
+    p, c = prompt_ids(tok, prompts), completion_ids(tok, ["track my parcel", "cancel", "refund my order now", "hi"])
+    x, attn = padded([list(a) + list(b) for a, b in zip(p, c)], tok.pad_token_id, "right")
+    labels = torch.full_like(x, -100)
+    for r, (a, b) in enumerate(zip(p, c)):
+        labels[r, len(a) : len(a) + len(b)] = x[r, len(a) : len(a) + len(b)]
+    with torch.no_grad():
+        want = lm(input_ids=x, attention_mask=attn, labels=labels).loss
+        got = query_nll(lm, last_hidden_states(lm, input_ids=x, attention_mask=attn), x, [len(a) for a in p],
+                        [len(b) for b in c])
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    with torch.no_grad():
+        hidden = last_hidden_states(lm, input_ids=x, attention_mask=attn)
+        rows, pos = query_positions([len(a) for a in p], [len(b) for b in c])
+        logp = query_logprobs(lm, hidden, rows, pos)
+    assert kl_to_start(logp, logp).item() == pytest.approx(0.0, abs=1e-6)
+    assert kl_to_start(logp, torch.log_softmax(torch.zeros_like(logp), -1)).item() > 0.1
+
+
 def test_rg_cl_refuses_a_ranker_that_does_not_read_the_state(tiny_world, tiny_reasoner, tmp_path):
     """A nested QE-Rec that kept its two-tower start scores every state alike: RG-CL says so (a stage fault,
     which the loop rolls back) instead of training on a zero gradient."""

@@ -7,9 +7,16 @@ candidates and the batch's other positives negative. The logits are the ranker's
 step that lowers the loss moves the ranking; no projection head is trained and thrown away. Only the
 reasoner trains. Intents the request also clicked are never negatives (a multi-click request would
 otherwise push its own clicks apart).
+
+An anchor keeps the reasoner a writer of queries: ``kl_weight`` x KL(start || reasoner) of the next-token
+distributions along the stage's starting queries (its own greedy outputs, which it embeds), the start being
+the stage's input reasoner (with LoRA: the same model with its adapters off, no copy). Without it RG-CL moved
+the reasoner by sampled KL 10-25 to its start and wrote worse queries (BENCHMARKS.md section 2).
 """
 from __future__ import annotations
 
+import copy
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +31,7 @@ from ..ranker.features import FeatureEncoder
 from ..ranker.train import RankerData
 from ..reasoner.lora import LoRAFields, merged, with_lora
 from ..reasoner.model import last_hidden_states, last_token_positions
-from ..reasoner.tokens import padded, sequence_ids
+from ..reasoner.tokens import completion_ids, padded, prompt_ids
 from ..text_encoder import encode_texts
 from ..world import atomic_dir
 
@@ -40,6 +47,7 @@ class RGCLSettings(LoRAFields):
     epochs: Annotated[int, NonNegative] = 1        # 0: no RG-CL stage
     batch_size: Annotated[int, Positive] = 64
     max_requests: Annotated[int, Positive] = 8000
+    kl_weight: Annotated[float, NonNegative] = 1.0  # anchor: KL to the start along the starting queries (0: none)
     seed: Annotated[int, NonNegative] = 0
     threads: Annotated[int, Positive] = 2
 
@@ -59,10 +67,43 @@ def rg_cl_loss(logits: torch.Tensor, cand: torch.Tensor, cand_mask: torch.Tensor
     return F.cross_entropy((logits / temperature).masked_fill(~allowed, -1e4), pos)
 
 
-def query_states(lm, input_ids, attention_mask) -> torch.Tensor:
-    """[B, hidden] the last-token state QE-Rec reads (right padding: positions are plain)."""
-    h = last_hidden_states(lm, input_ids=input_ids, attention_mask=attention_mask)
-    return h[torch.arange(len(h)), last_token_positions(attention_mask)]
+def query_positions(prompt_lens: list[int], query_lens: list[int], device=None,
+                    end: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, positions) of every query token of right-padded prompt + query rows; ``end``: also the position
+    after each query, whose next-token distribution (the end of the query) is read from the very state
+    RG-CL trains."""
+    rows = [r for r, n in enumerate(query_lens) for _ in range(n + end)]
+    pos = [p + j for p, n in zip(prompt_lens, query_lens) for j in range(n + end)]
+    return torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(pos, dtype=torch.long, device=device)
+
+
+def query_logprobs(lm, hidden: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """[n, vocab] log-probabilities of the next token before each query token, from the last layer's states
+    ``hidden`` [B, T, H]: the LM head runs on those positions only."""
+    return F.log_softmax(lm.get_output_embeddings()(hidden[rows, pos - 1]).float(), dim=-1)
+
+
+def query_nll(lm, hidden: torch.Tensor, input_ids: torch.Tensor, prompt_lens: list[int], query_lens: list[int]) -> torch.Tensor:
+    """Mean negative log-likelihood of each row's query tokens given what precedes them."""
+    rows, pos = query_positions(prompt_lens, query_lens, hidden.device)
+    if not len(pos):
+        return hidden.sum() * 0
+    return F.nll_loss(query_logprobs(lm, hidden, rows, pos), input_ids[rows, pos])
+
+
+def kl_to_start(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of KL(start || current) between next-token distributions [n, vocab]."""
+    return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean() if len(logp) else logp.sum() * 0
+
+
+@contextmanager
+def start_model(lm, ref):
+    """The stage's starting reasoner: ``ref`` (a frozen copy), or ``lm`` with its LoRA adapters off."""
+    if ref is not None:
+        yield ref
+    else:
+        with lm.disable_adapter():
+            yield lm
 
 
 def run_rg_cl(reasoner_path, world, ranker, query_mode: str, prompts: list[str], queries: list[str],
@@ -89,6 +130,8 @@ def run_rg_cl(reasoner_path, world, ranker, query_mode: str, prompts: list[str],
     every = torch.arange(ranker.cfg.n_intents, device=dev)
     text = encode_texts(queries) if query_mode == "both" else None
     keep = [k for k, i in enumerate(indices) if world.samples.clicked.lengths[i]][: s.max_requests]
+    # the anchor's start: with LoRA the model itself with its adapters off; otherwise a frozen copy
+    ref = None if not s.kl_weight or hasattr(lm, "disable_adapter") else copy.deepcopy(lm).eval().requires_grad_(False)
     opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=s.learning_rate)
     lm.train()
     history = []
@@ -97,9 +140,10 @@ def run_rg_cl(reasoner_path, world, ranker, query_mode: str, prompts: list[str],
         for start in range(0, len(order), s.batch_size):
             b = order[start : start + s.batch_size]
             rows = indices[b]
-            x, attn = padded(sequence_ids(tok, [prompts[k] for k in b], [queries[k] for k in b]), tok.pad_token_id,
-                             "right", dev)
-            h = query_states(lm, x, attn)
+            p_ids, c_ids = prompt_ids(tok, [prompts[k] for k in b]), completion_ids(tok, [queries[k] for k in b])
+            x, attn = padded([list(p) + list(c) for p, c in zip(p_ids, c_ids)], tok.pad_token_id, "right", dev)
+            hidden = last_hidden_states(lm, input_ids=x, attention_mask=attn)          # [B, T, H] (after the norm)
+            h = hidden[torch.arange(len(hidden)), last_token_positions(attn)]
             q = h if text is None else torch.cat([h, torch.from_numpy(text[b]).to(dev)], dim=1)
             feats, behavior, cand, _ = data.batch(torch.as_tensor(rows), dev)
             logits = ranker(feats, behavior, every.expand(len(b), -1), q)           # [B, K] through what QE-Rec reads
@@ -115,10 +159,17 @@ def run_rg_cl(reasoner_path, world, ranker, query_mode: str, prompts: list[str],
                 # a QE-Rec that kept its two-tower start (or gives the state no weight) scores every state alike
                 raise RankerIgnoresQuery("RG-CL: the frozen ranker's scores do not depend on the reasoner's "
                                          "last-token state (QE-Rec gives it no weight): nothing to align")
+            anchor = None
+            if s.kl_weight:
+                q_rows, q_pos = query_positions([len(p) for p in p_ids], [len(c) for c in c_ids], dev, end=True)
+                with torch.no_grad(), start_model(lm, ref) as m:
+                    ref_logp = query_logprobs(m, last_hidden_states(m, input_ids=x, attention_mask=attn), q_rows, q_pos)
+                anchor = kl_to_start(query_logprobs(lm, hidden, q_rows, q_pos), ref_logp)
             opt.zero_grad()
-            loss.backward()
+            (loss if anchor is None else loss + s.kl_weight * anchor).backward()
             opt.step()
-            history.append({"step": len(history) + 1, "loss/rg_cl": loss.item()})
+            history.append({"step": len(history) + 1, "loss/rg_cl": loss.item(),
+                            **({} if anchor is None else {"kl/start": anchor.item()})})
             log(history[-1])
     lm = merged(lm).eval()
     with atomic_dir(out) as tmp:
