@@ -33,13 +33,13 @@ lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable | grep -v -e '^-e' -e '^#' | sed 's/+[a-z0-9.]*$$//' > $(LOCK).tmp
 	mv $(LOCK).tmp $(LOCK)
 
-# The closed loop on the embedded ShopSim world (default size, tiny reasoner, DPO) with CPU caps on the
-# reasoner's stages (warm start on 20k of the ~78k teacher rows, RG-SFT over 12k of ~36k training requests)
-# and on calibration (the final's and the control's alike: 12k of the ~36k training requests re-generated);
-# the two-tower and QE-Rec train on every training request. Its wall time on 2 CPU cores is in
-# BENCHMARKS.md. It prints the results table and the path of runs/demo/report.md; run it again after an
-# interruption to resume.
-DEMO_CAPS = reasoner.warm.max_pairs=20000 best_of_n.max_requests=12000 ranker.calib_max_requests=12000
+# The closed loop on the embedded ShopSim world, small size (5,500 users, ~27k requests: half the default, so
+# every stage costs about half; the table keeps every row, CI, the control, headroom and oracle) with CPU caps on
+# the reasoner's stages (warm start on 10k teacher rows, RG-SFT over 6k training requests) and on calibration
+# (the final's and the control's alike: 6k training requests re-generated); the two-tower and QE-Rec train on
+# every training request. Its wall time on 2 CPU cores (AVX2) is in BENCHMARKS.md. It prints the results table
+# and the path of runs/demo/report.md; run it again after an interruption to resume.
+DEMO_CAPS = shopsim.size=small reasoner.warm.max_pairs=10000 best_of_n.max_requests=6000 ranker.calib_max_requests=6000
 demo: $(STAMP)
 	$(BIN)/rgalign run --config recipes/configs/shopsim.yaml --out runs/demo --seed 0 $(DEMO_CAPS) $(if $(wildcard runs/demo/state.json),--resume,)
 

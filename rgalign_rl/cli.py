@@ -228,6 +228,8 @@ def cmd_diagnose(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .world.shopsim.simulator import SIZES
+
     p = argparse.ArgumentParser(prog="rgalign", description="Ranking-Guided Alignment of an LLM reasoner to a ranker")
     p.add_argument("--debug", action="store_true",
                    help="show the traceback of an error (also RGALIGN_DEBUG=1; accepted anywhere on the line)")
@@ -237,8 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = world.add_parser("shopsim", help="generate the ShopSim simulated world")
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--size", choices=["tiny", "default", "large", "huge"], default="default",
-                   help="users (~5 requests each): tiny 400, default 11,000, large 40,000, huge 200,000 (~1M requests)")
+    s.add_argument("--size", choices=list(SIZES), default="default",
+                   help="users (~5 requests each): tiny 400, small 5,500 (make demo), default 11,000, large 40,000, "
+                        "huge 200,000 (~1M requests)")
     s.add_argument("--semantic-gap", type=_on_off, default=True, metavar="on|off",
                    help="rare needs and cold intents (default on)")
     s.add_argument("--cold-launch-day", type=int, metavar="DAY",

@@ -26,7 +26,7 @@ import numpy as np
 from ..world import atomic_dir, json_line, load_world, write_jsonl
 from .catalog import FEATURES, NONE_SHARE, SYNONYMS, TOPIC_ACTIONS, TOPIC_NOUNS, parse_intents
 
-SIZES = {"tiny": 400, "default": 11000, "large": 40000, "huge": 200000}  # users; ~5 requests each
+SIZES = {"tiny": 400, "small": 5500, "default": 11000, "large": 40000, "huge": 200000}  # users; ~5 requests each
 STATE_FEATURES = ("logistics_event", "payment_state", "refund_state", "return_state", "voucher_state",
                   "cancel_request", "paylater_state", "last_chat_topic")
 BIASED_REGIONS = ("north", "south", "metro")  # the segment where the prolific teacher is misaligned
