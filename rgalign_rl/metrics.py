@@ -42,25 +42,29 @@ class UserStats:
         return out
 
 
+def _sorted_by_user_and_score(users, scores, labels, n_users: int | None):
+    """Impressions sorted by (user, score): (users, labels, impressions per user, each user's first position,
+    each position's tie group id, whether a position starts a tie group, U). Ties: same user and score."""
+    users = np.asarray(users, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    U = int(users.max()) + 1 if n_users is None else n_users
+    order = np.lexsort((scores, users))
+    u, s, y = users[order], scores[order], np.asarray(labels, dtype=np.float64)[order]
+    count = np.bincount(u, minlength=U)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    new_tie = np.ones(len(u), dtype=bool)
+    new_tie[1:] = (u[1:] != u[:-1]) | (s[1:] != s[:-1])
+    return u, y, count, start, np.cumsum(new_tie) - 1, new_tie, U
+
+
 def group_auc(users: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_users: int | None = None):
     """Per-user AUC with ties counted half. Returns (auc [U], weight [U]); weight 0 for skipped users.
 
     ``users`` are integer codes 0..U-1. Uses the rank-sum form: AUC = (R+ - P(P+1)/2) / (P N), where R+ is
     the sum of (tie-averaged) ranks of the positives within the user.
     """
-    users = np.asarray(users, dtype=np.int64)
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.float64)
-    U = int(users.max()) + 1 if n_users is None else n_users
-    order = np.lexsort((scores, users))
-    u, s, y = users[order], scores[order], labels[order]
-    n = len(u)
-    count = np.bincount(u, minlength=U)
-    start = np.concatenate([[0], np.cumsum(count)[:-1]])
-    rank = np.arange(n) - start[u] + 1.0
-    new_tie = np.ones(n, dtype=bool)
-    new_tie[1:] = (u[1:] != u[:-1]) | (s[1:] != s[:-1])
-    tie = np.cumsum(new_tie) - 1
+    u, y, count, start, tie, _, U = _sorted_by_user_and_score(users, scores, labels, n_users)
+    rank = np.arange(len(u)) - start[u] + 1.0
     rank = (np.bincount(tie, rank) / np.bincount(tie))[tie]
     pos = np.bincount(u, y, minlength=U)
     neg = count - pos
@@ -74,23 +78,12 @@ def soft_group_auc(users: np.ndarray, scores: np.ndarray, probs: np.ndarray, n_u
     """Per-user AUC against soft labels ``probs`` in [0, 1] (ties count half); with 0/1 labels it equals
     :func:`group_auc`. Returns (auc [U], weight [U]): weight = the user's impressions, 0 where the user's
     pairs carry no weight (every probability 0, or every one 1)."""
-    users = np.asarray(users, dtype=np.int64)
-    scores = np.asarray(scores, dtype=np.float64)
-    p = np.asarray(probs, dtype=np.float64)
-    U = int(users.max()) + 1 if n_users is None else n_users
-    order = np.lexsort((scores, users))
-    u, s, p = users[order], scores[order], p[order]
+    u, p, count, start, tie, new_tie, U = _sorted_by_user_and_score(users, scores, probs, n_users)
     q = 1.0 - p                                                         # each impression's weight as a negative
-    n = len(u)
-    new_tie = np.ones(n, dtype=bool)
-    new_tie[1:] = (u[1:] != u[:-1]) | (s[1:] != s[:-1])
-    tie = np.cumsum(new_tie) - 1
     tie_q = np.bincount(tie, q)                                         # negative weight of each tie group
     cum = np.concatenate([[0.0], np.cumsum(q)])                         # cum[i]: sum of q before position i
-    count = np.bincount(u, minlength=U)
-    user_start = np.concatenate([[0], np.cumsum(count)[:-1]])
     tie_start = np.flatnonzero(new_tie)[tie]                            # first position of each row's tie group
-    below = cum[tie_start] - cum[user_start[u]]                         # strictly lower scores, same user
+    below = cum[tie_start] - cum[start[u]]                              # strictly lower scores, same user
     num = np.bincount(u, p * (below + 0.5 * (tie_q[tie] - q)), minlength=U)
     P, Q = np.bincount(u, p, minlength=U), np.bincount(u, q, minlength=U)
     den = P * Q - np.bincount(u, p * q, minlength=U)                    # every ordered pair a != b

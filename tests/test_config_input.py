@@ -51,7 +51,7 @@ def write(tmp_path, text: str, name: str = "x.yaml") -> Path:
     ("align.dpo.rejected=best", "config key align.dpo.rejected: 'best' is not one of own, any"),
     ("reward.scorer.neighbour_space=items", "config key reward.scorer.neighbour_space: 'items' is not one of"),
     ("reasoner.tiny.hidden_size=66", "config key reasoner.tiny.hidden_size: must be a multiple of"),
-    ("shopsim.size=big", "config key shopsim.size: 'big' is not one of tiny, default, large, huge"),
+    ("shopsim.size=big", "config key shopsim.size: 'big' is not one of tiny, small, default, large, huge"),
     ("shopsim.colour=red", "config key shopsim.colour: unknown key"),
     ("reasoner.preset=/nonexistent/model", "config key reasoner.preset: '/nonexistent/model' is neither a preset"),
     ("seed=-1", "config key seed: must be >= 0, got -1"),

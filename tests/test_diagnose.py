@@ -79,8 +79,14 @@ def test_verdicts_skip_unchanged_undefined_and_unmoved_requests():
     d_auc = np.array([0.2, 0.1, 0.0, -0.1, np.nan, -0.3])
     changed = np.array([True, True, True, True, True, False])
     # compared: 0 (agree), 1 (disagree), 3 (a reward tie has no sign: disagree); 2 did not move, 4 undefined, 5 unchanged
-    assert verdicts(d_reward, d_auc, changed) == {"changed_requests": 4, "auc_moved": 3, "agreement": pytest.approx(1 / 3)}
-    assert verdicts(d_reward, d_auc, np.zeros(6, bool))["agreement"] is None
+    # weighted by |AUC change|: 0.2 agrees, 0.1 and 0.1 do not
+    assert verdicts(d_reward, d_auc, changed) == {"changed_requests": 4, "auc_moved": 3, "agreement": pytest.approx(1 / 3),
+                                                 "weighted_agreement": pytest.approx(0.2 / 0.4)}
+    flips = np.array([True, False, False, True, False, False])  # the change named the true need, or stopped
+    got = verdicts(d_reward, d_auc, changed, flips)
+    assert got["need_flip_requests"] == 2 and got["need_flip_agreement"] == pytest.approx(0.5)
+    none = verdicts(d_reward, d_auc, np.zeros(6, bool))
+    assert none["agreement"] is None and none["weighted_agreement"] is None
 
 
 @pytest.mark.slow

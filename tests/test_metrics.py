@@ -72,3 +72,20 @@ def test_paired_difference_is_zero_for_identical_rankers():
     s = user_stats(rng.random(labels.shape), labels, mask, users)
     d = paired_difference(s, s)
     assert d["gauc"]["diff"] == 0 and d["gauc"]["ci"] == [0, 0]
+
+
+def test_expected_gauc_uses_soft_labels_and_equals_gauc_on_hard_ones():
+    from rgalign_rl.metrics import group_auc, soft_group_auc
+
+    # one user, three impressions scored 3 > 2 > 1 with click probabilities 0.5, 0.2, 0.1:
+    # pairs (a, b), weight p_a (1 - p_b): a over b counts 1. Ordered pairs a != b:
+    # (0,1) .5*.8=.40 ok, (0,2) .5*.9=.45 ok, (1,0) .2*.5=.10 no, (1,2) .2*.9=.18 ok, (2,0) .1*.5=.05 no, (2,1) .1*.8=.08 no
+    auc, w = soft_group_auc(np.zeros(3, int), np.array([3.0, 2.0, 1.0]), np.array([0.5, 0.2, 0.1]))
+    assert auc[0] == pytest.approx((0.40 + 0.45 + 0.18) / (0.40 + 0.45 + 0.10 + 0.18 + 0.05 + 0.08)) and w[0] == 3
+    rng = np.random.default_rng(0)
+    users, scores = rng.integers(0, 30, 600), rng.integers(0, 6, 600).astype(float)  # many ties
+    labels = (rng.random(600) < 0.3).astype(float)
+    for a, b in zip(group_auc(users, scores, labels, 30), soft_group_auc(users, scores, labels, 30)):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    auc, w = soft_group_auc(np.zeros(2, int), np.array([1.0, 2.0]), np.zeros(2))  # nothing to rank: skipped
+    assert w[0] == 0
