@@ -19,7 +19,7 @@ from .align.loop import ClosedLoop, scores_file
 from .align.loop_config import LoopConfig, loop_config
 from .config import from_dict, load_yaml
 from .metrics import bootstrap_weights, paired_difference
-from .report import md_table, paired, plot_curve, plot_paired
+from .report import md_table, paired_entries, plot_curve, plot_paired
 from .run import command_line, prepare_world, run, write_json
 from .world.stats import split_user_stats
 
@@ -174,10 +174,7 @@ def compare_plot_data(out: Path, summary: dict) -> list[dict]:
             path = out / f"seed{seed}" / algo / "metrics.json"
             final = _stage(json.loads(path.read_text()), "final") if path.exists() else {}
             for vs, ref in (("vs_qe_rec", "QE-Rec"), ("vs_control", "control")):
-                d = final.get(vs) or {}
-                entries += [{"stage": name, "vs": vs, "reference": ref, "metric": k, "diff": d[k]["diff"],
-                             "ci": list(d[k]["ci"]), "kept_start": bool(final.get("kept_start")),
-                             "label": f"{name} − {ref}"} for k in paired(d)]
+                entries += paired_entries(name, vs, ref, final.get(vs), final.get("kept_start"), f"{name} − {ref}")
     best = summary["ranking"][0]
     for algo, per_seed in summary.get("paired_vs_best", {}).items():
         for d in per_seed:

@@ -61,18 +61,15 @@ def paired_plot_data(rows: list[dict]) -> list[dict]:
     """What stages.png draws in its paired panels, one entry per (stage, reference, metric): metrics.json's
     paired difference ``diff`` (stage - reference) and its paired 95% CI ``ci``, exactly as the stage row
     holds them, with ``kept_start`` (the stage kept its starting point: its difference is the start's)."""
-    out = []
-    for r in rows:
-        for vs in STAGE_REFERENCES.get(r["name"], LOOP_REFERENCES):
-            d = r.get(vs)
-            for k in paired(d or {}):
-                out.append({"stage": r["name"], "vs": vs, "reference": REFERENCES[vs], "metric": k,
-                            "diff": d[k]["diff"], "ci": list(d[k]["ci"]), "kept_start": bool(r.get("kept_start"))})
-    return out
+    return [e for r in rows for vs in STAGE_REFERENCES.get(r["name"], LOOP_REFERENCES)
+            for e in paired_entries(r["name"], vs, REFERENCES[vs], r.get(vs), r.get("kept_start"))]
 
 
-def _metrics_of(entries: list[dict]) -> list[str]:
-    return [k for k in (*PAIRED, EXPECTED) if any(e["metric"] == k for e in entries)]
+def paired_entries(stage: str, vs: str, reference: str, d: dict | None, kept_start, label: str | None = None) -> list[dict]:
+    """One plot entry per paired metric of the comparison ``d`` ({metric: {"diff", "ci"}}) of ``stage`` against
+    ``reference``."""
+    return [{"stage": stage, "vs": vs, "reference": reference, "metric": k, "diff": d[k]["diff"], "ci": list(d[k]["ci"]),
+             "kept_start": bool(kept_start), **({"label": label} if label else {})} for k in paired(d or {})]
 
 
 def _draw_paired(ax, entries: list[dict], title: str) -> None:
@@ -104,7 +101,7 @@ def plot_paired(entries: list[dict], path: Path, levels: list[dict] | None = Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = _metrics_of(entries) or list(PAIRED)
+    keys = paired({e["metric"] for e in entries}) or list(PAIRED)
     levels = [r for r in (levels or []) if r.get("gauc") is not None]
     n = max(len([e for e in entries if e["metric"] == k]) for k in keys) if entries else 1
     heights = [max(2.2, 0.32 * n + 1.0)] + ([2.8] if levels else [])

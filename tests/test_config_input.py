@@ -55,6 +55,17 @@ def write(tmp_path, text: str, name: str = "x.yaml") -> Path:
     ("shopsim.colour=red", "config key shopsim.colour: unknown key"),
     ("reasoner.preset=/nonexistent/model", "config key reasoner.preset: '/nonexistent/model' is neither a preset"),
     ("seed=-1", "config key seed: must be >= 0, got -1"),
+    # types and names
+    ("align.dpo.beta=abc", "config key align.dpo.beta: expected float, got 'abc'"),
+    ("rounds=1.5", "config key rounds: expected int, got 1.5"),
+    ("eval.control=maybe", "config key eval.control: expected bool"),
+    ("align.ppo.learning_rate=.inf", "config key align.ppo.learning_rate: expected a finite number"),
+    ("align.algorithm=ddpg", "config key align.algorithm: unknown algorithm 'ddpg'; known: dpo, ppo, grpo, rloo"),
+    ("reward.name=nope", "config key reward.name: unknown reward 'nope'"),
+    ("ranker.query_mode=mean", "config key ranker.query_mode: 'mean' is not one of"),
+    ("ranker.arch=two_tower", "config key ranker.arch: 'two_tower' is not one of qe_rec, qe_rec_gated"),
+    ("reasoner.serve_dtype=float16", "config key reasoner.serve_dtype: 'float16' is not one of auto, float32, bfloat16"),
+    ("align.dpo=3", "config key align.dpo: expected a section"),
 ])
 def test_a_bad_value_is_one_error_line_naming_the_key(override, message, tmp_path, capsys):
     out = tmp_path / "run"

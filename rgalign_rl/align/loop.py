@@ -22,6 +22,7 @@ import numpy as np
 from .. import devices, dist
 from ..faults import StageFault
 from ..metrics import bootstrap_weights
+from ..ranker.headroom import need_ranker
 from ..ranker.queries import query_embeddings, query_text_dims
 from ..ranker.train import RankerData, load_ranker, save_ranker, score, train_ranker
 from ..reasoner.model import load_reasoner
@@ -140,11 +141,10 @@ class ClosedLoop(Evaluation):
     def headroom(self) -> dict:
         """QE-Rec given the oracle's true-need text instead of a reasoner's query (text encoder), trained like
         the others: what a perfect reasoner could add to the two-tower in this world (DESIGN.md section 7)."""
-        q = query_embeddings(self.world, "need", "text")  # ranker/headroom.py's need_ranker, keeping the history
-        model, enc, hist = train_ranker(self.world, self.cfg.ranker.arch, q, self.cfg.ranker.train, log=lambda *a: None,
-                                        **self.nested("text"))  # (nested: epoch 0 is its two-tower start)
-        scores = score(model, RankerData(self.world, enc, q), np.arange(len(self.world.samples)))
-        return {"metrics": self.test_metrics(scores, "headroom"), "history": hist}
+        model, data, hist = need_ranker(self.world, self.cfg.ranker.train, self.cfg.ranker.arch, **self.nested("text"))
+        # the history: nested, its epoch 0 is the two-tower start, which the report says when it is kept
+        return {"metrics": self.test_metrics(score(model, data, np.arange(len(self.world.samples))), "headroom"),
+                "history": hist}
 
     def reasoner_warm(self) -> dict:
         r = self.cfg.reasoner

@@ -83,14 +83,6 @@ def query_logprobs(lm, hidden: torch.Tensor, rows: torch.Tensor, pos: torch.Tens
     return F.log_softmax(lm.get_output_embeddings()(hidden[rows, pos - 1]).float(), dim=-1)
 
 
-def query_nll(lm, hidden: torch.Tensor, input_ids: torch.Tensor, prompt_lens: list[int], query_lens: list[int]) -> torch.Tensor:
-    """Mean negative log-likelihood of each row's query tokens given what precedes them."""
-    rows, pos = query_positions(prompt_lens, query_lens, hidden.device)
-    if not len(pos):
-        return hidden.sum() * 0
-    return F.nll_loss(query_logprobs(lm, hidden, rows, pos), input_ids[rows, pos])
-
-
 def kl_to_start(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Mean over positions of KL(start || current) between next-token distributions [n, vocab]."""
     return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean() if len(logp) else logp.sum() * 0

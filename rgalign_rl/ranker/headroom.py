@@ -16,17 +16,18 @@ from .train import RankerData, TrainConfig, score, train_ranker
 
 def need_ranker(world: World, cfg: TrainConfig, arch: str = "qe_rec_gated", log=lambda *a: None, **train_kw) -> tuple:
     """(QE-Rec of design ``arch`` trained with the true need's text as every request's query, the RankerData
-    it reads); ``train_kw``: train_ranker's (a nesting two-tower and its encoder, ``query_text``)."""
+    it reads, its training history); ``train_kw``: train_ranker's (a nesting two-tower and its encoder,
+    ``query_text``)."""
     q = query_embeddings(world, "need", "text")
-    model, enc, _ = train_ranker(world, arch, q, cfg, log=log, **{"query_text": query_text_dims("text"), **train_kw})
-    return model, RankerData(world, enc, q)
+    model, enc, hist = train_ranker(world, arch, q, cfg, log=log, **{"query_text": query_text_dims("text"), **train_kw})
+    return model, RankerData(world, enc, q), hist
 
 
 def headroom_rankers(world: World, seed: int = 0, log=lambda *a: None) -> dict:
     """{"without": (two-tower, data), "with_need": need_ranker(...)}, trained on the world's train split;
     ``data`` is the RankerData each reads (experiments/need_readout.py feeds the second other queries)."""
     model, enc, _ = train_ranker(world, "two_tower", None, TrainConfig(seed=seed), log=log)
-    with_need = need_ranker(world, TrainConfig(seed=seed), log=log, nest=model, encoder=enc)  # the loop's QE-Rec design
+    with_need = need_ranker(world, TrainConfig(seed=seed), log=log, nest=model, encoder=enc)[:2]  # the loop's QE-Rec design
     return {"without": (model, RankerData(world, enc)), "with_need": with_need}
 
 

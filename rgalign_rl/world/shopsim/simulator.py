@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...config import Annotated, OneOf
 from ..world import atomic_dir, json_line, load_world, write_jsonl
 from .catalog import FEATURES, NONE_SHARE, SYNONYMS, TOPIC_ACTIONS, TOPIC_NOUNS, parse_intents
 
@@ -36,7 +37,7 @@ EPOCH = 1_700_000_000  # timestamp of day 0, hour 0
 @dataclass
 class ShopSimConfig:
     seed: int = 0
-    size: str = "default"
+    size: Annotated[str, OneOf(SIZES)] = "default"
     days: int = 42                  # six weeks: five to train and validate, the last one to test
     requests_per_user: float = 5.0
     semantic_gap: bool = True       # off: uniform need frequencies and no cold intents
