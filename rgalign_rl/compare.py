@@ -47,6 +47,7 @@ def compare(config: str, algos: list[str], seeds: list[int], out: str, world_dir
     for seed in seeds:
         shared = out_p / f"seed{seed}" / "shared"
         cfg = loop_config({**base, "seed": seed})
+        dist.set_timeout(cfg.dist_timeout_s)  # before anything makes the process group
         shared.mkdir(parents=True, exist_ok=True)
         world = prepare_world(cfg, world_dir, shared)
         worlds[seed] = str(world.root)

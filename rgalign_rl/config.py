@@ -229,12 +229,17 @@ def build(cls, data: dict | None, where: str, problems: list[tuple[str, str]]):
     the field's default in its place, so that later checks still see a complete config."""
     data = data or {}
     hints = typing.get_type_hints(cls, include_extras=True)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    # a field may read a YAML key that is a Python keyword, ``class_ = field(metadata={"key": "class"})`` (its own
+    # name is read too: a config written out with dataclasses.asdict reads back)
+    names = [f.metadata.get("key", f.name) for f in fields]
+    attr = {**{f.name: f.name for f in fields}, **{f.metadata.get("key", f.name): f.name for f in fields}}
     kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        key = f"{where}.{name}" if where else str(name)
-        if name not in names:
-            close = difflib.get_close_matches(str(name), names, n=1)
+    for key_name, value in data.items():
+        key = f"{where}.{key_name}" if where else str(key_name)
+        name = attr.get(key_name)
+        if name is None:
+            close = difflib.get_close_matches(str(key_name), names, n=1)
             problems.append((key, "unknown key" + (f" (did you mean {close[0]}?)" if close else "")
                              + f"; known in {where or 'the top level'}: {', '.join(sorted(names))}"))
             continue

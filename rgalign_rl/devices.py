@@ -8,7 +8,8 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-_SETTINGS = {"report_to": "none", "checkpoint_every": 0, "progress": True, "serve_dtype": "float32"}
+_SETTINGS = {"report_to": "none", "checkpoint_every": 0, "progress": True, "serve_dtype": "float32",
+             "gradient_checkpointing": False}
 SERVE_DTYPES = ("auto", "float32", "bfloat16")
 
 
@@ -37,14 +38,27 @@ def resolve_serve_dtype(name: str) -> str:
 
 
 def configure(report_to: str = "none", checkpoint_every: int = 0, progress: bool = True,
-              serve_dtype: str = "auto") -> None:
+              serve_dtype: str = "auto", gradient_checkpointing: bool = False) -> None:
     """Per-run settings: where TRL trainers report (none | tensorboard | ...), how often they save a
-    resumable checkpoint (optimizer steps; 0 = never), whether long stages draw tqdm bars, and the dtype
-    of reasoner snapshots that only serve (generation and last-token embedding for rankers and rewards)."""
+    resumable checkpoint (optimizer steps; 0 = never), whether long stages draw tqdm bars, the dtype
+    of reasoner snapshots that only serve (generation and last-token embedding for rankers and rewards), and
+    whether reasoner training recomputes activations in the backward pass (less memory, ~30% more time: for
+    big reasoners). On CUDA, float32 matmuls may use TF32 (Ampere and later: several times faster; the
+    reasoners train in bf16 there anyway)."""
+    import torch
+
     if serve_dtype not in SERVE_DTYPES:
         raise ValueError(f"serve_dtype {serve_dtype!r}: one of {', '.join(SERVE_DTYPES)}")
     _SETTINGS.update(report_to=report_to, checkpoint_every=checkpoint_every, progress=progress,
-                     serve_dtype=resolve_serve_dtype(serve_dtype))
+                     serve_dtype=resolve_serve_dtype(serve_dtype), gradient_checkpointing=gradient_checkpointing)
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def gradient_checkpointing() -> bool:
+    """Whether this run's reasoner trainers recompute activations (``reasoner.gradient_checkpointing``)."""
+    return bool(_SETTINGS["gradient_checkpointing"])
 
 
 def serve_dtype():
@@ -74,6 +88,13 @@ def _bars() -> bool:
     return bool(_SETTINGS["progress"]) and sys.stderr.isatty()
 
 
+def train_bf16() -> bool:
+    """Whether trainers run in bf16 mixed precision: on GPUs that support it; never on CPU."""
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
 def trainer_kwargs(checkpoints: bool = False) -> dict:
     """Keyword arguments for every TRL config: CPU-safe defaults, bf16 where a GPU supports it, the run's
     report_to and, for ``checkpoints=True`` trainers, resumable checkpoints every N steps."""
@@ -85,8 +106,8 @@ def trainer_kwargs(checkpoints: bool = False) -> dict:
     from . import dist
 
     cuda = torch.cuda.is_available()
-    out = {"use_cpu": not cuda, "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
-           "gradient_checkpointing": False, "report_to": _SETTINGS["report_to"] if dist.is_main() else "none",
+    out = {"use_cpu": not cuda, "bf16": train_bf16(),
+           "gradient_checkpointing": gradient_checkpointing(), "report_to": _SETTINGS["report_to"] if dist.is_main() else "none",
            "disable_tqdm": not _bars(), "save_strategy": "no"}
     if not cuda and dist.world_size() > 1:
         out["ddp_backend"] = "gloo"  # DeepSpeed on CPU needs it said (DESIGN.md s.5)
@@ -146,6 +167,13 @@ def unpartitioned():
         hf_ds._hf_deepspeed_config_weak_ref = saved
 
 
+def deepspeed_launch() -> bool:
+    """Whether this process was launched for DeepSpeed (``accelerate launch`` with a DeepSpeed config)."""
+    import os
+
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
 def deepspeed_plugin(accelerator):
     """The accelerator's DeepSpeed plugin, or None when it does not run DeepSpeed."""
     return getattr(accelerator.state, "deepspeed_plugin", None)
@@ -158,19 +186,45 @@ def engine_info(accelerator) -> dict:
             "zero_stage": getattr(plugin, "zero_stage", None), "num_processes": accelerator.num_processes}
 
 
-def save_trained(accelerator, wrapped, model, tok, out: str | Path, prefix: str = "") -> Path:
-    """Saves ``model`` (an unwrapped HF model), its tokenizer and engine.json (:func:`engine_info`) into
-    ``out`` atomically. Under ZeRO-3 each module holds only its shard, so the weights are gathered from
-    ``wrapped`` (the engine-wrapped module; ``prefix``: where ``model`` sits inside it; None: ``model`` is
-    whole already, e.g. a merged LoRA)."""
+def partitioned(model) -> bool:
+    """Whether ``model``'s weights are ZeRO-3 shards (each process holds a slice; DeepSpeed tags them ``ds_id``).
+    Asked of the model itself, not of transformers' global ZeRO-3 flag, which only a TRL trainer sets."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
+@contextmanager
+def whole(model):
+    """Every weight of ``model`` whole on every process inside the block (a collective under ZeRO-3: every
+    process must enter it; changes made inside are dropped at the exit). Elsewhere a no-op."""
+    if not partitioned(model):
+        yield model
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        yield model
+
+
+def _copy_state(model) -> dict:
+    """A CPU copy of ``model``'s state dict; tied weights stay one tensor (save_pretrained drops the duplicate)."""
+    copies: dict[int, object] = {}
+    return {k: copies.setdefault(v.data_ptr(), v.detach().to("cpu", copy=True)) for k, v in model.state_dict().items()}
+
+
+def save_trained(accelerator, model, tok, out: str | Path) -> Path:
+    """Saves ``model`` (an unwrapped HF model; a LoRA model merged, so every later stage reads a plain causal
+    LM), its tokenizer and engine.json (:func:`engine_info`) into ``out`` atomically. Every process calls it.
+    Under ZeRO-3 each process holds a shard of every weight: they gather them together (with the adapters, for
+    the merge) and the main process saves a copy taken inside the gather. The model is not trained after this
+    (a LoRA model has been merged in place)."""
     from .world import atomic_dir
 
     state_dict = None
-    plugin = deepspeed_plugin(accelerator)
-    if wrapped is not None and plugin is not None and plugin.zero_stage == 3:
-        full = accelerator.get_state_dict(wrapped)  # collective: every process takes part, rank 0 gets it
-        if full is not None:
-            state_dict = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+    with whole(model):
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        if accelerator.is_main_process and partitioned(model):
+            state_dict = _copy_state(model)  # the gathered weights are dropped at the block's exit
     if accelerator.is_main_process:
         with atomic_dir(out) as tmp:
             model.save_pretrained(tmp, state_dict=state_dict)
@@ -181,8 +235,5 @@ def save_trained(accelerator, wrapped, model, tok, out: str | Path, prefix: str 
 
 
 def save_trainer_model(trainer, tok, out: str | Path) -> Path:
-    """:func:`save_trained` for a TRL trainer's model; a LoRA model is saved merged (whole: nothing to gather)."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):
-        return save_trained(trainer.accelerator, None, model.merge_and_unload(), tok, out)
-    return save_trained(trainer.accelerator, trainer.model_wrapped, model, tok, out)
+    """:func:`save_trained` for a TRL trainer's model."""
+    return save_trained(trainer.accelerator, trainer.accelerator.unwrap_model(trainer.model), tok, out)

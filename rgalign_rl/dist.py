@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import torch
 
 _STATE = None
+_TIMEOUT_S = 10800  # the process group's collective timeout: see set_timeout
 _SOLO = 0  # > 0 inside on_main: the main process works alone, every helper acts as in one process
 _COUNTS: dict[str, int] = {}  # items this rank processed per kind of request loop, since the last shares()
 
@@ -30,10 +31,59 @@ def state():
     it MULTI_CPU with the gloo backend (without it accelerate would see one process per rank)."""
     global _STATE
     if _STATE is None:
+        from datetime import timedelta
+
         from accelerate import PartialState
 
-        _STATE = PartialState(cpu=not torch.cuda.is_available())
+        kw = {"timeout": timedelta(seconds=_TIMEOUT_S)} if _launched() else {}
+        _STATE = PartialState(cpu=not torch.cuda.is_available(), **kw)
     return _STATE
+
+
+def _launched() -> bool:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def set_timeout(seconds: int) -> None:
+    """How long a collective may wait before the run fails (``dist_timeout_s`` in the YAML). Main-only stages
+    (ranker fits, RG-CL, evaluation) leave the other ranks waiting in a broadcast that long: NCCL's default
+    (10 minutes) would kill a long one; a test sets ~2 minutes so a hang fails fast. Before the first use of
+    :func:`state` only (the process group is made once)."""
+    global _TIMEOUT_S
+    if _STATE is not None and seconds != _TIMEOUT_S:
+        raise RuntimeError("dist.set_timeout after the process group was made: call it before anything else")
+    _TIMEOUT_S = seconds
+
+
+def check_shared(*folders) -> None:
+    """Every rank must see what the main process writes (the run folder, the caches): with N processes on
+    several machines these folders have to be on a shared filesystem. Fails on every rank, clearly, at start-up
+    rather than with misassigned results or a hang later."""
+    import os
+    import uuid
+    from pathlib import Path
+
+    if world_size() == 1:
+        return
+    token = broadcast(uuid.uuid4().hex)
+    if is_main():
+        for f in folders:
+            Path(f).mkdir(parents=True, exist_ok=True)
+            (Path(f) / f".rank0-{token}").write_text(token)
+    barrier()
+    missing = [str(f) for f in folders if not (Path(f) / f".rank0-{token}").exists()]
+    blind = [(r, host, m) for r, (host, m) in enumerate(gather([(os.uname().nodename, missing)], world_size())) if m]
+    barrier()
+    if is_main():
+        for f in folders:
+            (Path(f) / f".rank0-{token}").unlink(missing_ok=True)
+    if blind:
+        r, host, m = blind[0]
+        raise RuntimeError(f"rank {r} (of {world_size()}, on {host}) does not see what rank 0 wrote in "
+                           f"{', '.join(m)}: every process must share these folders "
+                           "(a shared filesystem across machines; set RGALIGN_CACHE to a shared path for the cache)")
 
 
 def world_size() -> int:

@@ -75,6 +75,7 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
     if seed is not None:
         raw["seed"] = seed
     cfg = loop_config(raw)
+    dist.set_timeout(cfg.dist_timeout_s)  # before anything makes the process group
     ClosedLoop.check_until(cfg, until)  # a typo fails here, not after the stages before it
     diffs = lock_differences()
     if diffs and dist.is_main():
@@ -88,6 +89,9 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
     dist.barrier()  # every rank has looked before the main process writes anything
     world = prepare_world(cfg, world_dir, out_p)  # validated before anything is written (a bad world leaves no folder)
     out_p.mkdir(parents=True, exist_ok=True)
+    from .text_encoder import cache_dir
+
+    dist.check_shared(out_p, cache_dir())  # N processes on several machines need one filesystem
     if seed_state and not (out_p / "state.json").exists():
         dist.on_main(write_json, out_p / "state.json", {"done": seed_state})
     loop = ClosedLoop(world, cfg, out_p, log=log)

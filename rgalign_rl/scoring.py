@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .ranker.protocol import user_vectors
 from .ranker.train import NEG, RankerData, load_ranker
 from .config import Annotated, NonNegative, OneOf, Positive, Share
 from .text_encoder import encode_texts
@@ -39,6 +40,9 @@ class ScorerConfig:
     anchor_weight: Annotated[float, Share] = 0.5  # share of the text anchor in the candidate distribution
     anchor_temperature: Annotated[float, Positive] = 0.05
     batch_size: Annotated[int, Positive] = 1024
+    # the frozen ranker the reward reads: a ranker folder (save_ranker's, of any ranker class: ranker/protocol.py);
+    # None: the loop's current QE-Rec (qe_rec, then each calibration's)
+    ranker: str | None = None
 
     def __post_init__(self) -> None:  # at config load, not minutes later when the first reward is built
         if self.neighbour_space not in SPACES:
@@ -47,17 +51,22 @@ class ScorerConfig:
 
 
 class FrozenRankerScorer:
-    def __init__(self, world: World, ranker_dir: str | Path, cfg: ScorerConfig | None = None,
+    def __init__(self, world: World, ranker_dir: str | Path | None, cfg: ScorerConfig | None = None,
                  test_targets: bool = False):
-        """``test_targets``: test requests get the target of their nearest training requests' clicks (their
+        """``ranker_dir``: the frozen ranker's folder, unless ``cfg.ranker`` names one (which then wins).
+        ``test_targets``: test requests get the target of their nearest training requests' clicks (their
         own are never read) instead of none: ``rgalign diagnose`` asks whether the reward predicts the test
         ranking; no training stage may set it."""
         self.world, self.cfg, self.test_targets = world, cfg or ScorerConfig(), test_targets
+        ranker_dir = self.cfg.ranker or ranker_dir
         self.model, self.encoder, self.meta = load_ranker(ranker_dir)
+        if self.model.cfg.n_intents != len(world.intents):
+            raise ValueError(f"ranker {ranker_dir} ranks {self.model.cfg.n_intents} intents, world {world.root} has "
+                             f"{len(world.intents)}: a ranker trained on another world")
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.data = RankerData(world, self.encoder, None)
-        self.text_emb = self.model.intent.text_emb
+        self.text_emb = self.model.text_emb  # the intents' text vectors (any ranker class keeps them)
         self.query_source, self.query_mode = self.meta.get("queries", "none"), self.meta.get("query_mode", "text")
         self._reasoner = None
         # targets are computed per request on first use and kept: an evaluation reads 3k valid rows, and a
@@ -69,7 +78,7 @@ class FrozenRankerScorer:
     @torch.no_grad()
     def _user_embeddings(self) -> torch.Tensor:
         dev = self.text_emb.device
-        out = [self.model.user_embedding(self.data.x[i : i + 4096].to(dev), self.data.behavior[i : i + 4096].to(dev)).cpu()
+        out = [user_vectors(self.model, self.data.x[i : i + 4096].to(dev), self.data.behavior[i : i + 4096].to(dev)).cpu()
                for i in range(0, len(self.world.samples), 4096)]
         return torch.nn.functional.normalize(torch.cat(out), dim=-1)
 

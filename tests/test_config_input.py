@@ -106,6 +106,22 @@ def test_an_override_wins_over_the_file_and_carries_no_line(tmp_path):
     assert loop_config(load_yaml(cfg, ["align.dpo.beta=0.2"])).align.dpo.beta == 0.2
 
 
+def test_batches_that_do_not_split_over_the_launchs_processes_are_refused_at_load(tmp_path, monkeypatch):
+    """N ranks with unequal shares of a batch wait forever in a collective: refused before anything runs."""
+    cfg = write(tmp_path, "align:\n  algorithm: ppo\n  ppo: {batch_size: 8, mini_batch_size: 4}\n"
+                          "reasoner:\n  warm: {batch_size: 32}\n")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ConfigError) as e:
+        loop_config(load_yaml(cfg))
+    problems = sorted(e.value.problems, key=lambda p: p.split("config key ")[1])
+    assert [p.split("config key ")[1].split(":")[0] for p in problems] == [
+        "align.ppo.batch_size", "align.ppo.mini_batch_size", "best_of_n.sft.batch_size", "reasoner.warm.batch_size"]
+    assert problems[0] == f"{cfg}:3: config key align.ppo.batch_size: 8 does not split over the 3 processes of " \
+                          "this launch; use a multiple of 3"
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert loop_config(load_yaml(cfg)).align.ppo.mini_batch_size == 4
+
+
 @pytest.mark.parametrize("text,message", [
     ("rounds: 1\nalign: [\n", "{cfg}:3: YAML syntax error: expected the node content"),
     ("rounds: 1\nalign:\n  dpo: 1\n    beta: 2\n", "{cfg}:4: YAML syntax error: mapping values are not allowed here"),

@@ -9,7 +9,7 @@ from rgalign_rl.run import run
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
+@pytest.mark.parametrize("algorithm", ["grpo"])  # PPO with LoRA: tests/test_two_processes.py (under ZeRO-3)
 def test_every_stage_with_lora_saves_a_merged_model_moving_only_the_adapted_weights(algorithm, tiny_world, tmp_path):
     out = tmp_path / "run"
     lora = ["reasoner.warm.lora=true", "best_of_n.sft.lora=true", "rg_cl.lora=true",

@@ -1,6 +1,6 @@
 """The real-model path in CI: bench/gpu_smollm2.sh's CPU dry run, i.e. recipes/configs/smollm2_tiny.yaml with
 SmolLM2-135M-Instruct through every stage (warm start, QE-Rec, Best-of-N RG-SFT, DPO, RG-CL, calibration,
-control, headroom) on an 80-request slice of the tiny world, one optimizer step per stage. A regression anywhere in
+control, headroom) on a 48-request slice of the tiny world, one optimizer step of 2 examples per stage. A regression anywhere in
 the pretrained-reasoner path (tokenisation, lengths, the legend prompt and its shared head, bf16 serving,
 TRL with a chat-template tokenizer) fails here."""
 import json

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import dist
 from ..faults import kill_point
+from ..ranker.protocol import class_of
 from ..ranker.queries import query_embeddings
 from ..ranker.train import TrainConfig, load_ranker, save_ranker, train_ranker
 
@@ -47,7 +48,7 @@ def calibrate(world, reasoner_path: str | Path, prev_ranker_dir: str | Path, out
         cfg = dataclasses.replace(train or TrainConfig(), epochs=epochs, kl_weight=kl_weight, seed=seed)
         model, new_enc, history = train_ranker(world, prev.cfg.arch, query, cfg, reference=prev, ref_query=prev_query,
                                                init=init, encoder=enc, log=log, train_indices=subset,
-                                               query_text=prev.cfg.query_text,
+                                               query_text=prev.cfg.query_text, ranker_class=class_of(prev)[0],
                                                frozen_towers=init is not None and bool(meta.get("nested_in")))
         kill_point("calibrate.trained")
         return save_ranker(out, model, new_enc, {"queries": spec, "query_mode": mode, "history": history,

@@ -150,8 +150,9 @@ class Evaluation:
         return out
 
     def reward_fn(self, ranker_dir: str):
-        """The reward with the ranker in ``ranker_dir`` frozen; one per ranker for the run (the control's
-        evaluation comes between QE-Rec's and RG-SFT's, which share theirs)."""
+        """The reward with the ranker in ``ranker_dir`` frozen (or the one ``reward.scorer.ranker`` names); one per
+        ranker for the run (the control's evaluation comes between QE-Rec's and RG-SFT's, which share theirs)."""
+        ranker_dir = self.cfg.reward.scorer.ranker or ranker_dir
         if ranker_dir not in self._rewards:
             scorer = FrozenRankerScorer(self.world, ranker_dir, self.cfg.reward.scorer)
             self._rewards[ranker_dir] = rewards.build_reward({"name": self.cfg.reward.name, "k": self.cfg.reward.k}, scorer)

@@ -23,6 +23,7 @@ from .. import devices, dist
 from ..faults import StageFault
 from ..metrics import bootstrap_weights
 from ..ranker.headroom import need_ranker
+from ..ranker.protocol import resolve_ranker_class
 from ..ranker.queries import query_embeddings, query_text_dims
 from ..ranker.train import RankerData, load_ranker, save_ranker, score, train_ranker
 from ..reasoner.model import load_reasoner
@@ -71,7 +72,8 @@ class ClosedLoop(Evaluation):
         self.state_path = self.out / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}}
         dist.set_threads(cfg.threads)  # the machine's budget: N processes on one CPU share it
-        devices.configure(cfg.log.report_to, cfg.log.checkpoint_every, cfg.log.progress, cfg.reasoner.serve_dtype)
+        devices.configure(cfg.log.report_to, cfg.log.checkpoint_every, cfg.log.progress, cfg.reasoner.serve_dtype,
+                          cfg.reasoner.gradient_checkpointing)
         self.tb = None
         if cfg.log.report_to == "tensorboard" and dist.is_main():
             from torch.utils.tensorboard import SummaryWriter
@@ -132,8 +134,9 @@ class ClosedLoop(Evaluation):
 
     # ---- stages --------------------------------------------------------------------------------
     def two_tower(self) -> dict:
-        path = self.out / "two_tower"
-        model, enc, hist = train_ranker(self.world, "two_tower", None, self.cfg.ranker.train, log=lambda *a: None)
+        path = self.out / "two_tower"  # the production ranker: the built-in two-tower or ranker.class
+        model, enc, hist = train_ranker(self.world, "two_tower", None, self.cfg.ranker.train, log=lambda *a: None,
+                                        ranker_class=resolve_ranker_class(self.cfg.ranker.class_))
         save_ranker(path, model, enc, {"queries": "none", "query_mode": "text", "history": hist})
         scores = score(model, RankerData(self.world, enc), np.arange(len(self.world.samples)))
         return {"path": str(path), "metrics": self.test_metrics(scores, "two_tower")}
@@ -175,10 +178,13 @@ class ClosedLoop(Evaluation):
 
     def nested(self, mode: str) -> dict:
         """train_ranker's arguments for a QE-Rec of the configured design reading ``mode`` queries: nested in
-        the two-tower stage's ranker (its encoder, its frozen towers) when ``ranker.nest`` is on."""
+        the two-tower stage's ranker (its encoder, its frozen towers) when ``ranker.nest`` is on; otherwise a new
+        QE-Rec, or the ``ranker.class`` itself reading the query."""
         kw = {"query_text": query_text_dims(mode)}
         if self.cfg.ranker.nest:
             kw["nest"], kw["encoder"], _ = load_ranker(self.out / "two_tower")
+        else:
+            kw["ranker_class"] = resolve_ranker_class(self.cfg.ranker.class_)
         return kw
 
     def rg_sft(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:

@@ -31,10 +31,15 @@ class ReasonerSettings:
     max_new_tokens: Annotated[int, Positive] = 16
     # auto (bf16 where the device runs it natively) | float32 | bfloat16: snapshots that only generate and embed
     serve_dtype: Annotated[str, OneOf(devices.SERVE_DTYPES)] = "auto"
+    # recompute activations in the backward pass of every reasoner trainer: less memory for a big reasoner
+    gradient_checkpointing: bool = False
 
 
 @dataclass
 class RankerSettings:
+    # the production ranker (the two_tower stage), which QE-Rec nests in: package.module:Class of one's own (the
+    # ranker protocol, docs/rankers-and-rewards.md; QE-Rec adds its gated query term on top) | None: the built-in
+    class_: str | None = field(default=None, metadata={"key": "class"})
     # qe_rec_gated (trusts a query as far as it earns) | qe_rec (the paper's)
     arch: Annotated[str, OneOf(QE_ARCHS)] = "qe_rec_gated"
     nest: bool = True                      # QE-Rec starts from the two-tower stage's ranker, whose towers stay frozen
@@ -80,6 +85,9 @@ class LoopConfig:
     seed: Annotated[int, NonNegative] = 0
     rounds: Annotated[int, Positive] = 1
     threads: Annotated[int, Positive] = 2
+    # seconds a collective may wait (N processes): main-only stages (ranker fits, RG-CL, evaluation) keep the
+    # other ranks waiting in one, so it must outlast the longest; NCCL's own default (600) would not
+    dist_timeout_s: Annotated[int, Positive] = 10800
     world: str | None = None               # a world folder; None: generate ShopSim with `shopsim`
     shopsim: dict = field(default_factory=lambda: {"size": "default"})  # ShopSimConfig's keys
     reasoner: ReasonerSettings = field(default_factory=ReasonerSettings)
@@ -129,4 +137,61 @@ def _cross_checks(cfg: LoopConfig) -> list[tuple[str, str]]:
         out.append(("rg_cl.epochs", "RG-CL trains the reasoner's last-token state, which a ranker with "
                                     "ranker.query_mode text does not read; use last_token or both, or rg_cl.epochs: 0"))
     build(ShopSimConfig, cfg.shopsim, "shopsim", out)  # its keys, types and size
+    out += _ranker_checks(cfg)
+    out += _split_checks(cfg)
+    if cfg.align.online.use_vllm:
+        import importlib.util
+
+        import torch
+
+        if not torch.cuda.is_available() or importlib.util.find_spec("vllm") is None:
+            out.append(("align.online.use_vllm", "needs a CUDA GPU and the vllm package (pip install vllm); "
+                                                 "untested here, see docs"))
     return out
+
+
+def _ranker_checks(cfg: LoopConfig) -> list[tuple[str, str]]:
+    """ranker.class importable and of the ranker protocol; reward.scorer.ranker a ranker folder."""
+    import json
+
+    from ..ranker.protocol import resolve_ranker_class
+
+    out: list[tuple[str, str]] = []
+    r = cfg.ranker
+    try:
+        own = resolve_ranker_class(r.class_)
+    except ValueError as e:
+        out.append(("ranker.class", str(e)))
+    else:
+        if own is not None and r.nest and r.arch != "qe_rec_gated":
+            out.append(("ranker.arch", f"{r.arch} mixes the query into the built-in two-tower's towers; over "
+                                       f"ranker.class {r.class_} use qe_rec_gated (its query term on top of the "
+                                       "class's score) or ranker.nest: false (the class reads the query itself)"))
+    folder = cfg.reward.scorer.ranker
+    if folder is not None and not (Path(folder) / "config.json").is_file():
+        out.append(("reward.scorer.ranker", f"{folder}: not a ranker folder (no config.json; save_ranker writes one)"))
+    elif folder is not None:
+        try:
+            resolve_ranker_class(json.loads((Path(folder) / "config.json").read_text()).get("class"))
+        except (ValueError, AttributeError) as e:  # a class that does not import, or a config.json that is not one
+            out.append(("reward.scorer.ranker", f"{folder}: {e}"))
+    return out
+
+
+def _split_checks(cfg: LoopConfig) -> list[tuple[str, str]]:
+    """Global batches the run's trainers split over its N processes (WORLD_SIZE, set by torchrun and accelerate
+    launch): a remainder would give ranks unequal shares, and a collective that some never reach."""
+    import os
+
+    n = int(os.environ.get("WORLD_SIZE", "1"))
+    a = cfg.align
+    batches = {"reasoner.warm.batch_size": cfg.reasoner.warm.batch_size,
+               "best_of_n.sft.batch_size": cfg.best_of_n.sft.batch_size}
+    if a.algorithm == "dpo":
+        batches["align.dpo.batch_size"] = a.dpo.batch_size
+    elif a.algorithm == "ppo":
+        batches.update({"align.ppo.batch_size": a.ppo.batch_size, "align.ppo.mini_batch_size": a.ppo.mini_batch_size})
+    else:
+        batches["align.online.prompts_per_step"] = a.online.prompts_per_step
+    return [(k, f"{v} does not split over the {n} processes of this launch; use a multiple of {n}")
+            for k, v in batches.items() if v % n]

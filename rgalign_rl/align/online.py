@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import dist
-from ..config import AtLeast, Annotated, NonNegative, OneOf, Positive
+from ..config import AtLeast, Annotated, NonNegative, OneOf, Positive, Share
 from ..faults import finite_loss_callback
 from ..reasoner.lora import LoRAFields, lora_config
 from ..devices import last_checkpoint, per_device, save_trainer_model, trainer_kwargs
@@ -29,6 +29,11 @@ class OnlineSettings(LoRAFields):
     beta: Annotated[float | None, NonNegative] = None  # None: TRL's default (GRPO 0.0, RLOO 0.05)
     seed: Annotated[int, NonNegative] = 0
     threads: Annotated[int, Positive] = 2
+    # generation through vLLM (TRL's use_vllm; GPUs only, untested here): colocate (in the trainer's processes)
+    # | server (a separate `trl vllm-serve`)
+    use_vllm: bool = False
+    vllm_mode: Annotated[str, OneOf(("colocate", "server"))] = "colocate"
+    vllm_gpu_memory_utilization: Annotated[float, Share] = 0.3
 
 
 def run_online(model_path: str | Path, reward_fn, dataset, out: str | Path, s: OnlineSettings | None = None,
@@ -48,6 +53,8 @@ def run_online(model_path: str | Path, reward_fn, dataset, out: str | Path, s: O
     config_cls, trainer_cls = trainers[s.algorithm]
     model, tok = load_reasoner(model_path)
     extra = {} if s.beta is None else {"beta": s.beta}
+    if s.use_vllm:
+        extra.update(use_vllm=True, vllm_mode=s.vllm_mode, vllm_gpu_memory_utilization=s.vllm_gpu_memory_utilization)
     trainer_dir = str(log_dir or Path(out).with_name(Path(out).name + ".trainer"))
     args = config_cls(output_dir=trainer_dir, max_steps=s.max_steps, learning_rate=s.learning_rate,
                       per_device_train_batch_size=per_device(s.prompts_per_step, "align.online.prompts_per_step")

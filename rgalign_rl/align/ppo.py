@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .. import devices
 from ..config import Annotated, NonNegative, Positive, Share
 from ..faults import check_finite
-from ..reasoner.lora import LoRAFields, merged, with_lora
+from ..reasoner.lora import LoRAFields, with_lora
 from ..reasoner.tokens import padded, positions, prompt_ids
 
 
@@ -111,16 +111,28 @@ class PPOTrainer:
         from accelerate import Accelerator
 
         self.cfg, self.tok, self.reward_fn, self.prompts = config, tokenizer, reward_fn, prompts
-        self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        bf16 = devices.train_bf16()
+        # cpu=True would make accelerate drop DeepSpeed: under a DeepSpeed launch the process group is gloo on CPU
+        # already (dist.state), as TRL's trainers leave it
+        self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available() and not devices.deepspeed_launch(),
+                                              mixed_precision="bf16" if bf16 else "no")
+        if devices.gradient_checkpointing():  # non-reentrant: works with frozen inputs (LoRA) as well
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = PolicyWithValueHead(with_lora(policy, config))
         self.ref = ref_model.eval()
         for p in self.ref.parameters():
             p.requires_grad_(False)
         opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=config.learning_rate)
+        n = self.acc.num_processes
+        devices.per_device(config.batch_size, "align.ppo.batch_size")  # ranks with unequal shares would hang
+        per_rank = devices.per_device(config.mini_batch_size, "align.ppo.mini_batch_size")
         ds = devices.deepspeed_plugin(self.acc)
-        if ds is not None:  # no dataloader to infer DeepSpeed's "auto" batch sizes from: state them
-            ds.deepspeed_config["train_micro_batch_size_per_gpu"] = config.mini_batch_size
-            ds.deepspeed_config["gradient_accumulation_steps"] = 1
+        if ds is not None:
+            # No dataloader to infer DeepSpeed's "auto" sizes from, and a TRL trainer earlier in this process
+            # left its own numbers in the shared plugin: state all three, and the precision, for this loop.
+            ds.deepspeed_config.update(train_micro_batch_size_per_gpu=per_rank, gradient_accumulation_steps=1,
+                                       train_batch_size=per_rank * n)
+            ds.deepspeed_config.update(bf16={"enabled": bf16}, fp16={"enabled": False})
         self.model, self.opt = self.acc.prepare(self.model, opt)
         self.ref = self.ref.to(self.acc.device)
         self.kl_coef = config.kl_coef
@@ -181,7 +193,7 @@ class PPOTrainer:
         cfg, n, P = self.cfg, ro["seq"].shape[0], ro["P"]
         out = []
         self.model.train()
-        mb = max(1, cfg.mini_batch_size // self.acc.num_processes)  # this process's share of a minibatch
+        mb = cfg.mini_batch_size // self.acc.num_processes  # this process's share of a minibatch
         for _ in range(cfg.ppo_epochs):
             perm = self.rng.permutation(n)
             for start in range(0, n, mb):
@@ -281,8 +293,6 @@ class PPOTrainer:
         return self.acc.unwrap_model(self.model).lm
 
     def save_policy(self, out, tok):
-        """The policy without its value head (gathered from its shards under ZeRO-3; with LoRA merged, whole),
-        tokenizer, engine.json."""
-        if self.cfg.lora:
-            return devices.save_trained(self.acc, None, merged(self.policy()), tok, out)
-        return devices.save_trained(self.acc, self.model, self.policy(), tok, out, prefix="lm.")
+        """The policy without its value head (gathered from its shards under ZeRO-3; LoRA merged), tokenizer,
+        engine.json."""
+        return devices.save_trained(self.acc, self.policy(), tok, out)

@@ -42,14 +42,18 @@ class RewardProbe:
 
     @torch.no_grad()
     def __call__(self, model, step: int) -> dict | None:
-        from transformers.integrations import is_deepspeed_zero3_enabled
+        from ..devices import partitioned
 
-        if is_deepspeed_zero3_enabled():
-            return None  # partitioned weights can't generate outside the engine; the curve stays empty
+        # ZeRO-3 shards: one process generating alone would wait forever for the others' shards. Asked of the
+        # model, not of transformers' global flag (false when PPO, not a TRL trainer, is the run's first).
+        if partitioned(model):
+            return None  # the curve stays empty
         if not dist.is_main():
             return None  # one process measures and writes the curve; the others go on to the next step
-        # the probe must not move the training RNG (a resumed run has to replay the same draws)
-        with torch.random.fork_rng(devices=[]):
+        # the probe must not move the training RNG (a resumed run has to replay the same draws), the CUDA
+        # generator of this process's device included (manual_seed inside reseeds every device)
+        device = dist.device()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             return self._probe(model, step)
 
     def _probe(self, model, step: int) -> dict:

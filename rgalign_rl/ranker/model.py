@@ -13,10 +13,13 @@ Gated QE-Rec (the loop's default, ``qe_rec_gated``): the two-tower score plus a 
 gate read from how sure the query is; nested in a trained two-tower with its towers frozen, it can only
 add to the baseline on valid. Ablations (BENCHMARKS.md section 1): the nesting and the query's text
 vector carry the gain over the two-tower; the gate fixed open scores the same.
+
+QERecOnTop: the same gated query term over any ranker's score (a ``ranker.class`` of one's own, see
+ranker/protocol.py), the ranker frozen inside it as ``base``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn as nn
@@ -83,6 +86,8 @@ class IntentTower(nn.Module):
 
 
 class TwoTowerRanker(nn.Module):
+    BASELINE = ("user.", "intent.")  # the parameters a nested QE-Rec keeps frozen (the two-tower part)
+
     def __init__(self, cfg: RankerConfig, text_emb: torch.Tensor):
         super().__init__()
         self.cfg = cfg
@@ -97,6 +102,11 @@ class TwoTowerRanker(nn.Module):
 
     def user_embedding(self, x, behavior) -> torch.Tensor:
         return self.user(x, behavior)
+
+    @property
+    def text_emb(self) -> torch.Tensor:
+        """[K, T] the intents' text vectors (the ranker protocol's; not a second copy in the state)."""
+        return self.intent.text_emb
 
 
 class QERecRanker(TwoTowerRanker):
@@ -189,10 +199,75 @@ class GatedQERecRanker(TwoTowerRanker):
         return (u.unsqueeze(1) * i).sum(-1) + b + gate * (match + interaction)
 
 
+class QERecOnTop(nn.Module):
+    """The gated QE-Rec's query term on top of any ranker's score (``base``: a ``ranker.class`` of one's own):
+
+    score = base(x, behavior, cand) + gate(query) * (match + interaction)
+
+    as :class:`GatedQERecRanker` adds it to the two-tower's, except that what it cannot assume of a foreign
+    ranker it learns itself: the gate reads the query's confidence profile only (no user tower), and the
+    interaction meets a projection of each candidate's text (no intent tower). Nested, ``base`` is a
+    trained ranker kept frozen, and :meth:`start_from_baseline` makes it score exactly like it."""
+
+    BASELINE = ("base.",)
+
+    def __init__(self, cfg: RankerConfig, text_emb: torch.Tensor, base: nn.Module):
+        super().__init__()
+        self.cfg, self.base = cfg, base
+        d, t = cfg.dim, cfg.text_dim
+        self.query_to_text = nn.Linear(cfg.query_dim, t, bias=False)
+        self.query = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.query_text or cfg.query_dim, d))
+        self.intent = nn.Linear(t, d)
+        self.scale = nn.Parameter(torch.tensor(5.0 / SCALE_GAIN))
+        self.gate = nn.Sequential(nn.Linear(3, d), nn.ReLU(), nn.Linear(d, 1))
+        if cfg.query_text == t:  # as GatedQERecRanker: the query's text vector starts as its own cosine
+            with torch.no_grad():
+                self.query_to_text.weight.zero_()
+                self.query_to_text.weight[:, -t:] = torch.eye(t)
+
+    @property
+    def match_scale(self) -> torch.Tensor:
+        return SCALE_GAIN * self.scale
+
+    @property
+    def text_emb(self) -> torch.Tensor:
+        return self.base.text_emb
+
+    @torch.no_grad()
+    def start_from_baseline(self) -> None:
+        """A half-open gate on a query term of exactly zero: the model scores exactly like ``base``."""
+        nn.init.zeros_(self.gate[-1].weight)
+        self.gate[-1].bias.zero_()
+        self.scale.zero_()
+        nn.init.zeros_(self.query[-1].weight)
+        nn.init.zeros_(self.query[-1].bias)
+
+    def forward(self, x, behavior, cand, query=None) -> torch.Tensor:
+        base = self.base(x, behavior, cand)
+        if query is None:  # no query: the ranker underneath alone
+            return base
+        qt = F.normalize(self.query_to_text(query), dim=-1)              # [B, T]
+        every = qt @ self.text_emb.T                                     # [B, K] cosine to every intent
+        top = every.topk(2, dim=-1).values
+        p = torch.softmax(every * 20.0, dim=-1)
+        profile = torch.stack([top[:, 0], top[:, 0] - top[:, 1], -(p * p.clamp(min=1e-12).log()).sum(-1)], -1)
+        gate = torch.sigmoid(self.gate(profile.detach()))                # [B, 1]
+        match = self.match_scale * every.gather(1, cand)
+        q = self.query(query[:, query.shape[1] - self.cfg.query_text :] if self.cfg.query_text else query)
+        interaction = (q.unsqueeze(1) * self.intent(self.text_emb[cand])).sum(-1)
+        return base + gate * (match + interaction)
+
+
 ARCHS = {"two_tower": TwoTowerRanker, "qe_rec": QERecRanker, "qe_rec_gated": GatedQERecRanker}
 
 
-def build_ranker(cfg: RankerConfig, text_emb: torch.Tensor) -> TwoTowerRanker:
+def build_ranker(cfg: RankerConfig, text_emb: torch.Tensor, cls: type | None = None, on_top: bool = False) -> nn.Module:
+    """A new ranker: the built-in of ``cfg.arch``, or (``cls``: a ranker class of one's own) ``cls(cfg, text_emb)``,
+    or with ``on_top``, :class:`QERecOnTop` over a ``cls`` that reads no query."""
+    if cls is not None:
+        if on_top:
+            return QERecOnTop(cfg, text_emb, cls(replace(cfg, arch="two_tower", query_dim=0, query_text=0), text_emb))
+        return cls(cfg, text_emb)
     if cfg.arch not in ARCHS:
         raise ValueError(f"unknown ranker arch {cfg.arch!r}; choose one of {', '.join(ARCHS)}")
     return ARCHS[cfg.arch](cfg, text_emb)

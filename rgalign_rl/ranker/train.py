@@ -24,6 +24,7 @@ from ..text_encoder import encode_texts
 from ..world import World, atomic_dir
 from .features import FeatureEncoder
 from .model import RankerConfig, TwoTowerRanker, build_ranker
+from .protocol import class_of, class_path, resolve_ranker_class
 
 NEG = -1e4  # score of padding candidates
 
@@ -101,7 +102,7 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
                  reference: TwoTowerRanker | None = None, ref_query: np.ndarray | None = None,
                  init: TwoTowerRanker | None = None, encoder: FeatureEncoder | None = None, log=print,
                  nest: TwoTowerRanker | None = None, train_indices: np.ndarray | None = None,
-                 frozen_towers: bool | None = None, **model_kw):
+                 frozen_towers: bool | None = None, ranker_class: type | None = None, **model_kw):
     """Trains a ranker on the world's train split; returns (model, encoder, history).
 
     ``init``: a trained ranker to continue from (calibration). ``nest``: a trained two-tower whose towers
@@ -110,7 +111,9 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
     on valid, so it never returns a ranker worse on valid than the one it started from.
     ``train_indices``: train on these requests only (default: the train split). ``frozen_towers``: the user and
     intent towers (the two-tower part) stay as they start; default: frozen when nested, so the two-tower path
-    stays exactly the trained two-tower (calibrating a nested ranker passes True to keep it so)."""
+    stays exactly the trained two-tower (calibrating a nested ranker passes True to keep it so).
+    ``ranker_class``: a ranker class of one's own (ranker/protocol.py) instead of the built-in of ``arch``;
+    a ``nest`` of such a class gets QE-Rec's gated query term on top of its score (``QERecOnTop``)."""
     cfg = cfg or TrainConfig()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -124,14 +127,18 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
         mcfg = RankerConfig(arch=arch, cardinalities=encoder.cardinalities(),
                             behavior_vocab=len(encoder.behavior_vocab) + 1, n_intents=len(world.intents),
                             query_dim=0 if query is None else query.shape[1], **model_kw)
-        model = build_ranker(mcfg, text)
-        if nest is not None:
+        own = class_of(nest)[0] if nest is not None else ranker_class
+        model = build_ranker(mcfg, text, own, on_top=own is not None and nest is not None)
+        if nest is not None and own is not None:  # the query term on top of a ranker of one's own
+            model.base.load_state_dict(nest.state_dict())
+            model.start_from_baseline()
+        elif nest is not None:
             _, unexpected = model.load_state_dict(nest.state_dict(), strict=False)
             assert not unexpected, unexpected
             model.start_from_baseline()
     if (nest is not None) if frozen_towers is None else frozen_towers:  # default: frozen when nested
         for name, p in model.named_parameters():
-            p.requires_grad_(not name.startswith(("user.", "intent.")))
+            p.requires_grad_(not name.startswith(getattr(model, "BASELINE", ("user.", "intent."))))
     ref_scores = None
     if reference is not None and cfg.kl_weight > 0:
         # every trained or loaded ranker carries its own feature encoder and reads its own query embeddings
@@ -173,18 +180,34 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
 
 
 def save_ranker(out: str | Path, model: TwoTowerRanker, encoder: FeatureEncoder, extra: dict | None = None) -> Path:
+    """``model``'s folder: model.safetensors (its state) and config.json (its cfg, feature encoder and ``extra``;
+    for a ranker class of one's own also ``class``, and ``query_on_top`` when QE-Rec's query term is on top)."""
+    own, on_top = class_of(model)
+    state = model.state_dict()
+    if own is not None and not any(k == "text_emb" or k.endswith(".text_emb") for k in state):
+        raise ValueError(f"{class_path(own)} keeps no text_emb buffer: register the text_emb it is built with "
+                         "(register_buffer), so that its folder can rebuild it (ranker/protocol.py)")
     with atomic_dir(out) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
         meta = {"ranker": model.cfg.to_dict(), "features": encoder.to_json(), **(extra or {})}
+        if own is not None:
+            meta.update({"class": class_path(own), **({"query_on_top": True} if on_top else {})})
         (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
     return Path(out)
 
 
 def load_ranker(path: str | Path) -> tuple[TwoTowerRanker, FeatureEncoder, dict]:
+    """(the ranker saved in folder ``path``, built-in or of a class of one's own, in eval mode on the process's
+    device; its feature encoder; its config.json)."""
     path = Path(path)
     meta = json.loads((path / "config.json").read_text())
     state = load_file(str(path / "model.safetensors"))
-    model = build_ranker(RankerConfig(**meta["ranker"]), state["intent.text_emb"])
+    text = next(v for k, v in state.items() if k == "text_emb" or k.endswith(".text_emb"))  # intent. / base.
+    try:
+        own = resolve_ranker_class(meta.get("class"))
+    except ValueError as e:
+        raise ValueError(f"ranker folder {path}: class {e}") from None
+    model = build_ranker(RankerConfig(**meta["ranker"]), text, own, on_top=bool(meta.get("query_on_top")))
     model.load_state_dict(state)
     model.to(dist.device()).eval()
     model.encoder_json = meta["features"]
