@@ -227,6 +227,32 @@ def cmd_diagnose(args) -> int:
     return 0
 
 
+def cmd_recommend(args) -> int:
+    import torch
+
+    from .recommend import Recommender, read_requests, write_jsonl_atomic
+
+    torch.set_num_threads(args.threads)
+    rec = Recommender.from_run(args.run, args.stage)
+    world = read_requests(args.requests, rec.serving.intents, rec.serving.meta)  # every problem, before any work
+    rows = rec.recommend(world, top_k=args.top_k) if world is not None else []
+    if args.out:
+        write_jsonl_atomic(rows, args.out)
+        print(f"wrote {len(rows)} recommendations (stage {rec.serving.stage}) to {args.out}", file=sys.stderr)
+    else:  # computed in full first: a refused or failed request prints nothing
+        sys.stdout.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    out = export(args.run, args.out, args.stage)
+    print(f"exported stage {args.stage} of {args.run} to {out} (AutoModelForCausalLM.from_pretrained({str(out)!r}); "
+          f"rgalign recommend {out} --requests FILE)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .world.shopsim.simulator import SIZES
 
@@ -322,6 +348,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the diagnosis as JSON (also kept in RUN/diagnose/)")
     s.add_argument("--threads", type=_positive_int, default=2)
     s.set_defaults(func=cmd_diagnose)
+
+    s = sub.add_parser("recommend", help="ranked intents for requests: features -> the stage's query -> its ranker")
+    s.add_argument("run", help="a run folder, or a folder written by `rgalign export`")
+    s.add_argument("--stage", default="final", help="final (default), control, qe_rec, two_tower, rg_sft, dpo, rg_cl, "
+                                                    "calibrated_r1, ... or a state key (round1/calibrate)")
+    s.add_argument("--requests", required=True, metavar="FILE.jsonl|-",
+                   help="one request per line: a world sample row without clicked (- reads stdin)")
+    s.add_argument("--top-k", type=_positive_int, default=3, help="intents per request (default 3)")
+    s.add_argument("--out", help="write JSON lines here (all or nothing); default stdout")
+    s.add_argument("--threads", type=_positive_int, default=2)
+    s.set_defaults(func=cmd_recommend)
+
+    s = sub.add_parser("export", help="a stage's reasoner as a Hugging Face folder with a model card, "
+                                      "its ranker and intent table beside it")
+    s.add_argument("run", help="a run folder")
+    s.add_argument("--stage", default="final", help="as for recommend (default final)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("compare", help="DPO vs PPO vs GRPO vs RLOO from the same RG-SFT checkpoint and reward budget")
     s.add_argument("--config", required=True)
