@@ -1,7 +1,10 @@
 #!/bin/bash
 # The prepared GPU check: the tiny loop on one GPU without DeepSpeed, with ZeRO-2 and with ZeRO-3, and every
 # aligner (dpo, ppo, grpo, rloo) from the same RG-SFT checkpoint; prints the card, then wall time and peak
-# GPU memory per stage (bench/gpu_check_table.py). About 5-8 minutes on one GPU.
+# GPU memory per stage (bench/gpu_check_table.py). About 5-8 minutes on one GPU, plus a start per launch: 12
+# launches do not fit a 15-minute device lease. On such a lease run bench/gpu_smoke.sh (ONE launch, <= 5 minutes:
+# ZeRO-3 with every weight partitioned, LoRA DPO and PPO, determinism mismatch rates); this is the longer,
+# optional check. (Its ZeRO-3 config keeps DeepSpeed's default persistence threshold: the tiny reasoner stays whole.)
 #   bench/gpu_check.sh [OUT]            NPROC=N: N processes per launch (default 1)
 #   DRY_RUN=1 bench/gpu_check.sh OUT    CI's CPU dry run: no DeepSpeed, dpo and ppo only
 set -euo pipefail

@@ -40,7 +40,6 @@ def run_online(model_path: str | Path, reward_fn, dataset, out: str | Path, s: O
                log_dir: str | Path | None = None, callbacks=None):
     """``dataset`` has a ``prompt`` column and the columns the reward reads (``sample_id``).
     Returns the log history (rewards/<name>/mean, kl, ... per step)."""
-    import torch
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     from ..reasoner.model import load_reasoner

@@ -1,0 +1,665 @@
+"""Per-process peak memory of every stage of the closed loop, for a model x engine (plain / ZeRO-2 / ZeRO-3) x N
+processes, following what the code keeps alive in each stage (issue 27). An estimate from first principles, not a
+measurement: weights, gradients and optimizer states by engine, every model copy a stage loads or keeps, KV caches
+and saved activations by batch and sequence length. Its CPU predictions are checked against measured peaks
+(``--check``).
+
+    python bench/memory_plan.py                          # Llama-3-8B-sized reasoner, smollm2.yaml, 8 x 80 GB
+    python bench/memory_plan.py --model smollm2-135m --gpus 1,8 --gpu-gb 80
+    python bench/memory_plan.py --model path/to/config.json --config my.yaml --prompt-tokens 700 --lora
+    python bench/memory_plan.py --check                  # CPU predictions vs measured peaks (tiny, SmolLM2-135M)
+    python bench/memory_plan.py --check --smollm2 DIR    # + SmolLM2's SFT and DPO stages alone, measured now (~2 min)
+
+What each stage holds (rank 0, the main process, which holds the most; read from rgalign_rl/ at the time of
+writing — a change there changes these rows):
+- every trainer model comes from ``load_reasoner``: a full fp32 copy on the process's device before any engine
+  takes it (``zero3_init_flag: false``); DeepSpeed then casts (bf16) and partitions it;
+- warm start / RG-SFT: TRL SFTTrainer; RG-SFT also keeps its sampler (a serving copy) alive through ``sft()``;
+- DPO: policy + reference (both full fp32 loads; with LoRA the reference is dropped after loading), TRL prepares
+  the reference (plain: fp32 as loaded; ZeRO-2: a stage-0 engine in the compute dtype; ZeRO-3: partitioned);
+  the sampler stays alive as the probe's reference;
+- PPO: policy + value head in the engine, a full fp32 reference per rank (never partitioned), under ZeRO-3 the
+  whole policy gathered for every rollout (TRL's ``unwrap_model_for_generation``), full [rows, seq, vocab]
+  logits of policy and reference in the rollout;
+- RG-CL: on rank 0 alone, outside any engine: fp32 model + fp32 AdamW (or LoRA), a deep copy as the KL anchor
+  (without LoRA), fp32 activations of ``rg_cl.batch_size`` whole sequences;
+- every reward (one per ranker for the rest of the run: QE-Rec's, the control's, each calibration's) keeps a
+  serving copy of the snapshot its ranker reads (query_mode last_token/both);
+- a reasoner stage's evaluation loads two fp32 copies (policy and its start) for ``sampled_kl``, whose
+  [prompts (<= 256 per batch), seq, vocab] logits are built in fp32;
+- generation and last-token embedding run in batches of 256 with a KV cache (``use_cache``) and, for the
+  embedding, every layer's hidden states (``output_hidden_states``).
+
+Units: GB = 2^30 bytes, MB = 2^20 (as torch and the loop's ``peak_mem_mb`` count). GPU figures are bytes
+allocated by tensors; the CUDA context and the caching allocator's slack (~1-3 GB) come on top, hence the
+70 GB flag on an 80 GB card.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GB, MB = 2**30, 2**20
+GEN_BATCH = 256  # generate_queries / last_token_embedding / sampled_kl batch size
+MINILM_PARAMS = 22_713_216  # all-MiniLM-L6-v2, fp32 on the device once loaded
+CHUNK = 32768  # TRL's chunked LM-head tile (GPU): labelled tokens x this many logits at a time
+
+
+# ---- the reasoner's shape -----------------------------------------------------------------------------------
+@dataclass
+class Arch:
+    name: str
+    vocab: int
+    layers: int
+    hidden: int
+    inter: int
+    heads: int
+    kv_heads: int
+    tied: bool
+
+    @property
+    def kv(self) -> int:
+        return self.hidden // self.heads * self.kv_heads
+
+    def layer_params(self) -> int:
+        h, kv, i = self.hidden, self.kv, self.inter
+        return 2 * h * h + 2 * h * kv + 3 * h * i + 2 * h
+
+    @property
+    def params(self) -> int:
+        emb = self.vocab * self.hidden
+        return emb * (1 if self.tied else 2) + self.layers * self.layer_params() + self.hidden
+
+    def lora_params(self, r: int, targets: list[str]) -> int:
+        h, kv, i = self.hidden, self.kv, self.inter
+        size = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h), "gate_proj": (h, i),
+                "up_proj": (h, i), "down_proj": (i, h)}
+        return self.layers * sum(r * (a + b) for a, b in (size[t] for t in targets if t in size))
+
+
+PRESETS = {
+    "llama3-8b": Arch("Llama-3-8B", 128256, 32, 4096, 14336, 32, 8, False),
+    "smollm2-135m": Arch("SmolLM2-135M", 49152, 30, 576, 1536, 9, 3, True),
+}
+
+
+def arch_from(spec: str, cfg) -> Arch:
+    if spec in PRESETS:
+        return PRESETS[spec]
+    if spec == "tiny":
+        t = cfg.reasoner.tiny
+        return Arch("tiny", t.vocab_size, t.num_hidden_layers, t.hidden_size, t.intermediate_size,
+                    t.num_attention_heads, t.num_attention_heads, True)
+    c = json.loads(Path(spec).read_text())
+    return Arch(Path(spec).parent.name or spec, c["vocab_size"], c["num_hidden_layers"], c["hidden_size"],
+                c["intermediate_size"], c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"]),
+                bool(c.get("tie_word_embeddings", False)))
+
+
+@dataclass
+class Shape:
+    prompt: int        # prompt tokens (a request's whole prompt)
+    head: int = 0      # of which a shared head (legend prompts: computed once per call, its KV copied per row)
+    requests: int = 55_000  # world size (ShopSim default ~55k); train/valid/test = 4/6, 1/6, 1/6
+
+
+# ---- what one stage holds ----------------------------------------------------------------------------------
+@dataclass
+class Setup:
+    arch: Arch
+    cfg: object        # LoopConfig
+    shape: Shape
+    engine: str        # plain | zero2 | zero3
+    n: int             # processes
+    device: str        # gpu | cpu
+    cpu_bf16: bool = False  # a CPU with native bf16 (serve_dtype auto -> bfloat16)
+    persist: list = field(default_factory=list)  # (label, bytes) alive across stages on rank 0
+    aligners: list = field(default_factory=list)  # rows for these aligners (default: the YAML's align.algorithm)
+    cfg_lora_r: int = 8  # LoRA rank and targets of the stage being planned (set by lora_of)
+    cfg_lora_targets: list = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    @property
+    def P(self) -> int:
+        return self.arch.params
+
+    @property
+    def gpu(self) -> bool:
+        return self.device == "gpu"
+
+    @property
+    def cb(self) -> int:  # bytes of the trainers' compute dtype (bf16 on GPUs, fp32 on CPU)
+        return 2 if self.gpu else 4
+
+    @property
+    def sb(self) -> int:  # bytes of a serving copy (reasoner.serve_dtype)
+        d = self.cfg.reasoner.serve_dtype
+        if d == "auto":
+            return 2 if self.gpu or self.cpu_bf16 else 4
+        return 2 if d == "bfloat16" else 4
+
+    @property
+    def new(self) -> int:
+        return self.cfg.reasoner.max_new_tokens
+
+    @property
+    def seq(self) -> int:  # prompt + query
+        return self.shape.prompt + self.new
+
+    def rows(self, n_items: int, per_rank: bool = True) -> int:
+        return max(1, min(GEN_BATCH, math.ceil(n_items / (self.n if per_rank else 1))))
+
+    @property
+    def split(self) -> dict:
+        n = self.shape.requests
+        return {"train": n * 4 // 6, "valid": n // 6, "test": n // 6}
+
+    # -- building blocks (bytes) --
+    def serve_copy(self, label: str) -> tuple:
+        return (label, self.sb * self.P)
+
+    def generation(self, rows: int, nbytes: int | None = None, label: str = "generation") -> list:
+        a, b = self.arch, nbytes or self.sb
+        tail = self.shape.prompt - self.shape.head
+        kv = 2 * a.layers * rows * (self.seq) * a.kv * b
+        layer = rows * tail * (4 * a.hidden + 3 * a.inter) * b  # one layer's prefill intermediates
+        return [(f"{label}: KV cache {rows} rows", kv), (f"{label}: prefill", layer + 2 * rows * a.vocab * 4)]
+
+    def embedding(self, rows: int, label: str = "last-token embedding") -> list:
+        a, b = self.arch, self.sb
+        tail = self.seq - self.shape.head
+        kv = 2 * a.layers * rows * self.seq * a.kv * b
+        hidden = (a.layers + 1) * rows * tail * a.hidden * b  # output_hidden_states
+        layer = rows * tail * (4 * a.hidden + 3 * a.inter) * b
+        return [(f"{label}: KV cache {rows} rows", kv), (f"{label}: hidden states", hidden + layer)]
+
+    def activations(self, rows: int, nbytes: int, label: str = "activations", cache: bool = False) -> tuple:
+        """Saved for backward, per token and layer (HF Llama, SDPA): each RMSNorm's input and normalised output
+        (2 x 2h), the rotated q (h), k and v as SDPA gets them (repeated to h each under grouped-query attention with
+        a padding mask, else kv), SDPA's output and o_proj's contiguous input (2h), the MLP's gate, act(gate), up and
+        their product (4i). SDPA's CPU flash kernel and the GPU kernels keep no seq^2 matrix (measured on CPU).
+        ``cache``: a forward that leaves ``use_cache`` on (our RG-CL and PPO) also keeps k and v (2 kv)."""
+        a = self.arch
+        kv_saved = a.hidden if a.kv < a.hidden else a.kv
+        per_layer = 2 * a.hidden + (a.hidden + 2 * kv_saved) + 2 * a.hidden + 2 * a.hidden + 4 * a.inter
+        per_token = a.layers * (per_layer + (2 * a.kv if cache else 0)) + a.hidden
+        return (f"{label}: {rows} x {self.seq} tokens", rows * self.seq * per_token * nbytes)
+
+    def lm_head(self, labelled: int) -> tuple:
+        """TRL's LM head on labelled positions only: plain log-softmax on CPU (trl_cpu.py), tiles on GPU."""
+        width = self.arch.vocab if not self.gpu else min(self.arch.vocab, CHUNK)
+        return ("LM head (labelled tokens)", labelled * width * 4 * 3)
+
+    def trained(self, lora: bool, label: str = "policy", engine: str | None = None) -> list:
+        """Weights, gradients and AdamW states of one trained model per process."""
+        P, n, e = self.P, self.n, engine or self.engine
+        L = self.arch.lora_params(self.cfg_lora_r, self.cfg_lora_targets) if lora else 0
+        if e == "plain":
+            out = [(f"{label} weights fp32", 4 * P)]
+            trainable = L if lora else P
+            out.append((f"{label} grads + AdamW fp32", 12 * trainable))
+            if n > 1:
+                out.append((f"{label} DDP buckets", 4 * trainable))
+            if self.gpu and not lora:  # bf16 autocast caches a bf16 copy of every trainable weight per step
+                out.append((f"{label} autocast bf16 weight cache", 2 * P))
+            return out
+        if e == "zero2":
+            if lora:
+                return [(f"{label} weights ({'bf16' if self.gpu else 'fp32'})", self.cb * P), (f"{label} LoRA states", 16 * L)]
+            # fp32 master partition (a clone even when training in fp32), fp32 gradient partition, AdamW
+            return [(f"{label} weights ({'bf16' if self.gpu else 'fp32'})", self.cb * P),
+                    (f"{label} master + grads + AdamW / {n}", 16 * P // n)]
+        # zero3: everything partitioned; the gathered working set on top
+        ws = self.cb * (2 * self.arch.layer_params() + self.arch.vocab * self.arch.hidden)
+        if lora:
+            return [(f"{label} weights / {n}", self.cb * P // n), (f"{label} LoRA states", 16 * L),
+                    (f"{label} gathered layers (ZeRO-3)", ws)]
+        return [(f"{label} weights + master + grads + AdamW / {n}", (self.cb + 4 + 4 + 8) * P // n),
+                (f"{label} gathered layers (ZeRO-3)", ws)]
+
+    def loaded(self, k: int = 1, label: str = "full fp32 load(s) before the engine") -> tuple:
+        return (f"{label} x{k}", 4 * self.P * k)
+
+    def lora_of(self, s) -> bool:
+        self.cfg_lora_r, self.cfg_lora_targets = s.lora_r, s.lora_target_modules
+        return bool(s.lora)
+
+    # -- the stages: {phase: [(label, bytes)]} --
+    def ranker_stage(self, text: bool) -> dict:
+        items = [("ranker + batches (estimate)", int(0.25 * GB) if self.gpu else 0)]
+        if text:
+            items.append(("text encoder (MiniLM fp32)", 4 * MINILM_PARAMS))
+        return {"ranker fit": items}
+
+    def sft_phases(self, s, extra: list, label: str = "SFT") -> dict:
+        lora = self.lora_of(s)
+        rows = max(1, s.batch_size // self.n)
+        states = self.trained(lora)
+        act = [self.activations(rows, self.cb), self.lm_head(rows * (self.new + 1))]
+        return {f"{label}: load": extra + [self.loaded(1)],
+                f"{label}: train step": extra + states + act,
+                f"{label}: optimizer step": extra + states + [("AdamW temporaries", 8 * self.trainable(lora))]}
+
+    def trainable(self, lora: bool) -> int:
+        """Trainable parameters this process steps (foreach AdamW allocates ~2 fp32 temporaries of them)."""
+        if lora:
+            return self.arch.lora_params(self.cfg_lora_r, self.cfg_lora_targets)
+        return self.P if self.engine == "plain" else self.P // self.n
+
+    def add_reward(self, label: str) -> None:
+        if self.cfg.ranker.query_mode in ("last_token", "both") and self.cfg.reward.scorer.ranker is None:
+            self.persist.append(self.serve_copy(f"reward ({label}): serving copy"))
+
+    def evaluation(self, n_eval: int, reference: bool, new_snapshot: bool = True, reward_new: str | None = None) -> dict:
+        """evaluate_reasoner: generate (valid + test, split over ranks), embed (a transient copy of the ranker's
+        snapshot), the reward on valid (main), sampled_kl (main: two fp32 copies)."""
+        p = list(self.persist)
+        nv = min(self.cfg.eval.max_valid, self.split["valid"])
+        out = {}
+        if new_snapshot:
+            out["eval: generate"] = p + [self.serve_copy("serving copy")] + self.generation(self.rows(n_eval))
+        out["eval: embed"] = p + [self.serve_copy("serving copy (ranker's snapshot)")] + self.embedding(self.rows(n_eval))
+        rew = [self.serve_copy(f"reward ({reward_new}): serving copy")] if reward_new else []
+        out["eval: reward on valid"] = p + rew + self.embedding(self.rows(nv, per_rank=False), "reward embedding")
+        if reference:
+            k = self.rows(min(nv, 512), per_rank=False)
+            a = self.arch
+            logits = k * (self.seq) * a.vocab * 4
+            sl = 2 * k * self.new * a.vocab * 4
+            out["eval: sampled_kl"] = p + rew + [("policy + start, fp32", 8 * self.P),
+                                                 (f"sampled_kl logits fp32 [{k}, {self.seq}, vocab]", logits + sl)]
+        return out
+
+    def plan(self) -> list[tuple[str, dict]]:
+        """[(stage, {phase: items})] in the loop's order, rank 0."""
+        c, sp, st = self.cfg, self.split, []
+        self.persist = []
+        st.append(("two_tower", self.ranker_stage(False)))
+        if c.eval.headroom:
+            st.append(("headroom", self.ranker_stage(True)))
+        self.persist.append(("text encoder (MiniLM fp32)", 4 * MINILM_PARAMS))
+        st.append(("reasoner_warm", self.sft_phases(c.reasoner.warm, list(self.persist), "warm SFT")))
+        n_all = self.shape.requests
+        ph = {"generate all requests": self.persist + [self.serve_copy("serving copy")] + self.generation(self.rows(n_all)),
+              "embed all requests": self.persist + [self.serve_copy("serving copy")] + self.embedding(self.rows(n_all))}
+        n_eval = min(c.eval.max_valid, sp["valid"]) + sp["test"]
+        ev = self.evaluation(n_eval, reference=False, new_snapshot=False, reward_new="QE-Rec")
+        st.append(("qe_rec", {**ph, **ev}))
+        self.add_reward("QE-Rec")
+        if c.eval.control:
+            ev = self.evaluation(n_eval, reference=False, new_snapshot=False, reward_new="control")
+            st.append(("control", {"calibration embed (cached)": self.persist + [self.serve_copy("serving copy")], **ev}))
+            self.add_reward("control")
+        for rnd in range(1, c.rounds + 1):
+            b = c.best_of_n
+            reqs = min(b.max_requests or sp["train"], sp["train"])
+            sampler = [self.serve_copy("RG-SFT sampler (alive through sft)")]
+            base = self.persist + sampler
+            n_teach = 3
+            ph = {"sample candidates": base + self.generation(self.rows(reqs * b.reasoner_samples), label="sampling"),
+                  "score candidates": base + self.embedding(self.rows(reqs * (b.reasoner_samples + n_teach)), "reward embedding")}
+            ph.update(self.sft_phases(b.sft, base, "RG-SFT"))
+            st.append((f"round{rnd}/rg_sft", ph))
+            st.append((f"round{rnd}/rg_sft/eval", self.evaluation(n_eval, reference=True)))
+            for algo in self.aligners or [c.align.algorithm]:  # `rgalign compare` runs each from here
+                st.append((f"round{rnd}/{algo}", getattr(self, f"align_{algo}", self.align_online)()))
+            st.append((f"round{rnd}/{algo}/eval" if len(self.aligners) < 2 else f"round{rnd}/<aligner>/eval",
+                       self.evaluation(n_eval, reference=True)))
+            if c.rg_cl.epochs > 0:
+                st.append((f"round{rnd}/rg_cl", self.rg_cl()))
+                st.append((f"round{rnd}/rg_cl/eval", self.evaluation(n_eval, reference=True)))
+            calib = min(c.ranker.calib_max_requests or sp["train"], sp["train"]) + min(c.eval.max_valid, sp["valid"])
+            ph = {"calibration: generate": self.persist + [self.serve_copy("serving copy")] + self.generation(self.rows(calib)),
+                  "calibration: embed": self.persist + [self.serve_copy("serving copy")] + self.embedding(self.rows(calib))}
+            ph.update(self.evaluation(n_eval, reference=False, reward_new=f"round {rnd} ranker"))
+            st.append((f"round{rnd}/calibrate", ph))
+            self.add_reward(f"round {rnd} ranker")
+        return st
+
+    def align_dpo(self, sampler: bool = True) -> dict:
+        a, s = self.cfg.align, self.cfg.align.dpo
+        lora = self.lora_of(s)
+        reqs = min(a.max_requests, self.split["train"])
+        if a.reward_budget:
+            reqs = min(reqs, a.reward_budget // (3 + a.dpo_samples))
+        base = self.persist + ([self.serve_copy("DPO sampler (the probe's reference)")] if sampler else [])
+        rows = 2 * max(1, s.batch_size // self.n)  # chosen + rejected
+        states = self.trained(lora)
+        ref = self.trl_reference(lora)
+        ph = {"sample candidates": base + self.generation(self.rows(reqs * a.dpo_samples), label="sampling"),
+              "score candidates": base + self.embedding(self.rows(reqs * (a.dpo_samples + 3)), "reward embedding"),
+              "load policy + reference": base + [self.loaded(2)],
+              "train step": base + states + ref + [self.activations(rows, self.cb), self.lm_head(rows * (self.new + 1))]}
+        if a.probe.prompts > 0 and self.engine != "zero3":  # the probe steps aside on ZeRO-3 shards
+            k = self.rows(a.probe.prompts, per_rank=False)
+            pol_b = 4 if self.engine == "plain" else self.cb
+            ph["probe (sampled_kl)"] = base + states + ref + self.generation(k, pol_b, "probe sampling") + [
+                (f"probe logits [{k}, {self.seq}, vocab]", k * self.seq * self.arch.vocab * pol_b)]
+        return ph
+
+    def trl_reference(self, lora: bool) -> list:
+        """A TRL trainer's reference model once prepared: none with LoRA (adapters off), fp32 as loaded without an
+        engine, a stage-0 DeepSpeed engine in the compute dtype under ZeRO-2, partitioned under ZeRO-3."""
+        if lora:
+            return []
+        if self.engine == "plain":
+            return [("reference fp32 (TRL, as loaded)", 4 * self.P)]
+        if self.engine == "zero2":
+            return [("reference (TRL stage-0 engine)", self.cb * self.P)]
+        return [("reference / N (TRL ZeRO-3 engine)", self.cb * self.P // self.n),
+                ("reference gathered layers", self.cb * (2 * self.arch.layer_params() + self.arch.vocab * self.arch.hidden))]
+
+    def align_ppo(self) -> dict:
+        a, s = self.cfg.align, self.cfg.align.ppo
+        lora = self.lora_of(s)
+        states = self.trained(lora)
+        ref = [("PPO reference fp32, full, per rank", 4 * self.P)]
+        rows, mb = max(1, s.batch_size // self.n), max(1, s.mini_batch_size // self.n)
+        seq, V = self.seq, self.arch.vocab
+        gathered = [("policy gathered for generation (ZeRO-3)", self.cb * self.P)] if self.engine == "zero3" else []
+        pol_b = 4 if self.engine == "plain" else self.cb  # logits' dtype: fp32 weights without an engine
+        p = list(self.persist)
+        ph = {"load policy + reference": p + [self.loaded(2)],
+              "rollout: generate": p + states + ref + gathered + self.generation(rows, pol_b, "rollout"),
+              "rollout: logits": p + states + ref + [
+                  (f"policy + reference logits [{rows}, {seq}, vocab]", rows * seq * V * (pol_b + 4)),
+                  ("policy hidden states", (self.arch.layers + 1) * rows * seq * self.arch.hidden * pol_b)],
+              "update step": p + states + ref + [self.activations(mb, self.cb, cache=True),
+                                                 (f"logits [{mb}, {seq}, vocab]", mb * seq * V * pol_b * 2)]}
+        if a.probe.prompts > 0 and self.engine != "zero3":
+            k = self.rows(a.probe.prompts, per_rank=False)
+            ph["probe (sampled_kl)"] = p + states + ref + self.generation(k, pol_b, "probe sampling") + [
+                (f"probe logits [{k}, {seq}, vocab]", k * seq * V * 4)]
+        return ph
+
+    def align_online(self, algo: str = "grpo") -> dict:
+        """GRPO / RLOO through TRL (coarser than DPO/PPO: policy, TRL's reference when its beta > 0 (RLOO's default
+        0.05; TRL loads it from the policy's folder), generation with the policy gathered under ZeRO-3, a step)."""
+        a, s = self.cfg.align, self.cfg.align.online
+        lora = self.lora_of(s)
+        rows = max(1, s.prompts_per_step // self.n) * s.num_generations
+        states = self.trained(lora)
+        beta = s.beta if s.beta is not None else (0.05 if algo == "rloo" else 0.0)
+        ref = self.trl_reference(lora) if beta > 0 else []
+        gathered = [("policy gathered for generation (ZeRO-3)", self.cb * self.P)] if self.engine == "zero3" else []
+        p = list(self.persist)
+        return {"load": p + [self.loaded(1 + (beta > 0 and not lora and self.engine != "zero3"))],
+                "generate": p + states + ref + gathered + self.generation(rows, self.cb, "generation"),
+                "train step": p + states + ref + [self.activations(rows, self.cb), self.lm_head(rows * (self.new + 1))]}
+
+    def align_grpo(self) -> dict:
+        return self.align_online("grpo")
+
+    def align_rloo(self) -> dict:
+        return self.align_online("rloo")
+
+    def rg_cl(self) -> dict:
+        s = self.cfg.rg_cl
+        lora = self.lora_of(s)
+        P, L = self.P, self.arch.lora_params(s.lora_r, s.lora_target_modules)
+        rows = s.batch_size  # rank 0 alone, the whole batch
+        a = self.arch
+        model = [("RG-CL model fp32 (rank 0, no engine)", 4 * P),
+                 ("RG-CL grads + AdamW fp32", 12 * (L if lora else P))]
+        if s.kl_weight and not lora:
+            model.append(("RG-CL anchor: deep copy fp32", 4 * P))
+        ref_hidden = (a.layers + 1) * rows * self.seq * a.hidden * 4 if s.kl_weight else 0
+        kl = 3 * rows * (self.new + 1) * a.vocab * 4 if s.kl_weight else 0
+        p = list(self.persist)
+        return {"generate": p + [self.serve_copy("serving copy")] + self.generation(self.rows(s.max_requests)),
+                "train step": p + model + [self.activations(rows, 4, "activations fp32", cache=True),
+                                           ("anchor forward hidden states + KL log-probs", ref_hidden + kl)],
+                "optimizer step": p + model + [("AdamW temporaries", 8 * (L if lora else P))]}
+
+
+def peak(phases: dict) -> tuple[int, str, list]:
+    best = max(phases.items(), key=lambda kv: sum(b for _, b in kv[1]))
+    return sum(b for _, b in best[1]), best[0], best[1]
+
+
+def top(items: list, k: int = 3) -> str:
+    merged: dict[str, int] = {}
+    for label, b in items:
+        merged[label] = merged.get(label, 0) + b
+    return ", ".join(f"{lab} {b / GB:.1f}" for lab, b in sorted(merged.items(), key=lambda x: -x[1])[:k] if b >= 0.05 * GB)
+
+
+def load_cfg(path: str, overrides: list[str]):
+    sys.path.insert(0, str(ROOT))
+    from rgalign_rl.align.loop_config import loop_config
+    from rgalign_rl.config import load_yaml
+
+    return loop_config(load_yaml(path, overrides))
+
+
+def lora_all(overrides: list[str]) -> list[str]:
+    return overrides + [f"{k}.lora=true" for k in ("reasoner.warm", "best_of_n.sft", "align.dpo", "align.ppo",
+                                                   "align.online", "rg_cl")]
+
+
+# ---- the GPU table ------------------------------------------------------------------------------------------
+def gpu_table(args) -> str:
+    cfg = load_cfg(args.config, lora_all(args.set) if args.lora else args.set)
+    arch = arch_from(args.model, cfg)
+    shape = Shape(args.prompt_tokens, args.head_tokens, args.requests)
+    out = []
+    for n in args.gpus:
+        plans = {e: Setup(arch, cfg, shape, e, n, "gpu", aligners=args.aligners).plan() for e in ("plain", "zero2", "zero3")}
+        out += [f"### {arch.name} ({arch.params / 1e9:.2f}B parameters, vocab {arch.vocab}, {arch.layers} layers, "
+                f"hidden {arch.hidden}) x {n} GPU{'s' if n > 1 else ''} of {args.gpu_gb} GB, `{Path(args.config).name}`"
+                f"{' + LoRA everywhere' if args.lora else ''}{' ' + ' '.join(args.set) if args.set else ''}",
+                "",
+                f"Per-process peak, GB (rank 0); prompt {shape.prompt} tokens ({shape.head} shared head) + "
+                f"{cfg.reasoner.max_new_tokens} new; bf16 compute and serving; flag: > {args.flag_gb} GB under ZeRO-3.",
+                "", "| stage | plain | ZeRO-2 | ZeRO-3 | ZeRO-3 peak phase: largest items (GB) | |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        over = []
+        for k, (stage, _) in enumerate(plans["zero3"]):
+            vals = {e: peak(plans[e][k][1]) for e in plans}
+            z3, phase, items = vals["zero3"]
+            flag = "**OVER**" if z3 / GB > args.flag_gb else "ok"
+            if z3 / GB > args.flag_gb:
+                over.append(stage)
+            out.append(f"| {stage} | {vals['plain'][0] / GB:.1f} | {vals['zero2'][0] / GB:.1f} | {z3 / GB:.1f} | "
+                       f"{phase}: {top(items)} | {flag} |")
+        out += ["", f"Under ZeRO-3, {len(over)} of {len(plans['zero3'])} stages over {args.flag_gb} GB"
+                + (f": {', '.join(over)}." if over else ".") , ""]
+    return "\n".join(out)
+
+
+# ---- the CPU check ------------------------------------------------------------------------------------------
+# A process's peak RSS before any model: the libraries a stage has imported, the world, and a first training step
+# (the first backward and optimizer step map MKL/oneDNN kernels and thread pools: ~90 MB). Measured, not modelled.
+BASELINE = r"""
+import json, resource, sys
+def rss(): return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+out = {}
+import torch
+torch.set_num_threads(2)
+import rgalign_rl.run, rgalign_rl.align.loop  # what `rgalign run` imports before its first stage
+from rgalign_rl.world import load_world
+w = load_world(sys.argv[1])
+m = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64))
+opt = torch.optim.AdamW(m.parameters())
+for _ in range(3):
+    loss = m(torch.randn(512, 64)).pow(2).mean(); opt.zero_grad(); loss.backward(); opt.step()
+out["imports + world + a training step"] = rss()
+from rgalign_rl.text_encoder import _encode_uncached
+_encode_uncached([it["text"] for it in w.intents])  # loads MiniLM and encodes the KB once
+out["+ text encoder"] = rss()
+import datasets, peft, trl
+from trl import DPOTrainer, DPOConfig, SFTConfig, SFTTrainer
+from torch.utils.tensorboard import SummaryWriter
+out["+ trl, peft, datasets, tensorboard"] = rss()
+print(json.dumps(out))
+"""
+
+# One stage alone in a fresh process, current code, this machine: SmolLM2-135M warm-start SFT (batch 8) and DPO
+# (batch 4, policy + reference), one optimizer step each, on the tiny world; peak RSS before and after.
+ISOLATED = r"""
+import json, resource, sys
+def rss(): return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+import torch
+torch.set_num_threads(2)
+import datasets, trl
+from rgalign_rl.world import load_world
+from rgalign_rl.reasoner.model import load_tokenizer
+from rgalign_rl.reasoner.prompt import build_prompts
+w = load_world(sys.argv[1]); path, what, bs, out = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+m = torch.nn.Linear(8, 8); m(torch.randn(2, 8)).sum().backward()
+if what == "sft":
+    from rgalign_rl.reasoner.sft import SFTSettings, sft, warm_start_pairs
+    pairs = warm_start_pairs(w)[:bs]
+    base = rss()
+    sft(path, w, pairs, out, SFTSettings(epochs=1, lr=2e-4, batch_size=bs, max_pairs=bs))
+else:
+    from rgalign_rl.align.dpo import DPOSettings, run_dpo
+    rows = {}
+    for i, _, q in w.teachers.rows():
+        rows.setdefault(i, []).append(q)
+    idx = [i for i, qs in rows.items() if len(set(qs)) >= 2][:bs]
+    prompts = build_prompts(w, idx, load_tokenizer(path))
+    pairs = [{"prompt": p, "chosen": " " + rows[i][0], "rejected": " " + [q for q in rows[i] if q != rows[i][0]][0]}
+             for p, i in zip(prompts, idx)]
+    base = rss()
+    run_dpo(path, pairs, out, DPOSettings(batch_size=bs, max_pairs=bs, min_margin=0.0))
+print(json.dumps({"base": base, "peak": rss()}))
+"""
+
+# SmolLM2-135M-Instruct through recipes/configs/smollm2_tiny.yaml at commit b2ec849 (machine B: 2 AVX-512 cores
+# with bf16, hence reasoner.serve_dtype bfloat16 as that commit's recipe set it; RG-CL at batch 16), peak RSS so
+# far per stage (`git show e04fc2a -- BENCHMARKS.md`), and the first attempt's DPO at batch 8 (20.5 GB).
+SMOLLM2_MEASURED = {"two_tower": 464.9, "headroom": 602.2, "reasoner_warm": 9797.0, "qe_rec": 9797.0, "control": 9797.0,
+                    "round1/rg_sft": 11239.3, "round1/dpo": 14626.9, "round1/rg_cl": 18650.4,
+                    "round1/calibrate": 18650.4}
+SMOLLM2_OVERRIDES = ["reasoner.serve_dtype=bfloat16", "rg_cl.batch_size=16"]
+SMOLLM2_DPO8 = 20.5 * 1024  # MB, "DPO at batch 8 peaked at 20.5 GB" (same commit, first attempt)
+SMOLLM2_SHAPE = dict(prompt=509, head=372)  # legend prompt tokens on the tiny world (BENCHMARKS.md section 5)
+
+
+def _python(code: str, *argv: str, timeout: int = 600) -> dict:
+    import os
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, env=env,
+                       timeout=timeout)
+    if r.returncode:
+        raise SystemExit(f"measurement failed: {r.stderr[-1500:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def cpu_predictions(cfg, arch: Arch, shape: Shape, base: dict, cpu_bf16: bool) -> list[tuple[str, float, str]]:
+    """[(stage, predicted peak RSS so far in MB, what dominates)]: the measured process baseline of the stage's
+    libraries plus the stage's modelled peak, as a running maximum (ru_maxrss never goes down); a stage's
+    evaluation runs after its peak is recorded, so it counts from the next stage on. Rankers are not modelled
+    (a few MB at these sizes; the ranker stages' numbers are the baseline alone)."""
+    plan = Setup(arch, cfg, shape, "plain", 1, "cpu", cpu_bf16=cpu_bf16).plan()
+    keys = list(base)
+    out, run_max, run_what = [], 0.0, ""
+    for stage, phases in plan:
+        b, phase, items = peak(phases)
+        libs = base[keys[0]] if stage == "two_tower" else base[keys[1]] if stage == "headroom" else base[keys[2]]
+        mine = libs + (b - sum(x for lab, x in items if lab.startswith("text encoder"))) / MB  # MiniLM: in the baseline
+        if mine > run_max:
+            run_max, run_what = mine, f"{stage}: {phase}"
+        if not stage.endswith("/eval"):
+            out.append((stage, run_max, run_what))
+    return out
+
+
+def isolated_rows(args) -> list:
+    """The SmolLM2 SFT and DPO stages alone (fresh processes, this machine) vs the plan of that stage alone."""
+    import tempfile
+
+    cfg = load_cfg(str(ROOT / "recipes/configs/smollm2_tiny.yaml"), [])
+    rows = []
+    for what, bs in (("sft", 8), ("dpo", 4)):
+        with tempfile.TemporaryDirectory() as tmp:
+            got = _python(ISOLATED, args.world, args.smollm2, what, str(bs), f"{tmp}/out")
+        s = Setup(PRESETS["smollm2-135m"], cfg, Shape(**SMOLLM2_SHAPE), "plain", 1, "cpu")
+        if what == "sft":
+            settings = replace(cfg.reasoner.warm, batch_size=bs)
+            b, phase, _ = peak(s.sft_phases(settings, []))
+        else:
+            s.cfg = replace(cfg, align=replace(cfg.align, dpo=replace(cfg.align.dpo, batch_size=bs), probe=replace(
+                cfg.align.probe, prompts=0)))
+            phases = s.align_dpo(sampler=False)
+            b, phase, _ = peak({k: v for k, v in phases.items() if k in ("load policy + reference", "train step")})
+        rows.append((f"SmolLM2-135M, {what.upper()} alone (batch {bs}), measured now", what,
+                     got["base"] + b / MB, got["peak"], f"{phase} + measured base {got['base']:.0f}"))
+    return rows
+
+
+def check(args) -> str:
+    base = _python(BASELINE, args.world)
+    lines = ["Measured process baselines (this machine, peak RSS MB): "
+             + ", ".join(f"{k} {v}" for k, v in base.items()), ""]
+    rows = []
+    # tiny: the finished tiny loop's log.jsonl (this machine)
+    cfg = load_cfg(str(ROOT / "recipes/configs/shopsim_tiny.yaml"), [])
+    tiny_meas = {}
+    for rec in map(json.loads, (Path(args.tiny_run) / "log.jsonl").read_text().splitlines()):
+        if "peak_mem_mb" in rec and not rec["stage"].endswith("/eval"):
+            tiny_meas[rec["stage"]] = rec["peak_mem_mb"]
+    pred = cpu_predictions(cfg, arch_from("tiny", cfg), Shape(args.tiny_prompt_tokens, 0, 1998), base, False)
+    rows += [("tiny (this machine)", s, p, tiny_meas[s], w) for s, p, w in pred if s in tiny_meas]
+    cfg = load_cfg(str(ROOT / "recipes/configs/smollm2_tiny.yaml"), SMOLLM2_OVERRIDES)
+    shape = Shape(requests=1998, **SMOLLM2_SHAPE)
+    pred = cpu_predictions(cfg, PRESETS["smollm2-135m"], shape, base, True)
+    rows += [("SmolLM2-135M loop (b2ec849, machine B)", s, p, SMOLLM2_MEASURED[s], w) for s, p, w in pred
+             if s in SMOLLM2_MEASURED]
+    cfg8 = load_cfg(str(ROOT / "recipes/configs/smollm2_tiny.yaml"), SMOLLM2_OVERRIDES + ["align.dpo.batch_size=8"])
+    p8 = {s: (p, w) for s, p, w in cpu_predictions(cfg8, PRESETS["smollm2-135m"], shape, base, True)}
+    rows.append(("SmolLM2-135M loop, DPO batch 8 (b2ec849, machine B)", "round1/dpo", p8["round1/dpo"][0],
+                 SMOLLM2_DPO8, p8["round1/dpo"][1]))
+    if args.smollm2:
+        rows += isolated_rows(args)
+    lines += ["| model | stage | predicted MB | measured MB | error | within 30%? | predicted peak from |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    missed = 0
+    for model, stage, p, m, what in rows:
+        err = (p - m) / m
+        ok = abs(err) <= 0.30
+        missed += not ok
+        lines.append(f"| {model} | {stage} | {p:,.0f} | {m:,.0f} | {err:+.0%} | {'yes' if ok else '**MISSED**'} | {what} |")
+    worst = max(rows, key=lambda r: abs(r[2] - r[3]) / r[3])
+    lines += ["", f"{len(rows) - missed} of {len(rows)} predictions within 30% of the measured peak"
+              + (f"; {missed} MISSED" if missed else "") + f"; largest error {(worst[2] - worst[3]) / worst[3]:+.0%} "
+              f"({worst[0]}, {worst[1]})."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="llama3-8b", help="llama3-8b | smollm2-135m | tiny | a HF config.json")
+    ap.add_argument("--config", default=str(ROOT / "recipes/configs/smollm2.yaml"), help="the loop's YAML")
+    ap.add_argument("--set", nargs="*", default=[], help="YAML overrides, key.path=value")
+    ap.add_argument("--lora", action="store_true", help="LoRA in every reasoner-training stage")
+    ap.add_argument("--aligners", default="dpo,ppo,grpo,rloo",
+                    help="aligner rows of the GPU table (each from the same RG-SFT, as `rgalign compare` runs them)")
+    ap.add_argument("--gpus", default="8", help="comma-separated process counts (default 8)")
+    ap.add_argument("--gpu-gb", type=float, default=80)
+    ap.add_argument("--flag-gb", type=float, default=70)
+    ap.add_argument("--prompt-tokens", type=int, default=560, help="a request's prompt (default 560: ShopSim's legend)")
+    ap.add_argument("--head-tokens", type=int, default=420, help="its shared head (default 420)")
+    ap.add_argument("--requests", type=int, default=55_000, help="world size (default 55,000: ShopSim default)")
+    ap.add_argument("--check", action="store_true", help="CPU predictions vs measured peaks (tiny, SmolLM2-135M)")
+    ap.add_argument("--world", default="/tmp/fx/world_tiny", help="--check: the tiny ShopSim world (baseline)")
+    ap.add_argument("--tiny-run", default="/tmp/fx/tinyrun", help="--check: a finished tiny loop (its log.jsonl)")
+    ap.add_argument("--tiny-prompt-tokens", type=int, default=24)
+    ap.add_argument("--smollm2", metavar="DIR", help="--check: also run SmolLM2's SFT and DPO stages alone in fresh "
+                    "processes (a converted SmolLM2-135M folder: `rgalign reasoner smollm2` prints it; ~2 minutes)")
+    a = ap.parse_args()
+    a.gpus = [int(x) for x in a.gpus.split(",")]
+    a.aligners = [x for x in a.aligners.split(",") if x]
+    print(check(a) if a.check else gpu_table(a))
+
+
+if __name__ == "__main__":
+    main()
