@@ -25,10 +25,10 @@ writing — a change there changes these rows):
   (without LoRA), fp32 activations of ``rg_cl.batch_size`` whole sequences;
 - every reward (one per ranker for the rest of the run: QE-Rec's, the control's, each calibration's) keeps a
   serving copy of the snapshot its ranker reads (query_mode last_token/both);
-- a reasoner stage's evaluation loads two fp32 copies (policy and its start) for ``sampled_kl``, whose
-  [prompts (<= 256 per batch), seq, vocab] logits are built in fp32;
-- generation and last-token embedding run in batches of 256 with a KV cache (``use_cache``) and, for the
-  embedding, every layer's hidden states (``output_hidden_states``).
+- a reasoner stage's evaluation loads two copies in the serving dtype (policy and its start) for ``sampled_kl``, whose
+  [prompts (<= 256 per batch), response + 1, vocab] logits (``logits_to_keep``) are built in fp32;
+- generation runs in batches of 256 with a KV cache; the last-token embedding runs the decoder alone (the last
+  layer's states only; a KV cache only for a shared head's prefix).
 
 Units: GB = 2^30 bytes, MB = 2^20 (as torch and the loop's ``peak_mem_mb`` count). GPU figures are bytes
 allocated by tensors; the CUDA context and the caching allocator's slack (~1-3 GB) come on top, hence the
@@ -173,8 +173,10 @@ class Setup:
     def embedding(self, rows: int, label: str = "last-token embedding") -> list:
         a, b = self.arch, self.sb
         tail = self.seq - self.shape.head
-        kv = 2 * a.layers * rows * self.seq * a.kv * b
-        hidden = (a.layers + 1) * rows * tail * a.hidden * b  # output_hidden_states
+        # the decoder alone (reasoner/model.py last_hidden_states): the last layer's states only, and a KV cache
+        # only where a shared head's cache comes in (the legend prompt's), which then grows by the tail
+        kv = 2 * a.layers * rows * self.seq * a.kv * b if self.shape.head else 0
+        hidden = 2 * rows * tail * a.hidden * b  # the residual stream and the last layer's output
         layer = rows * tail * (4 * a.hidden + 3 * a.inter) * b
         return [(f"{label}: KV cache {rows} rows", kv), (f"{label}: hidden states", hidden + layer)]
 
@@ -183,11 +185,15 @@ class Setup:
         (2 x 2h), the rotated q (h), k and v as SDPA gets them (repeated to h each under grouped-query attention with
         a padding mask, else kv), SDPA's output and o_proj's contiguous input (2h), the MLP's gate, act(gate), up and
         their product (4i). SDPA's CPU flash kernel and the GPU kernels keep no seq^2 matrix (measured on CPU).
-        ``cache``: a forward that leaves ``use_cache`` on (our RG-CL and PPO) also keeps k and v (2 kv)."""
+        ``cache``: a forward that leaves ``use_cache`` on (PPO) also keeps k and v (2 kv). With
+        ``reasoner.gradient_checkpointing`` each layer keeps its input only, and one layer is recomputed at a time."""
         a = self.arch
         kv_saved = a.hidden if a.kv < a.hidden else a.kv
         per_layer = 2 * a.hidden + (a.hidden + 2 * kv_saved) + 2 * a.hidden + 2 * a.hidden + 4 * a.inter
-        per_token = a.layers * (per_layer + (2 * a.kv if cache else 0)) + a.hidden
+        if self.cfg.reasoner.gradient_checkpointing:
+            per_token, label = a.layers * a.hidden + per_layer + a.hidden, label + " (checkpointed)"
+        else:
+            per_token = a.layers * (per_layer + (2 * a.kv if cache else 0)) + a.hidden
         return (f"{label}: {rows} x {self.seq} tokens", rows * self.seq * per_token * nbytes)
 
     def lm_head(self, labelled: int) -> tuple:
@@ -251,34 +257,41 @@ class Setup:
             return self.arch.lora_params(self.cfg_lora_r, self.cfg_lora_targets)
         return self.P if self.engine == "plain" else self.P // self.n
 
-    def add_reward(self, label: str) -> None:
-        if self.cfg.ranker.query_mode in ("last_token", "both") and self.cfg.reward.scorer.ranker is None:
-            self.persist.append(self.serve_copy(f"reward ({label}): serving copy"))
+    def add_reward(self, label: str, snapshot: str) -> None:
+        """A reward keeps a serving copy of the snapshot its ranker reads; rewards (and samplers) reading the same
+        snapshot share one (reasoner/model.py serving_reasoner)."""
+        if self.cfg.ranker.query_mode in ("last_token", "both") and self.cfg.reward.scorer.ranker is None \
+                and snapshot not in self.held:
+            self.held.add(snapshot)
+            self.persist.append(self.serve_copy(f"{snapshot} snapshot (rewards: {label}): serving copy"))
 
-    def evaluation(self, n_eval: int, reference: bool, new_snapshot: bool = True, reward_new: str | None = None) -> dict:
+    def evaluation(self, n_eval: int, reference: bool, new_snapshot: bool = True, reward_new: str | None = None,
+                   reward_new_copy: bool = True) -> dict:
         """evaluate_reasoner: generate (valid + test, split over ranks), embed (a transient copy of the ranker's
-        snapshot), the reward on valid (main), sampled_kl (main: two fp32 copies)."""
+        snapshot), the reward on valid (main), sampled_kl (main: two copies in the serving dtype)."""
         p = list(self.persist)
         nv = min(self.cfg.eval.max_valid, self.split["valid"])
         out = {}
         if new_snapshot:
             out["eval: generate"] = p + [self.serve_copy("serving copy")] + self.generation(self.rows(n_eval))
-        out["eval: embed"] = p + [self.serve_copy("serving copy (ranker's snapshot)")] + self.embedding(self.rows(n_eval))
-        rew = [self.serve_copy(f"reward ({reward_new}): serving copy")] if reward_new else []
+        ranker_copy = [] if "warm" in self.held else [self.serve_copy("serving copy (ranker's snapshot)")]
+        out["eval: embed"] = p + ranker_copy + self.embedding(self.rows(n_eval))
+        rew = [self.serve_copy(f"reward ({reward_new}): serving copy")] if reward_new and reward_new_copy else []
         out["eval: reward on valid"] = p + rew + self.embedding(self.rows(nv, per_rank=False), "reward embedding")
         if reference:
             k = self.rows(min(nv, 512), per_rank=False)
             a = self.arch
-            logits = k * (self.seq) * a.vocab * 4
+            # logits_to_keep: the response positions only, [k, new + 1, vocab], and their log-softmax
+            logits = k * (self.new + 1) * a.vocab * 4
             sl = 2 * k * self.new * a.vocab * 4
-            out["eval: sampled_kl"] = p + rew + [("policy + start, fp32", 8 * self.P),
-                                                 (f"sampled_kl logits fp32 [{k}, {self.seq}, vocab]", logits + sl)]
+            out["eval: sampled_kl"] = p + rew + [("policy + start, serving dtype", 2 * self.sb * self.P),
+                                                 (f"sampled_kl logits fp32 [{k}, {self.new + 1}, vocab]", logits + sl)]
         return out
 
     def plan(self) -> list[tuple[str, dict]]:
         """[(stage, {phase: items})] in the loop's order, rank 0."""
         c, sp, st = self.cfg, self.split, []
-        self.persist = []
+        self.persist, self.held = [], set()
         st.append(("two_tower", self.ranker_stage(False)))
         if c.eval.headroom:
             st.append(("headroom", self.ranker_stage(True)))
@@ -290,15 +303,17 @@ class Setup:
         n_eval = min(c.eval.max_valid, sp["valid"]) + sp["test"]
         ev = self.evaluation(n_eval, reference=False, new_snapshot=False, reward_new="QE-Rec")
         st.append(("qe_rec", {**ph, **ev}))
-        self.add_reward("QE-Rec")
-        if c.eval.control:
-            ev = self.evaluation(n_eval, reference=False, new_snapshot=False, reward_new="control")
-            st.append(("control", {"calibration embed (cached)": self.persist + [self.serve_copy("serving copy")], **ev}))
-            self.add_reward("control")
+        self.add_reward("QE-Rec", "warm")
+        if c.eval.control:  # the control's ranker reads the warm snapshot too: its reward shares QE-Rec's copy
+            ev = self.evaluation(n_eval, reference=False, new_snapshot=False, reward_new="control",
+                                 reward_new_copy=False)
+            st.append(("control", {"calibration embed (cached)": list(self.persist), **ev}))
+            self.add_reward("control", "warm")
         for rnd in range(1, c.rounds + 1):
             b = c.best_of_n
             reqs = min(b.max_requests or sp["train"], sp["train"])
-            sampler = [self.serve_copy("RG-SFT sampler (alive through sft)")]
+            start = "warm" if rnd == 1 else f"round {rnd - 1} final"  # RG-SFT samples from the round's start
+            sampler = [] if start in self.held else [self.serve_copy("RG-SFT sampler (alive through sft)")]
             base = self.persist + sampler
             n_teach = 3
             ph = {"sample candidates": base + self.generation(self.rows(reqs * b.reasoner_samples), label="sampling"),
@@ -318,7 +333,7 @@ class Setup:
                   "calibration: embed": self.persist + [self.serve_copy("serving copy")] + self.embedding(self.rows(calib))}
             ph.update(self.evaluation(n_eval, reference=False, reward_new=f"round {rnd} ranker"))
             st.append((f"round{rnd}/calibrate", ph))
-            self.add_reward(f"round {rnd} ranker")
+            self.add_reward(f"round {rnd} ranker", f"round {rnd} final")
         return st
 
     def align_dpo(self, sampler: bool = True) -> dict:
@@ -333,13 +348,14 @@ class Setup:
         ref = self.trl_reference(lora)
         ph = {"sample candidates": base + self.generation(self.rows(reqs * a.dpo_samples), label="sampling"),
               "score candidates": base + self.embedding(self.rows(reqs * (a.dpo_samples + 3)), "reward embedding"),
-              "load policy + reference": base + [self.loaded(2)],
+              # the policy in fp32; the reference in the serving dtype, none with LoRA (align/dpo.py)
+              "load policy + reference": base + [self.loaded(1)] + ([] if lora else [self.serve_copy("reference")]),
               "train step": base + states + ref + [self.activations(rows, self.cb), self.lm_head(rows * (self.new + 1))]}
         if a.probe.prompts > 0 and self.engine != "zero3":  # the probe steps aside on ZeRO-3 shards
             k = self.rows(a.probe.prompts, per_rank=False)
             pol_b = 4 if self.engine == "plain" else self.cb
             ph["probe (sampled_kl)"] = base + states + ref + self.generation(k, pol_b, "probe sampling") + [
-                (f"probe logits [{k}, {self.seq}, vocab]", k * self.seq * self.arch.vocab * pol_b)]
+                (f"probe logits [{k}, {self.new + 1}, vocab]", k * (self.new + 1) * self.arch.vocab * pol_b)]
         return ph
 
     def trl_reference(self, lora: bool) -> list:
@@ -348,7 +364,7 @@ class Setup:
         if lora:
             return []
         if self.engine == "plain":
-            return [("reference fp32 (TRL, as loaded)", 4 * self.P)]
+            return [("reference, serving dtype (TRL, as loaded)", self.sb * self.P)]
         if self.engine == "zero2":
             return [("reference (TRL stage-0 engine)", self.cb * self.P)]
         return [("reference / N (TRL ZeRO-3 engine)", self.cb * self.P // self.n),
@@ -358,13 +374,13 @@ class Setup:
         a, s = self.cfg.align, self.cfg.align.ppo
         lora = self.lora_of(s)
         states = self.trained(lora)
-        ref = [("PPO reference fp32, full, per rank", 4 * self.P)]
+        ref = [("PPO reference, serving dtype, full, per rank", self.sb * self.P)]
         rows, mb = max(1, s.batch_size // self.n), max(1, s.mini_batch_size // self.n)
         seq, V = self.seq, self.arch.vocab
         gathered = [("policy gathered for generation (ZeRO-3)", self.cb * self.P)] if self.engine == "zero3" else []
         pol_b = 4 if self.engine == "plain" else self.cb  # logits' dtype: fp32 weights without an engine
         p = list(self.persist)
-        ph = {"load policy + reference": p + [self.loaded(2)],
+        ph = {"load policy + reference": p + [self.loaded(1)] + ref,
               "rollout: generate": p + states + ref + gathered + self.generation(rows, pol_b, "rollout"),
               "rollout: logits": p + states + ref + [
                   (f"policy + reference logits [{rows}, {seq}, vocab]", rows * seq * V * (pol_b + 4)),
@@ -374,7 +390,7 @@ class Setup:
         if a.probe.prompts > 0 and self.engine != "zero3":
             k = self.rows(a.probe.prompts, per_rank=False)
             ph["probe (sampled_kl)"] = p + states + ref + self.generation(k, pol_b, "probe sampling") + [
-                (f"probe logits [{k}, {seq}, vocab]", k * seq * V * 4)]
+                (f"probe logits [{k}, {self.new + 1}, vocab]", k * (self.new + 1) * V * 4)]
         return ph
 
     def align_online(self, algo: str = "grpo") -> dict:
@@ -407,12 +423,12 @@ class Setup:
         model = [("RG-CL model fp32 (rank 0, no engine)", 4 * P),
                  ("RG-CL grads + AdamW fp32", 12 * (L if lora else P))]
         if s.kl_weight and not lora:
-            model.append(("RG-CL anchor: deep copy fp32", 4 * P))
-        ref_hidden = (a.layers + 1) * rows * self.seq * a.hidden * 4 if s.kl_weight else 0
+            model.append(self.serve_copy("RG-CL anchor: the start's serving copy"))
+        ref_hidden = 2 * rows * self.seq * a.hidden * self.sb if s.kl_weight else 0  # the decoder's last states
         kl = 3 * rows * (self.new + 1) * a.vocab * 4 if s.kl_weight else 0
         p = list(self.persist)
         return {"generate": p + [self.serve_copy("serving copy")] + self.generation(self.rows(s.max_requests)),
-                "train step": p + model + [self.activations(rows, 4, "activations fp32", cache=True),
+                "train step": p + model + [self.activations(rows, 4, "activations fp32"),
                                            ("anchor forward hidden states + KL log-probs", ref_hidden + kl)],
                 "optimizer step": p + model + [("AdamW temporaries", 8 * (L if lora else P))]}
 

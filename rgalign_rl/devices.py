@@ -109,6 +109,8 @@ def trainer_kwargs(checkpoints: bool = False) -> dict:
     out = {"use_cpu": not cuda, "bf16": train_bf16(),
            "gradient_checkpointing": gradient_checkpointing(), "report_to": _SETTINGS["report_to"] if dist.is_main() else "none",
            "disable_tqdm": not _bars(), "save_strategy": "no"}
+    if out["gradient_checkpointing"]:  # non-reentrant: works with frozen inputs (LoRA) as well
+        out["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     if not cuda and dist.world_size() > 1:
         out["ddp_backend"] = "gloo"  # DeepSpeed on CPU needs it said (DESIGN.md s.5)
     every = _SETTINGS["checkpoint_every"]

@@ -167,11 +167,10 @@ class FrozenRankerScorer:
             return None
         if not self.query_source.startswith("reasoner:") or self.query_mode == "text":
             return torch.from_numpy(text)
-        from .devices import serve_dtype
-        from .reasoner.model import last_token_embedding, load_reasoner
+        from .reasoner.model import last_token_embedding, serving_reasoner
 
         if self._reasoner is None:  # the frozen snapshot the ranker was trained with
-            self._reasoner = load_reasoner(self.query_source.split(":", 1)[1], dtype=serve_dtype())
+            self._reasoner = serving_reasoner(self.query_source.split(":", 1)[1])
         last = last_token_embedding(*self._reasoner, prompts, queries)
         return torch.from_numpy(last if self.query_mode == "last_token" else np.concatenate([last, text], 1))
 

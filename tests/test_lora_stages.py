@@ -1,5 +1,6 @@
 """LoRA in every reasoner stage: with ``lora: true`` the stage trains adapters only and saves a whole, merged
-model (same tensors as its start) in which only the adapted projections moved."""
+model (same tensors as its start) in which only the adapted projections moved; with gradient checkpointing on, as
+an 8B reasoner runs (TRL's trainers, GRPO and RG-CL recompute activations in the backward pass)."""
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -15,7 +16,8 @@ def test_every_stage_with_lora_saves_a_merged_model_moving_only_the_adapted_weig
     lora = ["reasoner.warm.lora=true", "best_of_n.sft.lora=true", "rg_cl.lora=true",
             f"align.{'ppo' if algorithm == 'ppo' else 'online'}.lora=true", f"align.algorithm={algorithm}",
             "eval.control=false", "eval.headroom=false", "eval.max_degenerate=1", "eval.rollback_tolerance=10",
-            "ranker.nest=false"]  # a QE-Rec from scratch reads the last-token state at once: RG-CL has a gradient
+            "ranker.nest=false",  # a QE-Rec from scratch reads the last-token state at once: RG-CL has a gradient
+            "reasoner.gradient_checkpointing=true"]  # what an 8B reasoner needs (BENCHMARKS.md): LoRA + checkpointing
     run(CONFIG, str(tiny_world), str(out), overrides=lora, log=lambda *a: None)
     chain = [out / "reasoner_init", out / "reasoner_warm", out / "round1" / "rg_sft", out / "round1" / algorithm,
              out / "round1" / "rg_cl"]

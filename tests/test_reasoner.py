@@ -133,3 +133,28 @@ def test_worlds_without_teachers_warm_start_on_clicked_intent_text(tiny_world, t
     assert world.samples[i]["split"] == "train" and q == "; ".join(text[c] for c in world.samples[i]["clicked"])
     with pytest.raises(ValueError):
         click_text_pairs(world, "test")
+
+
+def test_a_snapshot_that_only_serves_is_one_copy_while_held_and_reloaded_when_rewritten(tiny_reasoner, tmp_path):
+    """Rewards, samplers and references of one snapshot share a copy (an 8B reasoner's is 15 GB); a folder
+    written again (same path, new weights) is not served from the old copy; an unheld copy is freed."""
+    import gc
+    import shutil
+
+    from rgalign_rl.reasoner import model as reasoner_model
+    from rgalign_rl.reasoner.model import serving_reasoner
+
+    snap = tmp_path / "snap"
+    shutil.copytree(tiny_reasoner, snap)
+    a, _ = serving_reasoner(snap)
+    b, _ = serving_reasoner(str(snap))
+    assert a is b and not a.training
+    shutil.rmtree(snap)
+    shutil.copytree(tiny_reasoner, snap, copy_function=shutil.copy)  # rewritten: new files (copy2 keeps mtimes)
+    c, _ = serving_reasoner(snap)
+    assert c is not a
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
+    n = len(reasoner_model._SERVING)
+    del a, b
+    gc.collect()
+    assert len(reasoner_model._SERVING) == n - 1  # the first copy, held by nobody now, is gone

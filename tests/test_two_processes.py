@@ -154,8 +154,8 @@ def test_an_error_on_the_main_process_reaches_every_rank(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, env={**_env(tmp_path), "PYTHONPATH": str(ROOT)}, cwd=ROOT,
                        timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert {"rank 0 of 2 caught: the ranker ignores the query", "rank 1 of 2 caught: the ranker ignores the query"} <= \
-        set(r.stdout.splitlines()), r.stdout
-    refused = [line for line in r.stdout.splitlines() if " refused: rank 1 (of 2" in line]
-    assert len(refused) == 2 and all(f"{tmp_path}/own1" in line and "shared filesystem" in line for line in refused)
+    assert all(f"rank {k} of 2 caught: the ranker ignores the query" in r.stdout for k in (0, 1)), r.stdout
+    # counted in the whole output: two unbuffered ranks' lines can interleave
+    assert r.stdout.count(" refused: rank 1 (of 2") == 2, r.stdout
+    assert r.stdout.count(f"{tmp_path}/own1: every process must share these folders (a shared filesystem") == 2
     assert not list((tmp_path / "shared").iterdir())  # the marker is cleaned up

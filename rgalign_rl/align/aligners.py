@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import devices, dist
+from .. import dist
 from ..config import Annotated, NonNegative, OneOf, Positive
-from ..reasoner.model import load_reasoner
+from ..reasoner.model import load_reasoner, load_tokenizer, serving_reasoner
 from ..reasoner.prompt import build_prompts
 from ..reasoner.tokens import serving_text
 from .best_of_n import collect_candidates, score_candidates
@@ -45,7 +45,7 @@ def _probe(loop, reasoner: str, ranker_dir: str, name: str, ref_tok=None) -> Rew
     s = loop.cfg.align.probe
     if s.prompts <= 0:
         return None
-    ref, tok = ref_tok or load_reasoner(reasoner)
+    ref, tok = ref_tok or serving_reasoner(reasoner)
     idx = loop.valid[: s.prompts]
     return RewardProbe(loop.reward_fn(ranker_dir), ref, tok, build_prompts(loop.world, idx, tok),
                        [str(loop.world.samples.sample_id[i]) for i in idx], s, loop.cfg.reasoner.max_new_tokens,
@@ -64,7 +64,7 @@ def align_dpo(loop, rnd: int, reasoner: str, ranker_dir: str) -> dict:
     idx = _requests(loop, rnd)
     teachers = collect_candidates(w, idx, [""] * len(idx))  # teacher rows only: sizes the budget cut
     idx = idx[: _within_budget([len(c) + s.dpo_samples for c in teachers], s.reward_budget)]
-    model, tok = load_reasoner(reasoner, dtype=devices.serve_dtype())  # samples only: a serving snapshot
+    model, tok = serving_reasoner(reasoner)  # samples only
     prompts = build_prompts(w, idx, tok)
     cands = collect_candidates(w, idx, prompts, (model, tok), s.dpo_samples, 1.0, loop.cfg.seed + rnd)
     fn = loop.reward_fn(ranker_dir)
@@ -91,7 +91,7 @@ def align_ppo(loop, rnd: int, reasoner: str, ranker_dir: str) -> dict:
         cfg = dataclasses.replace(cfg, rollouts=max(1, s.reward_budget // cfg.batch_size))
     idx = _requests(loop, rnd)
     policy, tok = load_reasoner(reasoner)
-    ref, _ = load_reasoner(reasoner)
+    ref, _ = serving_reasoner(reasoner)  # it only scores
     rows = [{"prompt": p, "sample_id": str(w.samples.sample_id[i])} for p, i in zip(build_prompts(w, idx, tok), idx)]
     probe = _probe(loop, reasoner, ranker_dir, f"round{rnd}/ppo", ref_tok=(ref, tok))
     fn = loop.reward_fn(ranker_dir)
@@ -115,7 +115,7 @@ def _align_online(algorithm: str):
             per_step = settings.prompts_per_step * settings.num_generations
             settings = dataclasses.replace(settings, max_steps=max(1, s.reward_budget // per_step))
         idx = _requests(loop, rnd)
-        _, tok = load_reasoner(reasoner)
+        tok = load_tokenizer(reasoner)
         # TRL tokenises the prompt with the tokenizer's special tokens: the serving text (reasoner/tokens.py)
         data = datasets.Dataset.from_dict({"prompt": [serving_text(tok, p) for p in build_prompts(w, idx, tok)],
                                            "sample_id": [str(w.samples.sample_id[i]) for i in idx]})

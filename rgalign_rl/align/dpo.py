@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import dist
 from ..config import Annotated, NonNegative, OneOf, Positive, Share
-from ..devices import last_checkpoint, per_device, save_trainer_model, trainer_kwargs
+from ..devices import last_checkpoint, per_device, save_trainer_model, serve_dtype, trainer_kwargs
 from ..faults import StageFault, finite_loss_callback
 from ..reasoner.lora import LoRAFields, lora_config
 
@@ -67,10 +67,9 @@ def run_dpo(model_path: str | Path, pairs: list[dict], out: str | Path, s: DPOSe
                          f"({s.min_margin}) in reward")
     dist.set_threads(s.threads)
     model, tok = load_reasoner(model_path)
-    ref, _ = load_reasoner(model_path)
     peft_config = lora_config(s)
-    if peft_config is not None:
-        ref = None  # with LoRA the reference is the base model with adapters disabled
+    # the reference only scores: in the serving dtype; with LoRA none at all (the base with adapters disabled)
+    ref = None if peft_config is not None else load_reasoner(model_path, dtype=serve_dtype())[0]
     pairs = pairs[: s.max_pairs]
     longest = [len(p) + max(len(c), len(r)) + 1 for p, c, r in zip(
         prompt_ids(tok, [p["prompt"] for p in pairs]), completion_ids(tok, [p["chosen"][1:] for p in pairs]),

@@ -20,7 +20,7 @@ from reward.base import is_degenerate
 from .. import dist
 from ..metrics import EXPECTED, HEADLINE, PAIRED, paired_difference, summarize
 from ..ranker.train import RankerData, load_ranker, score
-from ..reasoner.model import load_reasoner
+from ..reasoner.model import serving_reasoner
 from ..reasoner.queries import embed_queries, reasoner_queries
 from ..scoring import FrozenRankerScorer
 from ..world.stats import split_user_stats
@@ -144,8 +144,9 @@ class Evaluation:
                "need_accuracy": need_accuracy(w, self.test, queries[nv:]),
                "examples": queries[nv : nv + 5]}
         if reference is not None:
-            pol, tok = load_reasoner(reasoner)
-            ref, _ = load_reasoner(reference)
+            # in the serving dtype: they only sample and score (two fp32 copies of an 8B reasoner are 60 GB)
+            pol, tok = serving_reasoner(reasoner)
+            ref, _ = serving_reasoner(reference)
             out["kl_to_ref"] = sampled_kl(pol, ref, tok, prompts[: min(nv, 512)], self.cfg.reasoner.max_new_tokens)
         return out
 

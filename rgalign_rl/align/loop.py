@@ -26,7 +26,7 @@ from ..ranker.headroom import need_ranker
 from ..ranker.protocol import resolve_ranker_class
 from ..ranker.queries import query_embeddings, query_text_dims
 from ..ranker.train import RankerData, load_ranker, save_ranker, score, train_ranker
-from ..reasoner.model import load_reasoner
+from ..reasoner.model import serving_reasoner
 from ..reasoner.prompt import build_prompts
 from ..reasoner.queries import reasoner_queries
 from ..reasoner.sft import sft, warm_start_pairs
@@ -190,7 +190,7 @@ class ClosedLoop(Evaluation):
     def rg_sft(self, rnd: int, reasoner: str, ranker_dir: str) -> dict:
         s, w = self.cfg.best_of_n, self.world
         idx = sample_subset(w.indices("train"), s.max_requests, self.cfg.seed + rnd)
-        model, tok = load_reasoner(reasoner, dtype=devices.serve_dtype())  # samples only: a serving snapshot
+        model, tok = serving_reasoner(reasoner)  # samples only
         prompts = build_prompts(w, idx, tok)
         cands = collect_candidates(w, idx, prompts, (model, tok), s.reasoner_samples, s.temperature, self.cfg.seed + rnd)
         scores = score_candidates(self.reward_fn(ranker_dir), w, idx, prompts, cands, s.score_batch)

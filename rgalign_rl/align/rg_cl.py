@@ -15,7 +15,6 @@ the reasoner by sampled KL 10-25 to its start and wrote worse queries (BENCHMARK
 """
 from __future__ import annotations
 
-import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import dist
+from .. import devices, dist
 from ..config import Annotated, NonNegative, Positive
 from ..faults import StageFault
 from ..ranker.features import FeatureEncoder
@@ -103,7 +102,7 @@ def run_rg_cl(reasoner_path, world, ranker, query_mode: str, prompts: list[str],
     """Trains the reasoner on requests ``indices`` (with >= 1 click) whose prompt/query pairs are given,
     against the frozen ``ranker`` that reads its queries in ``query_mode``; saves the reasoner to ``out``
     and returns per-step losses."""
-    from ..reasoner.model import load_reasoner
+    from ..reasoner.model import load_reasoner, serving_reasoner
 
     if query_mode not in ("last_token", "both"):
         raise ValueError(f"RG-CL trains the reasoner's last-token state; a ranker reading {query_mode!r} queries "
@@ -113,6 +112,8 @@ def run_rg_cl(reasoner_path, world, ranker, query_mode: str, prompts: list[str],
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
     lm, tok = load_reasoner(reasoner_path)
+    if devices.gradient_checkpointing():  # a big reasoner: keep each layer's input only, recompute the rest
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lm = with_lora(lm, s)
     dev = lm.device
     ranker = ranker.to(dev).eval()
@@ -122,8 +123,9 @@ def run_rg_cl(reasoner_path, world, ranker, query_mode: str, prompts: list[str],
     every = torch.arange(ranker.cfg.n_intents, device=dev)
     text = encode_texts(queries) if query_mode == "both" else None
     keep = [k for k, i in enumerate(indices) if world.samples.clicked.lengths[i]][: s.max_requests]
-    # the anchor's start: with LoRA the model itself with its adapters off; otherwise a frozen copy
-    ref = None if not s.kl_weight or hasattr(lm, "disable_adapter") else copy.deepcopy(lm).eval().requires_grad_(False)
+    # the anchor's start: with LoRA the model itself with its adapters off; otherwise the start's serving copy
+    # (frozen, in the serving dtype, shared with whoever else serves that snapshot)
+    ref = None if not s.kl_weight or hasattr(lm, "disable_adapter") else serving_reasoner(reasoner_path)[0]
     opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=s.learning_rate)
     lm.train()
     history = []

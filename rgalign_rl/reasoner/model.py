@@ -6,6 +6,7 @@ computed by a frozen snapshot; embeddings are cached on disk per (model fingerpr
 from __future__ import annotations
 
 import hashlib
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,26 @@ def load_reasoner(path: str | Path, trust_remote_code: bool = False, dtype=torch
     with unpartitioned():
         model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code, dtype=dtype)
     model.to(dist.device()).eval()
+    return model, tok
+
+
+_SERVING: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+
+
+def serving_reasoner(path: str | Path):
+    """(model, tokenizer) of a snapshot that only serves (generates, embeds, scores), in the run's serving dtype.
+    One copy per snapshot in the process while anything holds it: the rewards of several rankers that read the
+    same snapshot, a stage's sampler and its evaluation share it (an 8B reasoner's copy is 15 GB)."""
+    from ..devices import serve_dtype
+
+    # a folder rewritten since (a new run in this process) is loaded again
+    files = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(Path(path).glob("*.safetensors")))
+    key = (str(Path(path).resolve()), str(serve_dtype()), files)
+    model = _SERVING.get(key)
+    if model is not None:
+        return model, load_tokenizer(path)
+    model, tok = load_reasoner(path, dtype=serve_dtype())
+    _SERVING[key] = model
     return model, tok
 
 
@@ -148,7 +169,14 @@ def last_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 def last_hidden_states(model, **inputs) -> torch.Tensor:
     """The last layer's hidden states without the [batch, seq, vocab] logits, which cost more than the
-    whole backbone for a small model (``logits_to_keep=1``: the head runs on one position only)."""
+    whole backbone for a small model: the decoder alone where the model has one (the same numbers, bit for bit,
+    as the whole model's last hidden state; the other layers' states are not kept, and no KV cache is built
+    unless a head cache comes in: an 8B reasoner's batch of 256 would hold ~30 GB of them), else the whole
+    model with ``logits_to_keep=1`` (the head on one position only)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is not None and decoder is not model:
+        cache = {} if "past_key_values" in inputs else {"use_cache": False}
+        return decoder(**inputs, **cache).last_hidden_state
     try:
         out = model(**inputs, output_hidden_states=True, logits_to_keep=1)
     except TypeError:  # a model without logits_to_keep

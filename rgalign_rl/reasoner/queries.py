@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..devices import serve_dtype, serve_tag
+from ..devices import serve_tag
 from ..text_encoder import encode_texts
 from ..world import World
-from .model import EmbeddingCache, fingerprint, generate_queries, load_reasoner, load_tokenizer
+from .model import EmbeddingCache, fingerprint, generate_queries, load_tokenizer, serving_reasoner
 from .prompt import build_prompts
 from .tokens import check_fits, prompt_ids
 
@@ -41,7 +41,7 @@ def reasoner_queries(world: World, path: str | Path, indices=None, style: str | 
             known[row["p"]] = row["q"]
     todo = sorted({p for p in prompts if p not in known})
     if todo:
-        model, tok = load_reasoner(path, dtype=serve_dtype())
+        model, tok = serving_reasoner(path)
         owner = dict(zip(prompts, indices))
         check_fits(model, [len(x) + max_new_tokens for x in prompt_ids(tok, todo)],
                    [str(world.samples.sample_id[owner[p]]) for p in todo], f"the prompt (+ {max_new_tokens} new tokens)")
@@ -64,7 +64,7 @@ def embed_queries(path: str | Path, prompts: list[str], queries: list[str], mode
         raise ValueError(f"unknown query embedding mode {mode!r}: one of {', '.join(MODES)}")
     parts = []
     if mode in ("last_token", "both"):
-        model, tok = model_tok or load_reasoner(path, dtype=serve_dtype())
+        model, tok = model_tok or serving_reasoner(path)
         parts.append(EmbeddingCache(path).embed(model, tok, prompts, queries))
     if mode in ("text", "both"):
         parts.append(encode_texts(queries))
