@@ -134,6 +134,31 @@ def run_serving(run: str | Path, stage: str = "final") -> Serving:
                    {"run": str(run), "world": str(world), "state": entry, "metrics": metrics})
 
 
+def reward_from_run(run: str | Path, stage: str = "final"):
+    """The run's reward, with the stage's ranker frozen, as the loop built it (``Evaluation.reward_fn``): the
+    config's ``reward.name``, ``reward.k`` and ``reward.scorer`` over the run's world. A TRL ``reward_funcs``
+    callable, ``reward(prompts, completions, sample_id=[...]) -> list[float]``, for requests of that world
+    (``sample_id``: the dataset's column); its targets are a request's clicks and its nearest training
+    requests', so a test request, whose clicks no stage reads, scores 0 (shaping aside). A ranker that reads the
+    reasoner's last-token state embeds with the snapshot it was trained with, in this process's serve dtype
+    (``devices.serve_dtype()``: float32 unless configured), as the loop did in the run's."""
+    import reward as rewards
+
+    from .align.loop_config import RewardSettings
+    from .config import from_dict
+    from .scoring import FrozenRankerScorer
+    from .world import load_world
+
+    s = run_serving(run, stage)
+    if not s.source["metrics"]:
+        raise RequestError([f"{run}: no metrics.json, so the run's reward config is unknown (a finished run has one)"])
+    cfg = from_dict(RewardSettings, s.source["metrics"].get("config", {}).get("reward"), "reward")
+    scorer = FrozenRankerScorer(load_world(s.source["world"]), s.ranker, cfg.scorer)
+    if cfg.scorer.ranker is None and s.embedder is not None:  # the snapshot where run_serving found it (moved runs)
+        scorer.query_source = f"reasoner:{s.embedder}"
+    return rewards.build_reward({"name": cfg.name, "k": cfg.k}, scorer)
+
+
 def export_serving(root: str | Path) -> Serving:
     """The stage an exported folder holds (rgalign_rl/export.py writes it)."""
     root = Path(root)
