@@ -140,6 +140,39 @@ class QERecRanker(TwoTowerRanker):
         return (u.unsqueeze(1) * i).sum(-1) + b + interaction + match
 
 
+def _text_identity(query_to_text: nn.Linear, cfg: RankerConfig) -> None:
+    """A query's text vector starts as its own cosine with the intents' text (when the query carries one)."""
+    if cfg.query_text == cfg.text_dim:
+        with torch.no_grad():
+            query_to_text.weight.zero_()
+            query_to_text.weight[:, -cfg.text_dim:] = torch.eye(cfg.text_dim)
+
+
+def _query_input(query: torch.Tensor, cfg: RankerConfig) -> torch.Tensor:
+    """What the bilinear query term reads: the query's text vector when it has one, else the whole query."""
+    return query[:, query.shape[1] - cfg.query_text :] if cfg.query_text else query
+
+
+def _confidence(every: torch.Tensor) -> torch.Tensor:
+    """[B, 3] a query's confidence profile from its cosine to every intent [B, K]: the best cosine, the margin to
+    the second, the entropy of a sharp softmax."""
+    top = every.topk(2, dim=-1).values
+    p = torch.softmax(every * 20.0, dim=-1)
+    return torch.stack([top[:, 0], top[:, 0] - top[:, 1], -(p * p.clamp(min=1e-12).log()).sum(-1)], -1)
+
+
+@torch.no_grad()
+def _zero_query_term(m: nn.Module) -> None:
+    """A half-open gate (0.5) on a query term of exactly zero: the model scores exactly like the ranker it is
+    nested in, and the gate's gradient, gate x (1 - gate) x term, is not throttled once the term grows (a nearly
+    closed start, 0.018, left the term ~50x too small to move valid GAUC in the first epoch)."""
+    nn.init.zeros_(m.gate[-1].weight)
+    m.gate[-1].bias.zero_()
+    m.scale.zero_()
+    nn.init.zeros_(m.query[-1].weight)
+    nn.init.zeros_(m.query[-1].bias)
+
+
 class GatedQERecRanker(TwoTowerRanker):
     """QE-Rec that knows how far to trust a query: the two-tower score plus a gated query term.
 
@@ -163,39 +196,24 @@ class GatedQERecRanker(TwoTowerRanker):
         # whether epoch 1 beat the two-tower on valid depended on a CPU's rounding (DESIGN.md s.10)
         self.scale = nn.Parameter(torch.tensor(5.0 / SCALE_GAIN))
         self.gate = nn.Sequential(nn.Linear(d + 3, d), nn.ReLU(), nn.Linear(d, 1))
-        if cfg.query_text == cfg.text_dim:  # a query's text vector starts as its own cosine with the intents' text
-            with torch.no_grad():
-                self.query_to_text.weight.zero_()
-                self.query_to_text.weight[:, -cfg.text_dim:] = torch.eye(cfg.text_dim)
+        _text_identity(self.query_to_text, cfg)
 
     @property
     def match_scale(self) -> torch.Tensor:
         """The weight of the query's cosine with each candidate's text (before the gate)."""
         return SCALE_GAIN * self.scale
 
-    @torch.no_grad()
     def start_from_baseline(self) -> None:
-        nn.init.zeros_(self.gate[-1].weight)
-        # a half-open gate (0.5) on a query term of exactly zero: the model scores exactly like the two-tower it
-        # is nested in, and the gate's gradient, gate x (1 - gate) x term, is not throttled once the term grows
-        # (a nearly closed start, 0.018, left the term ~50x too small to move valid GAUC in the first epoch)
-        self.gate[-1].bias.zero_()
-        self.scale.zero_()
-        nn.init.zeros_(self.query[-1].weight)
-        nn.init.zeros_(self.query[-1].bias)
+        _zero_query_term(self)  # scores exactly like the two-tower it is nested in
 
     def forward(self, x, behavior, cand, query=None) -> torch.Tensor:
         u = self.user(x, behavior)                                       # [B, d]
         i, b = self.intent(cand)                                         # [B, C, d]
         qt = F.normalize(self.query_to_text(query), dim=-1)              # [B, T]
         every = qt @ self.intent.text_emb.T                              # [B, K] cosine to every intent
-        top = every.topk(2, dim=-1).values
-        p = torch.softmax(every * 20.0, dim=-1)
-        profile = torch.stack([top[:, 0], top[:, 0] - top[:, 1], -(p * p.clamp(min=1e-12).log()).sum(-1)], -1)
-        gate = torch.sigmoid(self.gate(torch.cat([u, profile.detach()], dim=-1)))  # [B, 1]
+        gate = torch.sigmoid(self.gate(torch.cat([u, _confidence(every).detach()], dim=-1)))  # [B, 1]
         match = self.match_scale * every.gather(1, cand)
-        interaction = (self.query(query[:, query.shape[1] - self.cfg.query_text :] if self.cfg.query_text else query)
-                       .unsqueeze(1) * i).sum(-1)
+        interaction = (self.query(_query_input(query, self.cfg)).unsqueeze(1) * i).sum(-1)
         return (u.unsqueeze(1) * i).sum(-1) + b + gate * (match + interaction)
 
 
@@ -220,10 +238,7 @@ class QERecOnTop(nn.Module):
         self.intent = nn.Linear(t, d)
         self.scale = nn.Parameter(torch.tensor(5.0 / SCALE_GAIN))
         self.gate = nn.Sequential(nn.Linear(3, d), nn.ReLU(), nn.Linear(d, 1))
-        if cfg.query_text == t:  # as GatedQERecRanker: the query's text vector starts as its own cosine
-            with torch.no_grad():
-                self.query_to_text.weight.zero_()
-                self.query_to_text.weight[:, -t:] = torch.eye(t)
+        _text_identity(self.query_to_text, cfg)
 
     @property
     def match_scale(self) -> torch.Tensor:
@@ -233,14 +248,8 @@ class QERecOnTop(nn.Module):
     def text_emb(self) -> torch.Tensor:
         return self.base.text_emb
 
-    @torch.no_grad()
     def start_from_baseline(self) -> None:
-        """A half-open gate on a query term of exactly zero: the model scores exactly like ``base``."""
-        nn.init.zeros_(self.gate[-1].weight)
-        self.gate[-1].bias.zero_()
-        self.scale.zero_()
-        nn.init.zeros_(self.query[-1].weight)
-        nn.init.zeros_(self.query[-1].bias)
+        _zero_query_term(self)  # scores exactly like ``base``
 
     def forward(self, x, behavior, cand, query=None) -> torch.Tensor:
         base = self.base(x, behavior, cand)
@@ -248,12 +257,9 @@ class QERecOnTop(nn.Module):
             return base
         qt = F.normalize(self.query_to_text(query), dim=-1)              # [B, T]
         every = qt @ self.text_emb.T                                     # [B, K] cosine to every intent
-        top = every.topk(2, dim=-1).values
-        p = torch.softmax(every * 20.0, dim=-1)
-        profile = torch.stack([top[:, 0], top[:, 0] - top[:, 1], -(p * p.clamp(min=1e-12).log()).sum(-1)], -1)
-        gate = torch.sigmoid(self.gate(profile.detach()))                # [B, 1]
+        gate = torch.sigmoid(self.gate(_confidence(every).detach()))      # [B, 1]
         match = self.match_scale * every.gather(1, cand)
-        q = self.query(query[:, query.shape[1] - self.cfg.query_text :] if self.cfg.query_text else query)
+        q = self.query(_query_input(query, self.cfg))
         interaction = (q.unsqueeze(1) * self.intent(self.text_emb[cand])).sum(-1)
         return base + gate * (match + interaction)
 
