@@ -86,9 +86,15 @@ timeout --kill-after=20 "$LIMIT" "$PY" -m accelerate.commands.launch --config_fi
 rc=$?
 launch_s=$SECONDS
 if [ $rc != 0 ]; then
+  {
   echo "FAILED: the launch exited $rc after ${launch_s}s$([ $rc = 124 ] && echo " (past SMOKE_TIMEOUT_S=$LIMIT)"); last lines:"
-  grep -E "Error|error|Traceback" "$OUT/launch.log" | tail -5
+  # the first rank's traceback (the others mostly die of the broken collective after it), then the end
+  awk '/^Traceback/{on=1} on&&n<60{print; n++} /^\[rank[0-9]+\]:?|^[A-Za-z.]*(Error|Exception|Timeout)[: ]/{if(on) on=0}' \
+    "$OUT/launch.log" | grep -v -e FutureWarning -e "warnings.warn" -e "return func" | head -60
+  grep -E -i "timed out|timeout|Error:" "$OUT/launch.log" | grep -v FutureWarning | head -10
   tail -5 "$OUT/launch.log"
+  } >"$OUT/failure.txt"
+  cat "$OUT/failure.txt"
 fi
 
 SECONDS=0
@@ -99,5 +105,6 @@ det_s=$SECONDS
 printf '{"world_s": %s, "launch_s": %s, "launch_rc": %s, "determinism_s": %s, "determinism_rc": %s, "nproc": %s}\n' \
   "$world_s" "$launch_s" "$rc" "$det_s" "$drc" "$NPROC" >"$OUT/times.json"
 "$PY" bench/gpu_smoke_table.py "$OUT" | tee "$OUT/table.md"
+[ $rc = 0 ] || { echo; echo "(the launch's failure again, after the table)"; cat "$OUT/failure.txt"; }
 [ $rc = 0 ] && exit $drc
 exit $rc

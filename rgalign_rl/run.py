@@ -21,9 +21,18 @@ def prepare_world(cfg: LoopConfig, world_dir: str | None, out: Path):
         from .world.shopsim.simulator import ShopSimConfig, write_shopsim
 
         path = out / "world"
-        if not (path / "world.json").exists():
+        # the main process's look decides for every rank: a rank looking after the main process wrote the world
+        # would skip the collective the others are in (a hang)
+        if dist.broadcast(not (path / "world.json").exists()):
             dist.on_main(write_shopsim, path, from_dict(ShopSimConfig, {"seed": cfg.seed, **cfg.shopsim}, "shopsim"))
     return load_world(path)
+
+
+def seed_stages(out: Path, stages: dict) -> None:
+    """Starts a run folder from stages another run finished (``rgalign compare``'s shared prefix), unless it has a
+    state.json already. The main process's look decides for every rank, as in :func:`prepare_world`."""
+    if dist.broadcast(not (out / "state.json").exists()):
+        dist.on_main(write_json, out / "state.json", {"done": stages})
 
 
 def seeds_of(cfg: LoopConfig) -> dict[str, int]:
@@ -92,8 +101,8 @@ def run(config: str, world_dir: str | None = None, out: str = "runs/rgalign", se
     from .text_encoder import cache_dir
 
     dist.check_shared(out_p, cache_dir())  # N processes on several machines need one filesystem
-    if seed_state and not (out_p / "state.json").exists():
-        dist.on_main(write_json, out_p / "state.json", {"done": seed_state})
+    if seed_state:
+        seed_stages(out_p, seed_state)
     loop = ClosedLoop(world, cfg, out_p, log=log)
     result = loop.run(until)
     metrics = {"stages": [flatten(s) for s in result["stages"]], "config": result["config"],

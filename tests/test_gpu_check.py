@@ -31,7 +31,8 @@ def test_gpu_smoke_dry_run_on_cpu(tmp_path):
            "CUDA_VISIBLE_DEVICES": "", "TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_ext")}
     r = subprocess.run(["bash", str(ROOT / "bench" / "gpu_smoke.sh"), str(out)], capture_output=True, text=True,
                        env=env, cwd=ROOT, timeout=1200)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    failure = out / "failure.txt"  # the launch's first traceback, when it failed
+    assert r.returncode == 0, (failure.read_text() if failure.exists() else "") + r.stdout[-3000:] + r.stderr[-2000:]
     assert f"{out}/cmp/seed0/shared/log.jsonl" in r.stdout  # it says where the per-stage records go
     table = (out / "table.md").read_text()
     assert table.startswith("device: cpu")

@@ -131,10 +131,18 @@ def test_an_error_on_the_main_process_reaches_every_rank(tmp_path):
     """A stage fault raised inside dist.on_main (main process only) is raised on every rank: the loop rolls the
     stage back everywhere, and no rank waits forever for a result that never comes. And a run folder some rank
     does not see (two machines without a shared filesystem; here each rank is handed its own folder) fails on
-    every rank at start-up, naming the rank and the folder."""
+    every rank at start-up, naming the rank and the folder. A file only the main process writes (a run seeded with
+    compare's shared stages) is looked for once: rank 1 looking after rank 0 had written it hung CI for 300 s."""
     script = tmp_path / "fault.py"
     script.write_text(
+        "import time\n"
         "from rgalign_rl import dist\n"
+        "from rgalign_rl.run import seed_stages\n"
+        "dist.set_timeout(60)\n"
+        "if dist.rank() == 1:\n"
+        "    time.sleep(2)  # looks after the main process wrote state.json\n"
+        f"seed_stages(__import__('pathlib').Path({str(tmp_path)!r}), {{'two_tower': {{'x': 1}}}})\n"
+        "print(f'rank {dist.rank()} seeded', flush=True)\n"
         "from rgalign_rl.faults import StageFault\n"
         "def boom():\n"
         "    raise StageFault('the ranker ignores the query')\n"
@@ -154,6 +162,8 @@ def test_an_error_on_the_main_process_reaches_every_rank(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, env={**_env(tmp_path), "PYTHONPATH": str(ROOT)}, cwd=ROOT,
                        timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert all(f"rank {k} seeded" in r.stdout for k in (0, 1)), r.stdout
+    assert json.loads((tmp_path / "state.json").read_text()) == {"done": {"two_tower": {"x": 1}}}
     assert all(f"rank {k} of 2 caught: the ranker ignores the query" in r.stdout for k in (0, 1)), r.stdout
     # counted in the whole output: two unbuffered ranks' lines can interleave
     assert r.stdout.count(" refused: rank 1 (of 2") == 2, r.stdout
