@@ -1,14 +1,13 @@
 """Per-process peak memory of every stage of the closed loop, for a model x engine (plain / ZeRO-2 / ZeRO-3) x N
 processes, following what the code keeps alive in each stage (issue 27). An estimate from first principles, not a
 measurement: weights, gradients and optimizer states by engine, every model copy a stage loads or keeps, KV caches
-and saved activations by batch and sequence length. Its CPU predictions are checked against measured peaks
-(``--check``).
+and saved activations by batch and sequence length. Its CPU predictions are checked against measured peaks by
+bench/memory_check.py.
 
     python bench/memory_plan.py                          # Llama-3-8B-sized reasoner, smollm2.yaml, 8 x 80 GB
     python bench/memory_plan.py --model smollm2-135m --gpus 1,8 --gpu-gb 80
     python bench/memory_plan.py --model path/to/config.json --config my.yaml --prompt-tokens 700 --lora
-    python bench/memory_plan.py --check                  # CPU predictions vs measured peaks (tiny, SmolLM2-135M)
-    python bench/memory_plan.py --check --smollm2 DIR    # + SmolLM2's SFT and DPO stages alone, measured now (~2 min)
+    python bench/memory_check.py RUN [RUN ...]           # its CPU predictions vs a finished run's measured peaks
 
 What each stage holds (rank 0, the main process, which holds the most; read from rgalign_rl/ at the time of
 writing — a change there changes these rows):
@@ -39,9 +38,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -396,7 +394,7 @@ class Setup:
     def align_online(self, algo: str = "grpo") -> dict:
         """GRPO / RLOO through TRL (coarser than DPO/PPO: policy, TRL's reference when its beta > 0 (RLOO's default
         0.05; TRL loads it from the policy's folder), generation with the policy gathered under ZeRO-3, a step)."""
-        a, s = self.cfg.align, self.cfg.align.online
+        s = self.cfg.align.online
         lora = self.lora_of(s)
         rows = max(1, s.prompts_per_step // self.n) * s.num_generations
         states = self.trained(lora)
@@ -488,169 +486,6 @@ def gpu_table(args) -> str:
     return "\n".join(out)
 
 
-# ---- the CPU check ------------------------------------------------------------------------------------------
-# A process's peak RSS before any model: the libraries a stage has imported, the world, and a first training step
-# (the first backward and optimizer step map MKL/oneDNN kernels and thread pools: ~90 MB). Measured, not modelled.
-BASELINE = r"""
-import json, resource, sys
-def rss(): return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-out = {}
-import torch
-torch.set_num_threads(2)
-import rgalign_rl.run, rgalign_rl.align.loop  # what `rgalign run` imports before its first stage
-from rgalign_rl.world import load_world
-w = load_world(sys.argv[1])
-m = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64))
-opt = torch.optim.AdamW(m.parameters())
-for _ in range(3):
-    loss = m(torch.randn(512, 64)).pow(2).mean(); opt.zero_grad(); loss.backward(); opt.step()
-out["imports + world + a training step"] = rss()
-from rgalign_rl.text_encoder import _encode_uncached
-_encode_uncached([it["text"] for it in w.intents])  # loads MiniLM and encodes the KB once
-out["+ text encoder"] = rss()
-import datasets, peft, trl
-from trl import DPOTrainer, DPOConfig, SFTConfig, SFTTrainer
-from torch.utils.tensorboard import SummaryWriter
-out["+ trl, peft, datasets, tensorboard"] = rss()
-print(json.dumps(out))
-"""
-
-# One stage alone in a fresh process, current code, this machine: SmolLM2-135M warm-start SFT (batch 8) and DPO
-# (batch 4, policy + reference), one optimizer step each, on the tiny world; peak RSS before and after.
-ISOLATED = r"""
-import json, resource, sys
-def rss(): return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-import torch
-torch.set_num_threads(2)
-import datasets, trl
-from rgalign_rl.world import load_world
-from rgalign_rl.reasoner.model import load_tokenizer
-from rgalign_rl.reasoner.prompt import build_prompts
-w = load_world(sys.argv[1]); path, what, bs, out = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
-m = torch.nn.Linear(8, 8); m(torch.randn(2, 8)).sum().backward()
-if what == "sft":
-    from rgalign_rl.reasoner.sft import SFTSettings, sft, warm_start_pairs
-    pairs = warm_start_pairs(w)[:bs]
-    base = rss()
-    sft(path, w, pairs, out, SFTSettings(epochs=1, lr=2e-4, batch_size=bs, max_pairs=bs))
-else:
-    from rgalign_rl.align.dpo import DPOSettings, run_dpo
-    rows = {}
-    for i, _, q in w.teachers.rows():
-        rows.setdefault(i, []).append(q)
-    idx = [i for i, qs in rows.items() if len(set(qs)) >= 2][:bs]
-    prompts = build_prompts(w, idx, load_tokenizer(path))
-    pairs = [{"prompt": p, "chosen": " " + rows[i][0], "rejected": " " + [q for q in rows[i] if q != rows[i][0]][0]}
-             for p, i in zip(prompts, idx)]
-    base = rss()
-    run_dpo(path, pairs, out, DPOSettings(batch_size=bs, max_pairs=bs, min_margin=0.0))
-print(json.dumps({"base": base, "peak": rss()}))
-"""
-
-# SmolLM2-135M-Instruct through recipes/configs/smollm2_tiny.yaml at commit b2ec849 (machine B: 2 AVX-512 cores
-# with bf16, hence reasoner.serve_dtype bfloat16 as that commit's recipe set it; RG-CL at batch 16), peak RSS so
-# far per stage (`git show e04fc2a -- BENCHMARKS.md`), and the first attempt's DPO at batch 8 (20.5 GB).
-SMOLLM2_MEASURED = {"two_tower": 464.9, "headroom": 602.2, "reasoner_warm": 9797.0, "qe_rec": 9797.0, "control": 9797.0,
-                    "round1/rg_sft": 11239.3, "round1/dpo": 14626.9, "round1/rg_cl": 18650.4,
-                    "round1/calibrate": 18650.4}
-SMOLLM2_OVERRIDES = ["reasoner.serve_dtype=bfloat16", "rg_cl.batch_size=16"]
-SMOLLM2_DPO8 = 20.5 * 1024  # MB, "DPO at batch 8 peaked at 20.5 GB" (same commit, first attempt)
-SMOLLM2_SHAPE = dict(prompt=509, head=372)  # legend prompt tokens on the tiny world (BENCHMARKS.md section 5)
-
-
-def _python(code: str, *argv: str, timeout: int = 600) -> dict:
-    import os
-
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, env=env,
-                       timeout=timeout)
-    if r.returncode:
-        raise SystemExit(f"measurement failed: {r.stderr[-1500:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def cpu_predictions(cfg, arch: Arch, shape: Shape, base: dict, cpu_bf16: bool) -> list[tuple[str, float, str]]:
-    """[(stage, predicted peak RSS so far in MB, what dominates)]: the measured process baseline of the stage's
-    libraries plus the stage's modelled peak, as a running maximum (ru_maxrss never goes down); a stage's
-    evaluation runs after its peak is recorded, so it counts from the next stage on. Rankers are not modelled
-    (a few MB at these sizes; the ranker stages' numbers are the baseline alone)."""
-    plan = Setup(arch, cfg, shape, "plain", 1, "cpu", cpu_bf16=cpu_bf16).plan()
-    keys = list(base)
-    out, run_max, run_what = [], 0.0, ""
-    for stage, phases in plan:
-        b, phase, items = peak(phases)
-        libs = base[keys[0]] if stage == "two_tower" else base[keys[1]] if stage == "headroom" else base[keys[2]]
-        mine = libs + (b - sum(x for lab, x in items if lab.startswith("text encoder"))) / MB  # MiniLM: in the baseline
-        if mine > run_max:
-            run_max, run_what = mine, f"{stage}: {phase}"
-        if not stage.endswith("/eval"):
-            out.append((stage, run_max, run_what))
-    return out
-
-
-def isolated_rows(args) -> list:
-    """The SmolLM2 SFT and DPO stages alone (fresh processes, this machine) vs the plan of that stage alone."""
-    import tempfile
-
-    cfg = load_cfg(str(ROOT / "recipes/configs/smollm2_tiny.yaml"), [])
-    rows = []
-    for what, bs in (("sft", 8), ("dpo", 4)):
-        with tempfile.TemporaryDirectory() as tmp:
-            got = _python(ISOLATED, args.world, args.smollm2, what, str(bs), f"{tmp}/out")
-        s = Setup(PRESETS["smollm2-135m"], cfg, Shape(**SMOLLM2_SHAPE), "plain", 1, "cpu")
-        if what == "sft":
-            settings = replace(cfg.reasoner.warm, batch_size=bs)
-            b, phase, _ = peak(s.sft_phases(settings, []))
-        else:
-            s.cfg = replace(cfg, align=replace(cfg.align, dpo=replace(cfg.align.dpo, batch_size=bs), probe=replace(
-                cfg.align.probe, prompts=0)))
-            phases = s.align_dpo(sampler=False)
-            b, phase, _ = peak({k: v for k, v in phases.items() if k in ("load policy + reference", "train step")})
-        rows.append((f"SmolLM2-135M, {what.upper()} alone (batch {bs}), measured now", what,
-                     got["base"] + b / MB, got["peak"], f"{phase} + measured base {got['base']:.0f}"))
-    return rows
-
-
-def check(args) -> str:
-    base = _python(BASELINE, args.world)
-    lines = ["Measured process baselines (this machine, peak RSS MB): "
-             + ", ".join(f"{k} {v}" for k, v in base.items()), ""]
-    rows = []
-    # tiny: the finished tiny loop's log.jsonl (this machine)
-    cfg = load_cfg(str(ROOT / "recipes/configs/shopsim_tiny.yaml"), [])
-    tiny_meas = {}
-    for rec in map(json.loads, (Path(args.tiny_run) / "log.jsonl").read_text().splitlines()):
-        if "peak_mem_mb" in rec and not rec["stage"].endswith("/eval"):
-            tiny_meas[rec["stage"]] = rec["peak_mem_mb"]
-    pred = cpu_predictions(cfg, arch_from("tiny", cfg), Shape(args.tiny_prompt_tokens, 0, 1998), base, False)
-    rows += [("tiny (this machine)", s, p, tiny_meas[s], w) for s, p, w in pred if s in tiny_meas]
-    cfg = load_cfg(str(ROOT / "recipes/configs/smollm2_tiny.yaml"), SMOLLM2_OVERRIDES)
-    shape = Shape(requests=1998, **SMOLLM2_SHAPE)
-    pred = cpu_predictions(cfg, PRESETS["smollm2-135m"], shape, base, True)
-    rows += [("SmolLM2-135M loop (b2ec849, machine B)", s, p, SMOLLM2_MEASURED[s], w) for s, p, w in pred
-             if s in SMOLLM2_MEASURED]
-    cfg8 = load_cfg(str(ROOT / "recipes/configs/smollm2_tiny.yaml"), SMOLLM2_OVERRIDES + ["align.dpo.batch_size=8"])
-    p8 = {s: (p, w) for s, p, w in cpu_predictions(cfg8, PRESETS["smollm2-135m"], shape, base, True)}
-    rows.append(("SmolLM2-135M loop, DPO batch 8 (b2ec849, machine B)", "round1/dpo", p8["round1/dpo"][0],
-                 SMOLLM2_DPO8, p8["round1/dpo"][1]))
-    if args.smollm2:
-        rows += isolated_rows(args)
-    lines += ["| model | stage | predicted MB | measured MB | error | within 30%? | predicted peak from |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    missed = 0
-    for model, stage, p, m, what in rows:
-        err = (p - m) / m
-        ok = abs(err) <= 0.30
-        missed += not ok
-        lines.append(f"| {model} | {stage} | {p:,.0f} | {m:,.0f} | {err:+.0%} | {'yes' if ok else '**MISSED**'} | {what} |")
-    worst = max(rows, key=lambda r: abs(r[2] - r[3]) / r[3])
-    lines += ["", f"{len(rows) - missed} of {len(rows)} predictions within 30% of the measured peak"
-              + (f"; {missed} MISSED" if missed else "") + f"; largest error {(worst[2] - worst[3]) / worst[3]:+.0%} "
-              f"({worst[0]}, {worst[1]})."]
-    return "\n".join(lines)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="llama3-8b", help="llama3-8b | smollm2-135m | tiny | a HF config.json")
@@ -665,16 +500,10 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=560, help="a request's prompt (default 560: ShopSim's legend)")
     ap.add_argument("--head-tokens", type=int, default=420, help="its shared head (default 420)")
     ap.add_argument("--requests", type=int, default=55_000, help="world size (default 55,000: ShopSim default)")
-    ap.add_argument("--check", action="store_true", help="CPU predictions vs measured peaks (tiny, SmolLM2-135M)")
-    ap.add_argument("--world", default="/tmp/fx/world_tiny", help="--check: the tiny ShopSim world (baseline)")
-    ap.add_argument("--tiny-run", default="/tmp/fx/tinyrun", help="--check: a finished tiny loop (its log.jsonl)")
-    ap.add_argument("--tiny-prompt-tokens", type=int, default=24)
-    ap.add_argument("--smollm2", metavar="DIR", help="--check: also run SmolLM2's SFT and DPO stages alone in fresh "
-                    "processes (a converted SmolLM2-135M folder: `rgalign reasoner smollm2` prints it; ~2 minutes)")
     a = ap.parse_args()
     a.gpus = [int(x) for x in a.gpus.split(",")]
     a.aligners = [x for x in a.aligners.split(",") if x]
-    print(check(a) if a.check else gpu_table(a))
+    print(gpu_table(a))
 
 
 if __name__ == "__main__":
