@@ -7,7 +7,7 @@ import torch
 
 from rgalign_rl.ranker.model import SCALE_GAIN, RankerConfig, build_ranker
 from rgalign_rl.ranker.queries import query_embeddings
-from rgalign_rl.ranker.train import (RankerData, TrainConfig, listnet_kl_loss, load_ranker, score,
+from rgalign_rl.ranker.train import (RankerData, TrainConfig, listnet_kl_loss, load_ranker, score, split_gauc,
                                      train_ranker)
 from rgalign_rl.text_encoder import encode_texts
 from rgalign_rl.world import load_world
@@ -133,6 +133,12 @@ def test_calibration_never_returns_a_ranker_worse_on_valid_than_its_start(tiny_w
     assert max(h["valid_gauc"] for h in hist[1:]) < hist[0]["valid_gauc"]
     idx = np.arange(len(world.samples))
     np.testing.assert_array_equal(score(again, RankerData(world, enc, need), idx), score(qe, RankerData(world, enc, need), idx))
+    # early stopping on chosen rows (experiments/calibration_split.py: fit on half the valid users, stop on the
+    # other half): epoch 0 is the start's GAUC on exactly those rows, not on the valid split
+    half = world.indices("valid")[::2]
+    _, _, on_half = train_ranker(world, "qe_rec", need, TrainConfig(epochs=0), init=qe, encoder=enc, stop_indices=half,
+                                 log=lambda *a: None)
+    assert on_half[0]["valid_gauc"] == split_gauc(qe, RankerData(world, enc, need), "valid", half) != hist[0]["valid_gauc"]
 
 
 def test_calibrating_a_nested_qe_rec_keeps_its_two_tower_towers(tiny_world, tiny_reasoner, tmp_path, monkeypatch):

@@ -76,8 +76,9 @@ def score(model: TwoTowerRanker, data: RankerData, idx: np.ndarray, batch_size: 
     return torch.cat(out).numpy() if out else np.zeros((0, data.cand.shape[1]), np.float32)
 
 
-def split_gauc(model, data: RankerData, split: str) -> float:
-    idx = data.world.indices(split)
+def split_gauc(model, data: RankerData, split: str, idx: np.ndarray | None = None) -> float:
+    """GAUC of ``split``'s requests (or of the requests ``idx``)."""
+    idx = data.world.indices(split) if idx is None else np.asarray(idx)
     s = score(model, data, idx)
     m = data.mask[idx].numpy()
     users = np.broadcast_to(data.users[idx][:, None], m.shape)[m]
@@ -102,14 +103,16 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
                  reference: TwoTowerRanker | None = None, ref_query: np.ndarray | None = None,
                  init: TwoTowerRanker | None = None, encoder: FeatureEncoder | None = None, log=print,
                  nest: TwoTowerRanker | None = None, train_indices: np.ndarray | None = None,
-                 frozen_towers: bool | None = None, ranker_class: type | None = None, **model_kw):
+                 frozen_towers: bool | None = None, ranker_class: type | None = None,
+                 stop_indices: np.ndarray | None = None, **model_kw):
     """Trains a ranker on the world's train split; returns (model, encoder, history).
 
     ``init``: a trained ranker to continue from (calibration). ``nest``: a trained two-tower whose towers
     initialise a QE-Rec whose query paths start at zero, so training starts from the baseline's scores.
     Either way the starting point is epoch 0 of early stopping: training keeps it unless an epoch beats it
     on valid, so it never returns a ranker worse on valid than the one it started from.
-    ``train_indices``: train on these requests only (default: the train split). ``frozen_towers``: the user and
+    ``train_indices``: train on these requests only (default: the train split); ``stop_indices``: early stopping
+    reads the GAUC of these requests (default: the valid split). ``frozen_towers``: the user and
     intent towers (the two-tower part) stay as they start; default: frozen when nested, so the two-tower path
     stays exactly the trained two-tower (calibrating a nested ranker passes True to keep it so).
     ``ranker_class``: a ranker class of one's own (ranker/protocol.py) instead of the built-in of ``arch``;
@@ -149,7 +152,7 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_state, history, bad = -1.0, None, [], 0
     if nest is not None or init is not None:
-        best, best_state = split_gauc(model, data, "valid"), copy.deepcopy(model.state_dict())
+        best, best_state = split_gauc(model, data, "valid", stop_indices), copy.deepcopy(model.state_dict())
         history.append({"epoch": 0, "loss": None, "valid_gauc": best})
     for epoch in progress(range(cfg.epochs), f"train {arch}"):
         model.train()
@@ -164,7 +167,7 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
             loss.backward()
             opt.step()
             total += loss.item() * len(j)
-        valid = split_gauc(model, data, "valid")
+        valid = split_gauc(model, data, "valid", stop_indices)
         history.append({"epoch": epoch + 1, "loss": total / len(order), "valid_gauc": valid})
         log(f"  epoch {epoch + 1}: loss {total / len(order):.4f}  valid GAUC {valid:.4f}")
         if valid > best:
