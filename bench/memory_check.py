@@ -4,7 +4,7 @@ run measured, on this machine, with the code as it is now.
     python bench/memory_check.py RUN [RUN ...]               # e.g. a tiny run and a SmolLM2 run (below)
     python bench/memory_check.py RUN --smollm2-alone DIR     # + SmolLM2's SFT and DPO stages alone (~2 min)
 
-A RUN is a finished `rgalign run` folder: its log.jsonl holds each stage's peak RSS so far (ru_maxrss), its
+A RUN is a finished `rgalign run` folder (one process, on this CPU, not resumed): its log.jsonl holds each stage's peak RSS so far (ru_maxrss), its
 metrics.json the resolved config and the world; the plan is made for exactly that config, that world's size and
 prompt lengths (measured with the run's tokenizer) and the run's reasoner (reasoner_warm/config.json).
 
@@ -135,14 +135,23 @@ def rows_of(run: Path, trl_mb: float) -> tuple[list, float]:
     from rgalign_rl.align.loop_config import loop_config
     from rgalign_rl.world import load_world
 
+    from rgalign_rl.devices import native_bf16
+
     metrics = json.loads((run / "metrics.json").read_text())
+    if metrics.get("processes", 1) != 1:
+        raise SystemExit(f"{run}: a run of {metrics['processes']} processes; the check models one process on CPU")
     cfg = loop_config(metrics["config"])
-    world = load_world(metrics["world"])
-    measured = {r["stage"]: r["peak_mem_mb"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
-                if "peak_mem_mb" in r and not r["stage"].endswith("/eval")}
-    libs = base = baseline(metrics["config"], metrics["world"])
+    # a relative world path is the run's, from where it was made: the check's subprocesses run in the repository
+    world_dir = str(Path(metrics["world"]).resolve())
+    world = load_world(world_dir)
+    records = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "peak_mem_mb" in r]
+    stages = [r["stage"] for r in records]
+    if len(set(stages)) < len(stages):
+        raise SystemExit(f"{run}: resumed (a stage recorded twice): its peaks come from several processes")
+    measured = {r["stage"]: r["peak_mem_mb"] for r in records if not r["stage"].endswith("/eval")}
+    libs = base = baseline(metrics["config"], world_dir)
     arch = arch_from(str(run / "reasoner_warm" / "config.json"), cfg)
-    plan = Setup(arch, cfg, shape_of(run, world), "plain", 1, "cpu").plan()  # cpu_bf16 False: serve_dtype as run
+    plan = Setup(arch, cfg, shape_of(run, world), "plain", 1, "cpu", cpu_bf16=native_bf16()).plan()
     out, run_max, run_what = [], 0.0, ""
     for stage, phases in plan:
         b, phase, items = peak(phases)
@@ -196,7 +205,8 @@ def main() -> None:
         rows, base = rows_of(run, trl_mb)
         notes.append(f"{run}: a run process after two_tower (empty cache) {base:.0f} MB")
         if a.smollm2_alone and run == Path(a.runs[0]):
-            rows += alone_rows(json.loads((run / "metrics.json").read_text())["world"], a.smollm2_alone)
+            world = str(Path(json.loads((run / "metrics.json").read_text())["world"]).resolve())
+            rows += alone_rows(world, str(Path(a.smollm2_alone).resolve()))
         for stage, p, m, count, what in rows:
             err = (p - m) / m
             ok = abs(err) <= 0.30

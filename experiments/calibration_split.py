@@ -82,6 +82,9 @@ def main() -> None:
         node[last] = yaml.safe_load(value)
     cfg = from_dict(LoopConfig, raw)
     cfg.log.report_to = "none"
+    if cfg.rounds != 1 or cfg.ranker.calib_kl_inputs != "new":  # what calibrated_scores re-does
+        raise SystemExit("this re-does one round's calibration with the KL reference on the new queries: "
+                         f"the run has rounds={cfg.rounds}, ranker.calib_kl_inputs={cfg.ranker.calib_kl_inputs}")
     world = load_world(metrics["world"])
     rounds = cfg.rounds
     final, warm = done[f"round{rounds}/calibrate"]["reasoner"], done["reasoner_warm"]["path"]

@@ -177,6 +177,33 @@ def shares() -> dict[str, list[int]]:
     return {k: [c.get(k, 0) for c in every] for k in sorted({k for c in every for k in c})}
 
 
+def raise_together(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on every rank, collectively: a :class:`StageFault` raised on any rank (a non-finite
+    reward or loss in this rank's share) is raised on every rank. Raised on one rank alone, it would leave the
+    others waiting in the next collective until the timeout (3 hours by default)."""
+    from .faults import StageFault
+
+    out, fault = None, None
+    try:
+        out = fn(*args, **kwargs)
+    except StageFault as e:
+        fault = e
+    faults = [f for f in gather([fault], world_size()) if f is not None]
+    if faults:
+        raise faults[0]
+    return out
+
+
+def together(fn):
+    """``fn`` as a callable that every rank calls at the same points (a reward TRL calls on each rank's
+    completions), each call through :func:`raise_together`; it keeps ``fn``'s ``__name__`` (TRL logs by it)."""
+    def call(*args, **kwargs):
+        return raise_together(fn, *args, **kwargs)
+
+    call.__name__ = getattr(fn, "__name__", type(fn).__name__)
+    return call
+
+
 def sum_all(x: float) -> float:
     """The sum of a number over ranks (counts such as reward calls)."""
     return float(sum(gather([x], world_size())))

@@ -132,7 +132,8 @@ def test_an_error_on_the_main_process_reaches_every_rank(tmp_path):
     stage back everywhere, and no rank waits forever for a result that never comes. And a run folder some rank
     does not see (two machines without a shared filesystem; here each rank is handed its own folder) fails on
     every rank at start-up, naming the rank and the folder. A file only the main process writes (a run seeded with
-    compare's shared stages) is looked for once: rank 1 looking after rank 0 had written it hung CI for 300 s."""
+    compare's shared stages) is looked for once: rank 1 looking after rank 0 had written it hung CI for 300 s. A
+    fault raised on one rank only (dist.raise_together) reaches every rank."""
     script = tmp_path / "fault.py"
     script.write_text(
         "import time\n"
@@ -143,6 +144,15 @@ def test_an_error_on_the_main_process_reaches_every_rank(tmp_path):
         "    time.sleep(2)  # looks after the main process wrote state.json\n"
         f"seed_stages(__import__('pathlib').Path({str(tmp_path)!r}), {{'two_tower': {{'x': 1}}}})\n"
         "print(f'rank {dist.rank()} seeded', flush=True)\n"
+        "from rgalign_rl.faults import NonFiniteError\n"
+        "def reward_on_my_share():\n"
+        "    if dist.rank() == 1:\n"
+        "        raise NonFiniteError('a reward is not finite on rank 1')\n"
+        "    return [0.5]\n"
+        "try:\n"
+        "    dist.raise_together(reward_on_my_share)\n"
+        "except NonFiniteError as e:\n"
+        "    print(f'rank {dist.rank()} raised together: {e}', flush=True)\n"
         "from rgalign_rl.faults import StageFault\n"
         "def boom():\n"
         "    raise StageFault('the ranker ignores the query')\n"
@@ -163,6 +173,8 @@ def test_an_error_on_the_main_process_reaches_every_rank(tmp_path):
                        timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     assert all(f"rank {k} seeded" in r.stdout for k in (0, 1)), r.stdout
+    # a fault in one rank's share (a NaN reward, PPO's loss, the probe's weight check) is raised on every rank
+    assert all(f"rank {k} raised together: a reward is not finite on rank 1" in r.stdout for k in (0, 1)), r.stdout
     assert json.loads((tmp_path / "state.json").read_text()) == {"done": {"two_tower": {"x": 1}}}
     assert all(f"rank {k} of 2 caught: the ranker ignores the query" in r.stdout for k in (0, 1)), r.stdout
     # counted in the whole output: two unbuffered ranks' lines can interleave

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import dist
 from ..config import Annotated, NonNegative, Positive
-from ..faults import StageFault, kill_point
+from ..faults import kill_point
 from ..reasoner.sft import SFTSettings
 
 
@@ -61,20 +61,18 @@ def score_candidates(reward_fn, world, indices, prompts, candidates, batch: int 
     flat = [(k, q) for k, cands in enumerate(candidates) for _, q in cands]
     mine = flat[dist.shard(len(flat))]
     dist.count("score", len(mine))
-    local: list[float] = []
-    fault = None
-    try:
+
+    def mine_scored() -> list[float]:
+        local: list[float] = []
         for start in range(0, len(mine), batch):
             chunk = mine[start : start + batch]
             local += reward_fn([prompts[k] for k, _ in chunk], [q for _, q in chunk],
                                sample_id=[str(world.samples.sample_id[indices[k]]) for k, _ in chunk])
             kill_point("best_of_n.scoring")
-    except StageFault as e:  # e.g. a non-finite reward on this rank's share: every rank must raise it, not wait
-        fault = e
-    faults = [f for f in dist.gather([fault], dist.world_size()) if f is not None]
-    if faults:
-        raise faults[0]
-    scores = dist.gather(local, len(flat))
+        return local
+
+    # e.g. a non-finite reward on this rank's share: every rank raises it, none waits
+    scores = dist.gather(dist.raise_together(mine_scored), len(flat))
     out, pos = [], 0
     for cands in candidates:
         out.append(scores[pos : pos + len(cands)])

@@ -70,7 +70,10 @@ class ClosedLoop(Evaluation):
         self.world, self.cfg, self.out, self.print = world, cfg, Path(out), log
         self.out.mkdir(parents=True, exist_ok=True)
         self.state_path = self.out / "state.json"
-        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}}
+        # the main process's read for every rank: on a shared filesystem another machine may still see an older
+        # state.json (or none), and a rank that skips other stages than the rest pairs its collectives wrongly
+        self.state = dist.broadcast(json.loads(self.state_path.read_text()) if dist.is_main() and self.state_path.exists()
+                                    else {"done": {}})
         dist.set_threads(cfg.threads)  # the machine's budget: N processes on one CPU share it
         devices.configure(cfg.log.report_to, cfg.log.checkpoint_every, cfg.log.progress, cfg.reasoner.serve_dtype,
                           cfg.reasoner.gradient_checkpointing)

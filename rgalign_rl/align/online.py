@@ -61,7 +61,8 @@ def run_online(model_path: str | Path, reward_fn, dataset, out: str | Path, s: O
                       num_generations=s.num_generations, max_completion_length=s.max_completion_length,
                       temperature=s.temperature, logging_steps=1, seed=s.seed,
                       **extra, **trainer_kwargs(checkpoints=True))
-    trainer = trainer_cls(model=model, reward_funcs=reward_fn, args=args, train_dataset=dataset,
+    # TRL scores each rank's completions and gathers them: a fault on one rank is raised on all (dist.together)
+    trainer = trainer_cls(model=model, reward_funcs=dist.together(reward_fn), args=args, train_dataset=dataset,
                           processing_class=tok, peft_config=lora_config(s),
                           callbacks=[finite_loss_callback(), *(callbacks or [])])
     trainer.train(resume_from_checkpoint=last_checkpoint(trainer_dir))  # None: from the start

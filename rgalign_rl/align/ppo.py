@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import devices
+from .. import devices, dist
 from ..config import Annotated, NonNegative, Positive, Share
 from ..faults import check_finite
 from ..reasoner.lora import LoRAFields, with_lora
@@ -172,8 +172,10 @@ class PPOTrainer:
         values = values[:, P - 1 : -1]
         texts = tok.batch_decode(response, skip_special_tokens=True)
         columns = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
-        scores = torch.tensor(self.reward_fn([r["prompt"] for r in rows], [t.strip() for t in texts], **columns),
-                              dtype=torch.float32)
+        # a fault in this rank's completions (a non-finite reward) is raised on every rank: the next collective
+        # would otherwise wait for this one until the timeout
+        scores = torch.tensor(dist.raise_together(self.reward_fn, [r["prompt"] for r in rows],
+                                                  [t.strip() for t in texts], **columns), dtype=torch.float32)
         kl = (logp - ref_logp) * rmask
         rewards = -self.kl_coef * kl
         last = (rmask.sum(1).long() - 1).clamp(min=0)
@@ -249,7 +251,8 @@ class PPOTrainer:
                 self.probe(self.policy(), step + 1)
             if self.ckpt_every and (step + 1) % self.ckpt_every == 0 and step + 1 < cfg.rollouts:
                 self.save_checkpoint(step + 1)
-            check_finite(stats["loss/policy"], f"the PPO policy loss at rollout {step + 1}")
+            # each rank's own minibatches' loss: a NaN on one rank is raised on all
+            dist.raise_together(check_finite, stats["loss/policy"], f"the PPO policy loss at rollout {step + 1}")
         return self.history
 
     # ---- resumable checkpoints: weights, optimizer, RNG streams, KL controller, history ------------

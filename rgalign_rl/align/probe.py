@@ -48,10 +48,13 @@ class RewardProbe:
         # model, not of transformers' global flag (false when PPO, not a TRL trainer, is the run's first).
         if partitioned(model):
             return None  # the curve stays empty
-        if not dist.is_main():
-            return None  # one process measures and writes the curve; the others go on to the next step
-        # the probe must not move the training RNG (a resumed run has to replay the same draws), the CUDA
-        # generator of this process's device included (manual_seed inside reseeds every device)
+        # one process measures and writes the curve while the others wait for it (they would, in the next step's
+        # collectives); what it raises (a diverged policy, a non-finite reward) is raised on every rank
+        return dist.on_main(self._forked, model, step)
+
+    def _forked(self, model, step: int) -> dict:
+        """The probe must not move the training RNG (a resumed run has to replay the same draws), the CUDA
+        generator of this process's device included (manual_seed inside reseeds every device)."""
         device = dist.device()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             return self._probe(model, step)

@@ -212,7 +212,8 @@ class EmbeddingCache:
     def __init__(self, model_path: str | Path):
         self.dir = cache_dir() / "last_token" / (fingerprint(model_path) + serve_tag())
         self.table: dict[str, np.ndarray] = {}
-        for shard in sorted(self.dir.glob("*.npz")):
+        # not the hidden ".NAME.tmp.npz" of a write in flight (or killed): pathlib's glob matches hidden names
+        for shard in sorted(f for f in self.dir.glob("*.npz") if not f.name.startswith(".")):
             with np.load(shard) as z:
                 self.table.update(zip(z["keys"].tolist(), z["vectors"]))
 
