@@ -31,6 +31,7 @@ def state():
     it MULTI_CPU with the gloo backend (without it accelerate would see one process per rank)."""
     global _STATE
     if _STATE is None:
+        _no_cpu_shm_build()
         from datetime import timedelta
 
         from accelerate import PartialState
@@ -38,6 +39,23 @@ def state():
         kw = {"timeout": timedelta(seconds=_TIMEOUT_S)} if _launched() else {}
         _STATE = PartialState(cpu=not torch.cuda.is_available(), **kw)
     return _STATE
+
+
+def _no_cpu_shm_build() -> None:
+    """Under a DeepSpeed launch on CPU, DeepSpeed's comm backend JIT-compiles a shared-memory all-reduce op when
+    it starts (34 s on 2 cores, again in every fresh TORCH_EXTENSIONS_DIR) that only its inference all-reduce
+    uses: ZeRO's collectives go through torch.distributed (gloo). Marked incompatible in DeepSpeed's op table, it is
+    not built, and that all-reduce falls back to torch.distributed too. GPUs never build it."""
+    from .devices import deepspeed_launch
+
+    if not deepspeed_launch() or torch.cuda.is_available():
+        return
+    try:
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # probed once, then this dict is kept
+    except Exception:  # noqa: BLE001 - another DeepSpeed version: it builds the op as before
+        pass
 
 
 def _launched() -> bool:
