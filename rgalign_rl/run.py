@@ -21,18 +21,17 @@ def prepare_world(cfg: LoopConfig, world_dir: str | None, out: Path):
         from .world.shopsim.simulator import ShopSimConfig, write_shopsim
 
         path = out / "world"
-        # the main process's look decides for every rank: a rank looking after the main process wrote the world
-        # would skip the collective the others are in (a hang)
-        if dist.broadcast(not (path / "world.json").exists()):
-            dist.on_main(write_shopsim, path, from_dict(ShopSimConfig, {"seed": cfg.seed, **cfg.shopsim}, "shopsim"))
+        shop = from_dict(ShopSimConfig, {"seed": cfg.seed, **cfg.shopsim}, "shopsim")
+        # every rank enters; the main process looks, inside: a rank looking for itself, after the main process had
+        # written the world, skipped the collective the others were in (a hang)
+        dist.on_main(lambda: None if (path / "world.json").exists() else write_shopsim(path, shop))
     return load_world(path)
 
 
 def seed_stages(out: Path, stages: dict) -> None:
     """Starts a run folder from stages another run finished (``rgalign compare``'s shared prefix), unless it has a
-    state.json already. The main process's look decides for every rank, as in :func:`prepare_world`."""
-    if dist.broadcast(not (out / "state.json").exists()):
-        dist.on_main(write_json, out / "state.json", {"done": stages})
+    state.json already. The main process looks, inside the collective, as in :func:`prepare_world`."""
+    dist.on_main(lambda: None if (out / "state.json").exists() else write_json(out / "state.json", {"done": stages}))
 
 
 def seeds_of(cfg: LoopConfig) -> dict[str, int]:
