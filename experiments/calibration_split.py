@@ -9,7 +9,7 @@ on the aligned reasoner (the run's final) and on the warm one (its control), by 
   valid   out of sample: fine-tune on the valid requests of one half of the valid users, early-stop on the
           other half's (no reasoner trained on a valid request)
 
-Everything else is the loop's calibration (KL to QE-Rec on the new queries, epochs, the nested towers frozen).
+Both go through the loop's own ``calibrate`` (KL to QE-Rec, epochs, the nested towers frozen), on these requests.
 It prints test GAUC and expected GAUC, and final - control with paired 95% CIs, per recipe. The train recipe
 re-does the run's own final and control: it must reproduce them (the yardstick), else the comparison is off.
 
@@ -18,7 +18,6 @@ re-does the run's own final and control: it must reproduce them (the yardstick),
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -28,38 +27,33 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rgalign_rl.align.calibrate import calibrate  # noqa: E402
 from rgalign_rl.align.loop import ClosedLoop  # noqa: E402
 from rgalign_rl.align.loop_config import LoopConfig  # noqa: E402
 from rgalign_rl.config import from_dict  # noqa: E402
-from rgalign_rl.ranker.protocol import class_of  # noqa: E402
 from rgalign_rl.ranker.queries import query_embeddings  # noqa: E402
-from rgalign_rl.ranker.train import RankerData, load_ranker, score, train_ranker  # noqa: E402
+from rgalign_rl.ranker.train import RankerData, load_ranker, score  # noqa: E402
 from rgalign_rl.world import load_world  # noqa: E402
 
 
-def calibrated_scores(world, cfg: LoopConfig, reasoner: str, qe_rec: str, recipe: str, seed: int) -> tuple:
-    """Test-ready scores of every request from QE-Rec re-calibrated on ``reasoner``'s queries, and its history."""
-    prev, enc, meta = load_ranker(qe_rec)
+def calibrated_scores(world, cfg: LoopConfig, reasoner: str, qe_rec: str, recipe: str, seed: int, out: Path) -> tuple:
+    """Scores of every request by QE-Rec re-calibrated on ``reasoner``'s queries (the loop's ``calibrate``, on the
+    recipe's requests), and its history."""
     r = cfg.ranker
-    train = world.indices("train")
-    if r.calib_max_requests is not None and r.calib_max_requests < len(train):
-        train = np.sort(np.random.default_rng(seed).choice(train, r.calib_max_requests, replace=False))
-    valid = world.indices("valid")
-    if recipe == "train":
-        fit, stop = train, valid
-    else:  # halves of the valid users: fit on one, stop on the other
+    rows = {}
+    if recipe == "valid":  # halves of the valid users: fit on one, stop on the other
+        valid = world.indices("valid")
         users = np.unique(world.user_codes[valid])
         half = set(np.random.default_rng(seed).permutation(users)[: len(users) // 2].tolist())
         in_half = np.array([u in half for u in world.user_codes[valid]])
-        fit, stop = valid[in_half], valid[~in_half]
-    rows = np.concatenate([train, valid, world.indices("test")])
-    query = query_embeddings(world, f"reasoner:{reasoner}", meta["query_mode"], rows, cfg.reasoner.max_new_tokens)
-    tcfg = dataclasses.replace(r.train, epochs=r.calib_epochs, kl_weight=r.calib_kl_weight, seed=seed)
-    model, _, history = train_ranker(world, prev.cfg.arch, query, tcfg, reference=prev, ref_query=query, init=prev,
-                                     encoder=enc, log=lambda *a: None, train_indices=fit, stop_indices=stop,
-                                     query_text=prev.cfg.query_text, ranker_class=class_of(prev)[0],
-                                     frozen_towers=bool(meta.get("nested_in")))
-    return score(model, RankerData(world, enc, query), np.arange(len(world.samples))), history
+        rows = {"fit_indices": valid[in_half], "stop_indices": valid[~in_half]}
+    path = calibrate(world, reasoner, qe_rec, out, r.calib_kl_weight, r.calib_epochs, seed, log=lambda *a: None,
+                     train=r.train, max_requests=r.calib_max_requests, max_new_tokens=cfg.reasoner.max_new_tokens,
+                     kl_inputs=r.calib_kl_inputs, **rows)
+    model, enc, meta = load_ranker(path)
+    query = query_embeddings(world, meta["queries"], meta["query_mode"], world.indices("test"),
+                             cfg.reasoner.max_new_tokens)
+    return score(model, RankerData(world, enc, query), np.arange(len(world.samples))), meta["history"]
 
 
 def main() -> None:
@@ -82,21 +76,18 @@ def main() -> None:
         node[last] = yaml.safe_load(value)
     cfg = from_dict(LoopConfig, raw)
     cfg.log.report_to = "none"
-    if cfg.rounds != 1 or cfg.ranker.calib_kl_inputs != "new":  # what calibrated_scores re-does
-        raise SystemExit("this re-does one round's calibration with the KL reference on the new queries: "
-                         f"the run has rounds={cfg.rounds}, ranker.calib_kl_inputs={cfg.ranker.calib_kl_inputs}")
+    if cfg.rounds != 1:  # the final of R rounds calibrates round R-1's ranker; the control chains R of them
+        raise SystemExit(f"this re-does a one-round run's calibration: the run has rounds={cfg.rounds}")
     world = load_world(metrics["world"])
-    rounds = cfg.rounds
-    final, warm = done[f"round{rounds}/calibrate"]["reasoner"], done["reasoner_warm"]["path"]
+    final, warm = done["round1/calibrate"]["reasoner"], done["reasoner_warm"]["path"]
     qe_rec = done["qe_rec"]["path"]
     loop = ClosedLoop(world, cfg, Path(a.out or run / "calibration_split"), log=lambda *x: None)
     seed = cfg.seed + 1  # round 1's calibration seed (ClosedLoop.recalibrated)
     print(f"run {run}: final's reasoner {final}, the control's {warm}")
     for recipe in a.recipes.split(","):
         for who, reasoner in (("final", final), ("control", warm)):
-            scores, hist = calibrated_scores(world, cfg, reasoner, qe_rec, recipe, seed)
+            scores, hist = calibrated_scores(world, cfg, reasoner, qe_rec, recipe, seed, loop.out / f"{recipe}_{who}")
             m = loop.test_metrics(scores, f"{recipe}_{who}")
-            np.save(loop.out / f"{recipe}_{who}.history.npy", np.array([h["valid_gauc"] for h in hist]))
             best = max(hist, key=lambda h: h["valid_gauc"])
             print(f"{recipe:5s} {who:7s} test GAUC {m['gauc']:.4f}  expected {m['expected_gauc']:.4f}"
                   f"  (best epoch {best['epoch']} of {len(hist) - 1}, stop GAUC {best['valid_gauc']:.4f})", flush=True)

@@ -24,18 +24,19 @@ from ..ranker.train import TrainConfig, load_ranker, save_ranker, train_ranker
 def calibrate(world, reasoner_path: str | Path, prev_ranker_dir: str | Path, out: str | Path,
               kl_weight: float = 0.5, epochs: int = 8, seed: int = 0, log=print,
               train: TrainConfig | None = None, max_requests: int | None = None, max_new_tokens: int = 16,
-              kl_inputs: str = "new") -> Path:
+              kl_inputs: str = "new", fit_indices=None, stop_indices=None) -> Path:
     """``max_requests``: fine-tune on that many training requests (sampled by ``seed``), so only they and
     the valid split are re-generated; None: the whole train split. Queries up to ``max_new_tokens`` (the
     loop's, so the ranker reads what it will be served). ``kl_inputs``: the KL reference reads the new
-    queries (``new``) or the ones the previous ranker was trained on (``old``)."""
+    queries (``new``) or the ones the previous ranker was trained on (``old``). ``fit_indices`` /
+    ``stop_indices``: fine-tune on / early-stop on these requests instead (experiments/calibration_split.py)."""
     if kl_inputs not in ("new", "old"):
         raise ValueError(f"config key ranker.calib_kl_inputs: {kl_inputs!r} is not one of new, old")
     prev, enc, meta = load_ranker(prev_ranker_dir)
     mode = meta.get("query_mode", "last_token")
     spec = f"reasoner:{reasoner_path}"
-    subset = world.indices("train")
-    if max_requests is not None and max_requests < len(subset):
+    subset = world.indices("train") if fit_indices is None else np.asarray(fit_indices)
+    if fit_indices is None and max_requests is not None and max_requests < len(subset):
         subset = np.sort(np.random.default_rng(seed).choice(subset, max_requests, replace=False))
     query = query_embeddings(world, spec, mode, np.concatenate([subset, world.indices("valid")]), max_new_tokens)
     # the previous ranker's queries as it was trained on them (only for kl_inputs="old")
@@ -48,6 +49,7 @@ def calibrate(world, reasoner_path: str | Path, prev_ranker_dir: str | Path, out
         cfg = dataclasses.replace(train or TrainConfig(), epochs=epochs, kl_weight=kl_weight, seed=seed)
         model, new_enc, history = train_ranker(world, prev.cfg.arch, query, cfg, reference=prev, ref_query=prev_query,
                                                init=init, encoder=enc, log=log, train_indices=subset,
+                                               stop_indices=stop_indices,
                                                query_text=prev.cfg.query_text, ranker_class=class_of(prev)[0],
                                                frozen_towers=init is not None and bool(meta.get("nested_in")))
         kill_point("calibrate.trained")
