@@ -43,14 +43,17 @@ DEMO_CAPS = shopsim.size=small reasoner.warm.max_pairs=10000 best_of_n.max_reque
 demo: $(STAMP)
 	$(BIN)/rgalign run --config recipes/configs/shopsim.yaml --out runs/demo --seed 0 $(DEMO_CAPS) $(if $(wildcard runs/demo/state.json),--resume,)
 
+# Two pytest-xdist workers, each pinned to a CPU of its own; the slow tests dealt between them by their expected
+# length, longest first (tests/conftest.py).
+WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -x tests
+	$(BIN)/python -m pytest -q -x -n $(WORKERS) --dist loadgroup tests
 
 # The tests that assert trained results, with AVX2 kernels forced (what a CPU without AVX-512 runs: MKL and
 # oneDNN round differently there). On an AVX2-only machine `make test` already ran them so.
 AVX2 := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 test-avx2: $(STAMP)
-	$(AVX2) $(BIN)/python -m pytest -q -x tests/test_ranker.py tests/test_loop_e2e.py tests/test_diagnose.py
+	$(AVX2) $(BIN)/python -m pytest -q -x -n $(WORKERS) --dist loadgroup tests/test_ranker.py tests/test_loop_e2e.py tests/test_diagnose.py
 
 clean:
 	rm -rf $(VENV) runs worlds

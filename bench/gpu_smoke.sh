@@ -2,7 +2,9 @@
 # The GPU smoke (issue 27): the one check to run on a 15-minute device lease. ONE launch, <= 5 minutes on one GPU:
 # `accelerate launch` of `rgalign compare --algos dpo,ppo` on the tiny ShopSim world under DeepSpeed ZeRO-3 with
 # stage3_param_persistence_threshold 0 (every weight partitioned, as an 8B reasoner's are; the default 1e5 leaves
-# the tiny reasoner whole), LoRA on for DPO and PPO, both from the same RG-SFT checkpoint. Then
+# the tiny reasoner whole), LoRA on for DPO and PPO, both from the same RG-SFT checkpoint. The warm start takes one
+# epoch, not the tiny recipe's six: the smoke checks the path and its costs, and ZeRO-3 gathers every weight on every
+# step (six epochs were 135 of the dry run's 238 s on one CPU). Then
 # bench/gpu_determinism.py measures MISMATCH RATES on the device (rows embedded / generated alone vs in a batch,
 # the text encoder, the reasoner's last-token state, greedy queries), and bench/gpu_smoke_table.py writes
 # OUT/table.md: the card, wall time and peak memory per stage, the engine every trainer ran under, whether the
@@ -82,7 +84,7 @@ SECONDS=0
 timeout --kill-after=20 "$LIMIT" "$PY" -m accelerate.commands.launch --config_file "$OUT/acc3.yaml" --num_processes "$NPROC" \
   --main_process_port "$PORT" -m rgalign_rl.cli compare --config recipes/configs/shopsim_tiny.yaml \
   --world "$OUT/world" --algos dpo,ppo --seeds 0 --out "$CMP" align.dpo.lora=true align.ppo.lora=true \
-  dist_timeout_s=300 log.progress=false >"$OUT/launch.log" 2>&1
+  reasoner.warm.epochs=1 dist_timeout_s=300 log.progress=false >"$OUT/launch.log" 2>&1
 rc=$?
 launch_s=$SECONDS
 if [ $rc != 0 ]; then

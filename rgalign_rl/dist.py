@@ -15,6 +15,7 @@ Single-process runs never touch torch.distributed: every helper is then the iden
 """
 from __future__ import annotations
 
+import os
 import pickle
 from contextlib import contextmanager
 
@@ -121,11 +122,25 @@ def device() -> torch.device:
     return torch.device(state().device) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def set_threads(n: int) -> None:
-    """Torch threads for a stage that asks for ``n`` on the whole machine: on CPU, N processes share it
-    (``n`` // N each; two jobs with 2 threads each on 2 cores run >10x slower). :func:`on_main` gives the
-    waiting ranks' threads back to the main process."""
-    torch.set_num_threads(max(1, n // world_size()) if device().type == "cpu" else n)
+_BUDGET: int | None = None  # the machine's torch threads for this run, shared by its N local processes
+
+
+def cpus_available() -> int:
+    """The CPUs this process may run on (its affinity: a container's or taskset's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(n: int | None = None) -> None:
+    """Torch threads for a stage that asks for ``n`` on the whole machine (None: the run's budget, else every
+    CPU this process may run on): on CPU, N processes share it (``n`` // N each; two jobs with 2 threads each
+    on 2 cores run >10x slower). :func:`on_main` gives the waiting ranks' threads back to the main process."""
+    global _BUDGET
+    if n is not None or _BUDGET is None:
+        _BUDGET = n or cpus_available()
+    torch.set_num_threads(max(1, _BUDGET // world_size()) if device().type == "cpu" else _BUDGET)
 
 
 def reset_peak_memory() -> None:
@@ -239,7 +254,7 @@ def on_main(fn, *args, **kwargs):
     if is_main():
         _SOLO += 1
         try:
-            with _threads(torch.get_num_threads() * state().num_processes if device().type == "cpu" else None):
+            with _threads((_BUDGET or torch.get_num_threads() * state().num_processes) if device().type == "cpu" else None):
                 out = fn(*args, **kwargs)
         except Exception as e:  # every rank raises it (a stage fault rolls back everywhere), none waits forever
             out = _Raised(e)

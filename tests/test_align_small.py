@@ -8,13 +8,15 @@ from rgalign_rl.reasoner.model import load_reasoner
 from rgalign_rl.reasoner.prompt import build_prompts
 from rgalign_rl.world import load_world
 
+from conftest import THREADS
+
 
 def test_rg_cl_step_raises_the_frozen_rankers_score_of_the_clicked_intent(tiny_world, tiny_reasoner, tmp_path):
     """RG-CL's logits are the frozen QE-Rec's scores: training lowers its loss and moves what the ranker reads."""
     from rgalign_rl.ranker.train import RankerData, TrainConfig, score, train_ranker
     from rgalign_rl.reasoner.queries import embed_queries, reasoner_queries
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     world = load_world(tiny_world)
     idx = np.array([i for i in world.indices("train") if world.samples[i]["clicked"]])[:64]
     prompts, queries = reasoner_queries(world, tiny_reasoner, idx, max_new_tokens=8)

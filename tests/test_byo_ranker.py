@@ -9,7 +9,7 @@ import pytest
 
 from rgalign_rl.config import ConfigError, load_yaml
 
-from conftest import CONFIG
+from conftest import CONFIG, THREADS, copy_run
 
 EXAMPLES = str(Path(__file__).resolve().parents[1] / "examples")
 
@@ -67,7 +67,7 @@ def test_own_ranker_trains_saves_reloads_and_nests(examples, tiny_world, tmp_pat
     from rgalign_rl.scoring import FrozenRankerScorer, ScorerConfig
     from rgalign_rl.world import load_world
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     world = load_world(tiny_world)
     rows = np.arange(len(world.samples))
     cfg = TrainConfig(epochs=2, batch_size=64, lr=0.01)
@@ -109,12 +109,14 @@ def test_own_ranker_trains_saves_reloads_and_nests(examples, tiny_world, tmp_pat
         assert scorer.target(rows[:8]).shape == p.shape
 
 
-@pytest.mark.slow
-def test_the_tiny_loop_runs_every_stage_with_an_own_ranker_class(examples, tiny_world, tmp_path):
+@pytest.mark.slow(seconds=25)
+def test_the_tiny_loop_runs_every_stage_with_an_own_ranker_class(examples, tiny_world, one_process_run, tmp_path):
     from rgalign_rl.run import run
 
-    out = tmp_path / "byo"
-    metrics = run(CONFIG, str(tiny_world), str(out), overrides=["ranker.class=my_ranker:MyRanker"], log=lambda *a: None)
+    # the warm reasoner does not depend on the ranker: taken from the shared run; every ranker stage runs here
+    out = copy_run(one_process_run[0], tmp_path / "byo", keep=("reasoner_warm",))
+    metrics = run(CONFIG, str(tiny_world), str(out), overrides=["ranker.class=my_ranker:MyRanker"], resume=True,
+                  log=lambda *a: None)
     stages = {s["name"]: s for s in metrics["stages"]}
     assert {"two_tower", "qe_rec", "control", "final"} <= set(stages)
     for folder, on_top in (("two_tower", False), ("qe_rec", True), ("round1/ranker", True), ("control/round1", True)):

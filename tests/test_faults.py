@@ -66,7 +66,7 @@ def _state(out):
     return json.loads((out / "state.json").read_text())["done"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=105)
 def test_killed_at_every_point_then_resumed_gives_the_same_metrics(one_process_run, tiny_world, tmp_path):
     """One run SIGKILLed five times, at each place a user's job can die, and resumed each time: inside the warm
     start's trainer (right after a checkpoint), in the control's calibration, during Best-of-N scoring, inside

@@ -23,7 +23,7 @@ def shapes(path: Path) -> dict:
         return {k: tuple(h.get_slice(k).get_shape()) for k in h.keys()}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=230)
 def test_gpu_smoke_dry_run_on_cpu(tmp_path):
     out = tmp_path / "g"
     # CUDA hidden: a CPU dry run (on a GPU machine it would otherwise take the GPU; only tests marked gpu may)

@@ -70,18 +70,21 @@ def test_top_k_sampler_draws_what_transformers_sampling_draws(tiny_world, tiny_r
         return sum(abs(c[k] / len(drawn) - p.get(k, 0.0)) for k in c.keys() | p.keys()) / 2
 
     n = 10000
+    # batches of 500 rows: each row draws from its own stream, whatever its batch (batch_size=1 was 10,000 calls)
     ours = generate_queries(model, tok, prompts[:1], max_new_tokens=1, do_sample=True, num_return_sequences=n,
-                            batch_size=1, seed=0)
+                            batch_size=500, seed=0)
+    # transformers' own draws, fewer: generate() runs the prompt once per draw (most of this test's time at 10,000)
     torch.manual_seed(1)
     theirs = [t.strip() for t in tok.batch_decode(model.generate(
-        ids["input_ids"].expand(n, -1), max_new_tokens=1, do_sample=True, top_k=50,
+        ids["input_ids"].expand(n // 5, -1), max_new_tokens=1, do_sample=True, top_k=50,
         pad_token_id=tok.pad_token_id)[:, ids["input_ids"].shape[1]:])]
     assert len(set(theirs)) >= 20  # a spread distribution, or the comparison says little
-    # measured at n = 20000: ours 0.009, transformers' 0.009 (sampling noise); another temperature: 0.40
-    assert tv(theirs, exact(1.0)) < 0.03 and tv(ours, exact(1.0)) < 0.03, (tv(ours, exact(1.0)), tv(theirs, exact(1.0)))
+    # sampling noise ~ 1/sqrt(n): measured at n = 20000, ours 0.009 and transformers' 0.009, so ~0.013 at 10,000 and
+    # ~0.028 at 2,000; another temperature: 0.40
+    assert tv(theirs, exact(1.0)) < 0.06 and tv(ours, exact(1.0)) < 0.03, (tv(ours, exact(1.0)), tv(theirs, exact(1.0)))
     assert tv(ours, exact(2.0)) > 0.2
     assert set(generate_queries(model, tok, prompts[:1], max_new_tokens=1, do_sample=True, num_return_sequences=500,
-                                batch_size=1, seed=0, top_k=5, temperature=3.0)) <= set(exact(1.0, k=5))
+                                batch_size=500, seed=0, top_k=5, temperature=3.0)) <= set(exact(1.0, k=5))
 
 
 def test_embedding_cache_returns_what_it_computed(tiny_reasoner, tmp_path, monkeypatch):

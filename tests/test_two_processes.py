@@ -1,6 +1,6 @@
 """The tiny loop on 2 CPU processes, as users launch it on N GPUs: torchrun (plain data parallel), and
 `accelerate launch` with DeepSpeed ZeRO-2 (ZeRO-3 with every weight partitioned: tests/test_gpu_check.py). Each stage runs once, the request loops are split in
-halves, the trainers really ran on 2 processes, and the metrics stay within the tiny world's noise of one
+halves, the trainers really ran on 2 processes (the warm start comes from the one-process run), and the metrics stay within the tiny world's noise of one
 process; both ranks killed inside DPO resume to the uninterrupted 2-process run's metrics."""
 import collections
 import json
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIG
+from conftest import CONFIG, PREFIX, copy_run, made_once
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["two_tower", "headroom", "reasoner_warm", "qe_rec", "control", "round1/rg_sft", "round1/dpo",
@@ -27,7 +27,10 @@ TOLERANCE = 0.02
 
 def _env(tmp_path):
     # CUDA hidden: these are the CPU (gloo) runs; on a GPU machine both ranks would otherwise take cuda:0
+    # its own generation / embedding cache: a run sharing the test process's would find the one-process run's
+    # queries there, and the work-split check would see nothing generated
     return {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_ext"),
+            "RGALIGN_CACHE": str(tmp_path / "cache"),
             "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
@@ -40,35 +43,41 @@ def stages_of(out: Path) -> dict:
     return {s["name"]: s for s in json.loads((out / "metrics.json").read_text())["stages"]}
 
 
-@pytest.fixture(scope="module")
-def two_process_run(tiny_world, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("two")
-    out = tmp / "run"
-    t = time.time()
-    r = subprocess.run(torchrun(29601, "--world", str(tiny_world), "--out", str(out)), capture_output=True,
-                       text=True, env=_env(tmp), cwd=ROOT, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out, time.time() - t
+@pytest.fixture(scope="session")
+def two_process_run(tiny_world, one_process_run, tmp_path_factory):
+    """The tiny loop on 2 processes (torchrun), once per session (a module fixture was run again when the
+    scheduler put another module's test between this module's two users). It starts from the one-process run's
+    warm reasoner (its 6 epochs were half of this run on one CPU); RG-SFT runs the same SFT trainer on 2
+    processes, and every stage after the warm start runs here."""
+    def make(out):
+        copy_run(one_process_run[0], out, keep=("reasoner_warm",))
+        r = subprocess.run(torchrun(29601, "--world", str(tiny_world), "--out", str(out), "--resume"),
+                           capture_output=True, text=True, env=_env(out.parent), cwd=ROOT, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+
+    return made_once(tmp_path_factory, "two_process_run", make)
 
 
-def check_once_and_halved(out: Path, engine: tuple) -> None:
+def check_once_and_halved(out: Path, engine: tuple, ran=STAGES) -> None:
+    """Each stage of ``ran`` ran once (none other), its trainers under ``engine``, its request loops halved."""
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     counts = collections.Counter(rec["stage"] for rec in log)
-    assert [s for s in STAGES if counts[s] != 1] == [] and max(counts.values()) == 1, counts
-    for stage in ("reasoner_warm", "round1/rg_sft", "round1/dpo"):
+    assert [s for s in ran if counts[s] != 1] == [] and max(counts.values()) == 1, counts
+    assert not set(counts) & set(STAGES) - set(ran), counts  # the stages it started from did not run again
+    for stage in {"reasoner_warm", "round1/rg_sft", "round1/dpo"} & set(ran):
         info = json.loads((out / stage / "engine.json").read_text())
         assert (info["distributed_type"], info["zero_stage"], info["num_processes"]) == engine, (stage, info)
     shares = {rec["stage"]: rec["shares"] for rec in log if rec.get("shares")}
-    assert {"qe_rec", "round1/rg_sft", "round1/calibrate"} <= set(shares)
+    assert {"qe_rec", "round1/rg_sft", "round1/calibrate"} & set(ran) <= set(shares)
     for stage, kinds in shares.items():
         for kind, per_rank in kinds.items():  # each rank did its half of every request loop
             assert len(per_rank) == 2 and abs(per_rank[0] - per_rank[1]) <= 1, (stage, kind, per_rank)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=100)
 def test_two_processes_run_each_stage_once_split_the_work_and_match_one_process(two_process_run, one_process_run):
-    out, _ = two_process_run
-    check_once_and_halved(out, ("MULTI_CPU", None, 2))
+    out = two_process_run
+    check_once_and_halved(out, ("MULTI_CPU", None, 2), ran=[s for s in STAGES if s != "reasoner_warm"])
     two, one = stages_of(out), {s["name"]: s for s in one_process_run[1]["stages"]}
     assert list(two) == list(one)
     for name in ("two_tower", "headroom", "oracle"):  # trained by the main process alone: the same numbers
@@ -78,11 +87,12 @@ def test_two_processes_run_each_stage_once_split_the_work_and_match_one_process(
     assert two["dpo"]["reward_calls"] <= 240  # the budget holds for both ranks together
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=60)
 def test_both_ranks_killed_inside_dpo_resume_to_the_same_metrics(two_process_run, tiny_world, tmp_path):
-    ref_out, _ = two_process_run
-    out = tmp_path / "killed"
-    cmd = torchrun(29611, "--world", str(tiny_world), "--out", str(out))
+    ref_out = two_process_run
+    # from the uninterrupted run's stages up to RG-SFT: what follows them is this test's point
+    out = copy_run(ref_out, tmp_path / "killed", keep=(*PREFIX, "round1/rg_sft"))
+    cmd = torchrun(29611, "--world", str(tiny_world), "--out", str(out), "--resume")
     proc = subprocess.Popen(cmd, env=_env(tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     ckpt = out / "round1" / "dpo.trainer"
@@ -96,9 +106,9 @@ def test_both_ranks_killed_inside_dpo_resume_to_the_same_metrics(two_process_run
     proc.wait()
     done = json.loads((out / "state.json").read_text())["done"]
     assert "round1/rg_sft" in done and "round1/dpo" not in done
-    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=_env(tmp_path), cwd=ROOT, timeout=900)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path), cwd=ROOT, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("done earlier, skipped") >= 5  # printed once, by the main process
+    assert r.stdout.count("done earlier, skipped") >= 6  # printed once, by the main process
     got, ref = stages_of(out), stages_of(ref_out)
     for name, a in ref.items():
         for k in ("gauc", "recall@3", "valid_reward", "pairs", "reward_calls", "kl_to_ref"):
@@ -116,14 +126,15 @@ def accelerate_launch(config_file: Path, port: int, *args) -> list[str]:
             *args]
 
 
-@pytest.mark.slow
-def test_deepspeed_zero2_on_two_processes(tiny_world, tmp_path):
-    out = tmp_path / "run"
+@pytest.mark.slow(seconds=50)
+def test_deepspeed_zero2_on_two_processes(tiny_world, one_process_run, tmp_path):
+    # the rounds under ZeRO-2 from the shared run's first stages (RG-SFT is the same SFT trainer as the warm start)
+    out = copy_run(one_process_run[0], tmp_path / "run")
     cmd = accelerate_launch(ROOT / "recipes/accelerate/deepspeed_zero2.yaml", 29622, "--world", str(tiny_world),
-                            "--out", str(out), HANG)
+                            "--out", str(out), "--resume", HANG)
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path), cwd=ROOT, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    check_once_and_halved(out, ("DEEPSPEED", 2, 2))
+    check_once_and_halved(out, ("DEEPSPEED", 2, 2), ran=[s for s in STAGES if s not in PREFIX])
     assert list(stages_of(out))[-4:] == ["final", "control", "headroom", "oracle"]
 
 

@@ -29,7 +29,7 @@ class DPOSettings(LoRAFields):
     max_length: Annotated[int | None, Positive] = None
     max_dropped: Annotated[float, Share] = 0.01  # share of pairs a cap may drop before the stage fails
     seed: Annotated[int, NonNegative] = 0
-    threads: Annotated[int, Positive] = 2
+    threads: Annotated[int | None, Positive] = None  # None: the run's budget (loop key `threads`)
 
 
 def build_preference_pairs(prompts: list[str], candidates: list[list[str]], rewards: list[list[float]],

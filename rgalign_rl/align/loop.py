@@ -74,7 +74,7 @@ class ClosedLoop(Evaluation):
         # state.json (or none), and a rank that skips other stages than the rest pairs its collectives wrongly
         self.state = dist.broadcast(json.loads(self.state_path.read_text()) if dist.is_main() and self.state_path.exists()
                                     else {"done": {}})
-        dist.set_threads(cfg.threads)  # the machine's budget: N processes on one CPU share it
+        dist.set_threads(cfg.threads or dist.cpus_available())  # the machine's budget: N processes on one CPU share it
         devices.configure(cfg.log.report_to, cfg.log.checkpoint_every, cfg.log.progress, cfg.reasoner.serve_dtype,
                           cfg.reasoner.gradient_checkpointing)
         self.tb = None

@@ -84,7 +84,8 @@ class LogSettings:
 class LoopConfig:
     seed: Annotated[int, NonNegative] = 0
     rounds: Annotated[int, Positive] = 1
-    threads: Annotated[int, Positive] = 2
+    # torch threads for the whole machine, split between its N processes; None: every CPU this process may run on
+    threads: Annotated[int | None, Positive] = None
     # seconds a collective may wait (N processes): main-only stages (ranker fits, RG-CL, evaluation) keep the
     # other ranks waiting in one, so it must outlast the longest; NCCL's own default (600) would not
     dist_timeout_s: Annotated[int, Positive] = 10800

@@ -28,7 +28,7 @@ class OnlineSettings(LoRAFields):
     temperature: Annotated[float, Positive] = 1.0
     beta: Annotated[float | None, NonNegative] = None  # None: TRL's default (GRPO 0.0, RLOO 0.05)
     seed: Annotated[int, NonNegative] = 0
-    threads: Annotated[int, Positive] = 2
+    threads: Annotated[int | None, Positive] = None  # None: the run's budget (loop key `threads`)
     # generation through vLLM (TRL's use_vllm; GPUs only, untested here): colocate (in the trainer's processes)
     # | server (a separate `trl vllm-serve`)
     use_vllm: bool = False

@@ -48,7 +48,7 @@ class RGCLSettings(LoRAFields):
     max_requests: Annotated[int, Positive] = 8000
     kl_weight: Annotated[float, NonNegative] = 1.0  # anchor: KL to the start along the starting queries (0: none)
     seed: Annotated[int, NonNegative] = 0
-    threads: Annotated[int, Positive] = 2
+    threads: Annotated[int | None, Positive] = None  # None: the run's budget (loop key `threads`)
 
 
 def rg_cl_loss(logits: torch.Tensor, cand: torch.Tensor, cand_mask: torch.Tensor, pos: torch.Tensor,

@@ -34,7 +34,7 @@ class SFTSettings(LoRAFields):
     max_length: Annotated[int | None, Positive] = None
     max_dropped: Annotated[float, Share] = 0.01  # share of training examples a cap may drop before the stage fails
     seed: Annotated[int, NonNegative] = 0
-    threads: Annotated[int, Positive] = 2
+    threads: Annotated[int | None, Positive] = None  # None: the run's budget (loop key `threads`)
 
 
 def teacher_pairs(world: World, teachers: list[str] | None = None, split: str = "train") -> list[tuple[int, str]]:
