@@ -67,6 +67,7 @@ def made_once(tmp_path_factory, name: str, make) -> Path:
     path, done = root / name, root / f"{name}.done"
     with _locked(root / f"{name}.lock"):
         if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)  # what a worker that failed half-way left
             make(path)
             done.touch()
     return path
