@@ -60,8 +60,6 @@ def _no_cpu_shm_build() -> None:
 
 
 def _launched() -> bool:
-    import os
-
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
@@ -80,7 +78,6 @@ def check_shared(*folders) -> None:
     """Every rank must see what the main process writes (the run folder, the caches): with N processes on
     several machines these folders have to be on a shared filesystem. Fails on every rank, clearly, at start-up
     rather than with misassigned results or a hang later."""
-    import os
     import uuid
     from pathlib import Path
 
