@@ -1,5 +1,6 @@
-"""Seconds per query of greedy query generation and of last-token embedding, for prompt styles, head reuse
-and weight dtypes, side by side in one process on the same requests.
+"""Seconds per query of greedy query generation, of last-token embedding and of the sampled KL an evaluation
+reads (align/diagnostics.py; the model against itself: the same work as against a reference), for prompt styles,
+head reuse and weight dtypes, side by side in one process on the same requests.
 
     python bench/generation_speed.py REASONER_DIR WORLD_DIR [--n 256] [--repeats 3] [--max-new-tokens 16]
         [--variants described:float32:whole,legend:float32:whole,legend:float32,legend:bfloat16]
@@ -23,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rgalign_rl.align.diagnostics import sampled_kl  # noqa: E402
 from rgalign_rl.reasoner import prefix  # noqa: E402
 from rgalign_rl.reasoner.model import generate_queries, last_token_embedding, load_reasoner  # noqa: E402
 from rgalign_rl.reasoner.prompt import build_prompts  # noqa: E402
@@ -66,12 +68,14 @@ def main() -> None:
         tokens = statistics.median(len(x) for x in prompt_ids(tok, prompts))
         gen_s, queries = timed(lambda: generate_queries(model, tok, prompts, max_new_tokens=a.max_new_tokens), a.repeats)
         emb_s, _ = timed(lambda: last_token_embedding(model, tok, prompts, queries), a.repeats)
-        gen_q, emb_q = gen_s / len(idx), emb_s / len(idx)
-        base = base or (gen_q, emb_q, variant)
+        kl_s, _ = timed(lambda: sampled_kl(model, model, tok, prompts, a.max_new_tokens), a.repeats)
+        gen_q, emb_q, kl_q = gen_s / len(idx), emb_s / len(idx), kl_s / len(idx)
+        base = base or (gen_q, emb_q, kl_q, variant)
         first_of_style.setdefault(style, queries)
         same = sum(x == y for x, y in zip(first_of_style[style], queries)) / len(idx)
         print(f"{variant:32s} prompt {tokens:.0f} tokens | generation {gen_q:.3f} s/query "
               f"({base[0] / gen_q:.2f}x) | last-token embedding {emb_q:.4f} s/query ({base[1] / emb_q:.2f}x) | "
+              f"sampled KL {kl_q:.3f} s/prompt ({base[2] / kl_q:.2f}x) | "
               f"identical queries {same:.1%} of the style's first variant")
     prefix.REUSE_HEADS = True
 

@@ -10,7 +10,9 @@
 # OUT/table.md: the card, wall time and peak memory per stage, the engine every trainer ran under, whether the
 # aligners' saved shapes equal the RG-SFT snapshot's, and the mismatch table.
 #   bench/gpu_smoke.sh [OUT]            on the GPU (NPROC=N: N processes; SMOKE_TIMEOUT_S: the launch's limit, 300)
-#   DRY_RUN=1 bench/gpu_smoke.sh OUT    CI's CPU dry run: the same launch, 1 CPU process, CUDA hidden
+#   DRY_RUN=1 bench/gpu_smoke.sh OUT    CI's CPU dry run: the same launch, 1 CPU process, CUDA hidden, on a
+#                                       1,000-request slice of the tiny world (every rank prepares the whole
+#                                       world's data, so ranks sharing one CPU pay it once each)
 # Per-stage records are written as each stage finishes (one JSON line per stage in each run folder's log.jsonl;
 # the script prints where), so a run cut off by the time limit still says how far it got and what it cost.
 # Exit status: the launch's (124: it ran past SMOKE_TIMEOUT_S), else the determinism script's; 3: a package
@@ -53,8 +55,14 @@ PY
   | tee "$OUT/device.txt"
 
 SECONDS=0
-[ -f "$OUT/world/world.json" ] || "$PY" -m rgalign_rl.cli world shopsim --out "$OUT/world" --seed 0 --size tiny >/dev/null \
-  || { echo "FAILED: world generation"; exit 1; }
+if [ "${DRY_RUN:-0}" = 1 ]; then
+  [ -f "$OUT/world/world.json" ] || { "$PY" -m rgalign_rl.cli world shopsim --out "$OUT/full_world" --seed 0 --size tiny &&
+    "$PY" -m rgalign_rl.cli world subset "$OUT/full_world" --out "$OUT/world" --requests 1000 --seed 0; } >/dev/null \
+    || { echo "FAILED: world generation"; exit 1; }
+else
+  [ -f "$OUT/world/world.json" ] || "$PY" -m rgalign_rl.cli world shopsim --out "$OUT/world" --seed 0 --size tiny >/dev/null \
+    || { echo "FAILED: world generation"; exit 1; }
+fi
 world_s=$SECONDS
 
 # ZeRO-3 with every weight partitioned (as ../shared/acceptance.sh zero3-real writes it)

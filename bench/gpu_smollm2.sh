@@ -18,14 +18,18 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
     rgalign world shopsim --out "$OUT/full_world" --seed 0 --size tiny >/dev/null
     rgalign world subset "$OUT/full_world" --out "$OUT/world" --requests 24 --seed 0 >/dev/null; }
   config=recipes/configs/smollm2_tiny.yaml
-  # one optimizer step of 2 examples per training stage: the path, not the learning (a step of 8 ~510-token
-  # examples costs ~60 s on 2 CPU cores)
+  # one optimizer step of 2 examples per training stage (DPO: one pair, its chosen and rejected padded together):
+  # the path, not the learning (a step of 8 ~510-token examples costs ~60 s on 2 CPU cores)
+  # align.probe.prompts=0: the probe (two samplings of valid prompts with their reward and KL) was a third of the
+  # DPO stage here; the stage evaluations sample and score the same path
   # ranker.nest=false: on 16 training requests a nested query term (starting at zero) never opens, and RG-CL
   # would be rolled back untrained (the ranker ignores the query); a QE-Rec from scratch reads it at once
-  args=(--world "$OUT/world" ranker.nest=false reasoner.warm.max_pairs=2 reasoner.warm.batch_size=2 best_of_n.max_requests=2
-        best_of_n.sft.batch_size=2 align.max_requests=2 align.dpo.max_pairs=2 align.dpo.batch_size=2
-        align.reward_budget=8 align.probe.prompts=2 rg_cl.max_requests=2 rg_cl.batch_size=2
-        ranker.calib_max_requests=8 eval.max_valid=8)
+  # reasoner.max_new_tokens=6 and eval.max_valid=2: each decoding step reads all 135M weights (memory-bound on a
+  # CPU), and batches follow tail widths, so half the tokens is about half of every generation's decoding
+  args=(--world "$OUT/world" ranker.nest=false reasoner.max_new_tokens=6 reasoner.warm.max_pairs=2 reasoner.warm.batch_size=2 best_of_n.max_requests=2
+        best_of_n.sft.batch_size=2 align.max_requests=2 align.dpo.max_pairs=1 align.dpo.batch_size=1
+        align.reward_budget=8 align.probe.prompts=0 rg_cl.max_requests=2 rg_cl.batch_size=2
+        ranker.calib_max_requests=8 eval.max_valid=2)
 else
   config=recipes/configs/smollm2.yaml
   args=(log.progress=false)

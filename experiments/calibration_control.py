@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rgalign_rl.align.loop import ClosedLoop, scores_file  # noqa: E402
+from rgalign_rl.align.evaluate import scores_file  # noqa: E402
+from rgalign_rl.align.loop import ClosedLoop  # noqa: E402
 from rgalign_rl.align.loop_config import LoopConfig  # noqa: E402
 from rgalign_rl.config import from_dict  # noqa: E402
 from rgalign_rl.world import load_world  # noqa: E402

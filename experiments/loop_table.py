@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rgalign_rl.align.loop import scores_file  # noqa: E402
+from rgalign_rl.align.evaluate import scores_file  # noqa: E402
 from rgalign_rl.metrics import bootstrap_weights, paired_difference  # noqa: E402
 from rgalign_rl.report import _need, cell, diff_cell, gains  # noqa: E402
 from rgalign_rl.world import load_world  # noqa: E402

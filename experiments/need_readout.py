@@ -32,7 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rgalign_rl.align.diagnostics import nearest_needs, true_need_named  # noqa: E402
-from rgalign_rl.align.loop import sample_subset, scores_file  # noqa: E402
+from rgalign_rl.align.evaluate import scores_file  # noqa: E402
+from rgalign_rl.align.loop import sample_subset  # noqa: E402
 from rgalign_rl.metrics import bootstrap_weights, paired_difference, summarize, user_stats  # noqa: E402
 from rgalign_rl.ranker.headroom import headroom_rankers  # noqa: E402
 from rgalign_rl.ranker.train import score  # noqa: E402

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rgalign_rl.align.loop import scores_file  # noqa: E402
+from rgalign_rl.align.evaluate import scores_file  # noqa: E402
 from rgalign_rl.metrics import bootstrap_weights, paired_difference  # noqa: E402
 from rgalign_rl.ranker.queries import query_embeddings  # noqa: E402
 from rgalign_rl.ranker.train import RankerData, TrainConfig, load_ranker, score, train_ranker  # noqa: E402

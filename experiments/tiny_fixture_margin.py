@@ -7,15 +7,15 @@ config's ranker settings) and print its valid GAUC per epoch (epoch 0 = the two-
 Run it with ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 as well as without
 (BENCHMARKS.md section 9).
 """
-import sys, time, json
-import numpy as np, torch
+import sys, time
+import torch
 torch.set_num_threads(2)
 from rgalign_rl.world import load_world
 from rgalign_rl.reasoner.tiny import build_tiny_reasoner, TinyReasonerConfig
 from rgalign_rl.reasoner.sft import sft, SFTSettings, warm_start_pairs
 from rgalign_rl.reasoner.queries import reasoner_queries
 from rgalign_rl.align.diagnostics import need_accuracy
-from rgalign_rl.ranker.queries import query_embeddings, query_text_dims
+from rgalign_rl.ranker.queries import query_embeddings
 from rgalign_rl.ranker.train import train_ranker, TrainConfig
 world = load_world(sys.argv[1]); out = sys.argv[2]
 epochs, lr, pairs = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]); bs = int(sys.argv[6]) if len(sys.argv) > 6 else 32

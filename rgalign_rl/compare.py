@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from . import dist
-from .align.loop import ClosedLoop, scores_file
+from .align.evaluate import scores_file
+from .align.loop import ClosedLoop
 from .align.loop_config import LoopConfig, loop_config
 from .config import from_dict, load_yaml
 from .metrics import bootstrap_weights, paired_difference

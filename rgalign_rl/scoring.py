@@ -68,7 +68,7 @@ class FrozenRankerScorer:
         self.data = RankerData(world, self.encoder, None)
         self.text_emb = self.model.text_emb  # the intents' text vectors (any ranker class keeps them)
         self.query_source, self.query_mode = self.meta.get("queries", "none"), self.meta.get("query_mode", "text")
-        self._reasoner = None
+        self._reasoner = self._cache = None
         # targets are computed per request on first use and kept: an evaluation reads 3k valid rows, and a
         # request's k nearest neighbours among ~36k training requests are most of a target's cost
         self._target = torch.zeros(len(world.samples), world.candidates[0].shape[1])
@@ -167,11 +167,22 @@ class FrozenRankerScorer:
             return None
         if not self.query_source.startswith("reasoner:") or self.query_mode == "text":
             return torch.from_numpy(text)
-        from .reasoner.model import last_token_embedding, serving_reasoner
+        from .reasoner.model import EmbeddingCache, last_token_embedding, serving_reasoner
 
-        if self._reasoner is None:  # the frozen snapshot the ranker was trained with
-            self._reasoner = serving_reasoner(self.query_source.split(":", 1)[1])
-        last = last_token_embedding(*self._reasoner, prompts, queries)
+        path = self.query_source.split(":", 1)[1]
+        if self._cache is None:  # the frozen snapshot the ranker was trained with, and its embedding cache
+            self._reasoner, self._cache = serving_reasoner(path), EmbeddingCache(path)
+        # read-only (a reward runs on each rank alone, EmbeddingCache.embed is collective): what an evaluation
+        # has just embedded for its test metrics (its valid queries) is not embedded again for its valid reward
+        self._cache.refresh()
+        table = self._cache.table
+        keys = [EmbeddingCache.key(p, q) for p, q in zip(prompts, queries)]
+        todo = [i for i, k in enumerate(keys) if k not in table]
+        # a row's state does not depend on its batch (last_token_embedding): the same numbers either way
+        new = dict(zip(todo, last_token_embedding(*self._reasoner, [prompts[i] for i in todo],
+                                                  [queries[i] for i in todo]))) if todo else {}
+        vecs = [new[i] if i in new else table[k] for i, k in enumerate(keys)]
+        last = np.stack(vecs).astype(np.float32) if vecs else last_token_embedding(*self._reasoner, [], [])
         return torch.from_numpy(last if self.query_mode == "last_token" else np.concatenate([last, text], 1))
 
     @torch.no_grad()

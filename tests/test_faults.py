@@ -1,7 +1,7 @@
 """Faults: a stage without DPO pairs, with a non-finite loss, or with a collapsed sampler rolls back to its
 starting reasoner with the reason (step or sample ids) and the loop goes on, or stops as eval.on_fault says;
-a run SIGKILLed inside the warm start, during Best-of-N scoring or during calibration resumes to the same
-metrics as an uninterrupted run."""
+a run SIGKILLed during Best-of-N scoring, inside a trainer, inside DPO or during calibration resumes to the
+same metrics as an uninterrupted run."""
 import json
 import os
 import shutil
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import CONFIG
+from conftest import CONFIG, PREFIX, copy_run
 from rgalign_rl.compare import SHARED
 from rgalign_rl.faults import StageFault
 from rgalign_rl.run import run
@@ -66,27 +66,28 @@ def _state(out):
     return json.loads((out / "state.json").read_text())["done"]
 
 
-@pytest.mark.slow(seconds=105)
+@pytest.mark.slow(seconds=70)
 def test_killed_at_every_point_then_resumed_gives_the_same_metrics(one_process_run, tiny_world, tmp_path):
-    """One run SIGKILLed five times, at each place a user's job can die, and resumed each time: inside the warm
-    start's trainer (right after a checkpoint), in the control's calibration, during Best-of-N scoring, inside
+    """One run SIGKILLed four times, at each place a user's job can die, and resumed each time: during Best-of-N
+    scoring, inside RG-SFT's trainer (right after a checkpoint; the warm start's is the same SFT trainer), inside
     DPO (from outside, at its first checkpoint), and in the final calibration. It ends with the metrics of the
-    uninterrupted run, to the last digit."""
-    out = tmp_path / "run"
+    uninterrupted run, to the last digit. It starts from that run's stages up to the control (copy_run): every
+    stage after them is trained here."""
+    out = copy_run(one_process_run[0], tmp_path / "run", keep=PREFIX)
     cmd = [sys.executable, "-m", "rgalign_rl.cli", "run", "--config", CONFIG, "--world", str(tiny_world),
-           "--out", str(out), "best_of_n.score_batch=400"]  # scoring in several batches: killed between two
+           "--out", str(out), "--resume", "best_of_n.score_batch=400"]  # scoring in several batches: killed between two
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
-    def killed_at(point, resume, done_before, not_done):
-        r = subprocess.run(cmd + resume, env={**env, "RGALIGN_KILL_AT": point}, capture_output=True, text=True)
+    def killed_at(point, done_before, not_done):
+        r = subprocess.run(cmd, env={**env, "RGALIGN_KILL_AT": point}, capture_output=True, text=True)
         assert r.returncode == -signal.SIGKILL, (point, r.stderr[-2000:])
         state = _state(out)
         assert done_before in state and not_done not in state, (point, list(state))
 
-    killed_at("trainer.saved", [], "headroom", "reasoner_warm")
-    killed_at("calibrate.trained", ["--resume"], "qe_rec", "control")
-    killed_at("best_of_n.scoring", ["--resume"], "control", "round1/rg_sft")
-    proc = subprocess.Popen(cmd + ["--resume"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    killed_at("best_of_n.scoring", "control", "round1/rg_sft")
+    killed_at("trainer.saved", "control", "round1/rg_sft")
+    assert any((c / "trainer_state.json").exists() for c in (out / "round1" / "rg_sft.trainer").glob("checkpoint-*"))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # inside DPO: killed from outside at its first checkpoint
     ckpt, deadline = out / "round1" / "dpo.trainer", time.time() + 600
     while time.time() < deadline and proc.poll() is None:
@@ -97,8 +98,8 @@ def test_killed_at_every_point_then_resumed_gives_the_same_metrics(one_process_r
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert "round1/rg_sft" in _state(out) and "round1/dpo" not in _state(out)
-    killed_at("calibrate.trained", ["--resume"], "round1/rg_cl", "round1/calibrate")
-    resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True)
+    killed_at("calibrate.trained", "round1/rg_cl", "round1/calibrate")
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "done earlier, skipped" in resumed.stdout
     got = json.loads((out / "metrics.json").read_text())["stages"]

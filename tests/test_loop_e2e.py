@@ -90,13 +90,15 @@ def test_run_writes_metrics_report_plots_and_logs(dpo_run, tiny_world):
         run(CONFIG, str(tiny_world), str(out), log=quiet)
 
 
-@pytest.mark.slow(seconds=150)
+@pytest.mark.slow(seconds=90)
 def test_compare_two_aligners_from_one_rg_sft_checkpoint_on_each_seeds_own_world(tmp_path):
     """`rgalign compare` without --world: each seed generates its own world; per seed, both aligners start from
     the same RG-SFT checkpoint, see the same QE-Rec and share one control; the verdict pairs over each seed's users."""
     out = tmp_path / "cmp"
-    # a shorter warm start (2 epochs, not 6): this test is about what compare shares and pairs, not what it learns
-    summary = compare(CONFIG, ["dpo", "ppo"], [0, 1], str(out), None, overrides=["reasoner.warm.epochs=2"], log=quiet)
+    # half the tiny world's requests and a shorter warm start (2 epochs, not 6): this test is about what compare
+    # shares and pairs, not what it learns
+    summary = compare(CONFIG, ["dpo", "ppo"], [0, 1], str(out), None,
+                      overrides=["reasoner.warm.epochs=2", "shopsim.requests_per_user=2.5"], log=quiet)
     assert set(summary["algos"]) == {"dpo", "ppo"} and summary["reward_budget"] == 240
     worlds = summary["worlds"]
     assert set(worlds) == {0, 1} and worlds[0] != worlds[1]

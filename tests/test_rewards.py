@@ -160,3 +160,36 @@ def test_every_reward_drives_trl_grpo_for_two_steps(scorer, tiny_reasoner, tmp_p
     trainer.train()
     logged = [h for h in trainer.state.log_history if f"rewards/{name}/mean" in h]
     assert len(logged) == 2 and all(np.isfinite(h[f"rewards/{name}/mean"]) for h in logged)
+
+
+def test_queries_the_snapshot_cache_holds_are_read_not_embedded_again_and_score_the_same(one_process_run, tiny_world,
+                                                                                        tmp_path, monkeypatch):
+    """A QE-Rec on the reasoner's last-token states: the reward embeds each query with that reasoner snapshot. What
+    an evaluation has already embedded (EmbeddingCache, on disk) is read, also when written after the scorer was
+    built, and gives the same distribution bit for bit; only the rest is embedded."""
+    import json
+
+    import torch
+
+    import rgalign_rl.reasoner.model as reasoner_model
+    from rgalign_rl.reasoner.model import EmbeddingCache, serving_reasoner
+    from rgalign_rl.reasoner.prompt import build_prompts
+
+    monkeypatch.setenv("RGALIGN_CACHE", str(tmp_path / "cache"))  # an empty cache
+    ranker_dir = json.loads((one_process_run[0] / "state.json").read_text())["done"]["qe_rec"]["path"]
+    world = load_world(tiny_world)
+    scorer = FrozenRankerScorer(world, ranker_dir, ScorerConfig(neighbours=10))
+    snapshot = scorer.query_source.split(":", 1)[1]
+    model, tok = serving_reasoner(snapshot)
+    idx = world.indices("valid")[:40]
+    prompts = build_prompts(world, idx, tok)
+    queries = [world.intents[i % len(world.intents)]["text"] for i in range(len(idx))]
+    embedded = []
+    real = reasoner_model.last_token_embedding
+    monkeypatch.setattr(reasoner_model, "last_token_embedding",
+                        lambda m, t, p, q, **kw: embedded.append(len(p)) or real(m, t, p, q, **kw))
+    before = scorer.distribution(idx, prompts, queries)
+    EmbeddingCache(snapshot).embed(model, tok, prompts[::2], queries[::2])  # as an evaluation writes them
+    after = scorer.distribution(idx, prompts, queries)
+    assert embedded == [40, 20, 20]  # all; the evaluation's half; the half the cache lacks
+    assert torch.equal(before, after)

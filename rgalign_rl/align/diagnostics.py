@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ..metrics import bootstrap_weights, paired_difference, user_stats
-from ..reasoner.tokens import padded, positions, prompt_ids
+from ..reasoner.prefix import HeadCaches, batch_inputs, plan
+from ..reasoner.tokens import positions, prompt_ids
 from ..text_encoder import encode_texts
 from .ppo import response_mask, token_logprobs
 
@@ -137,22 +138,29 @@ def degenerate_share(queries: list[str]) -> float:
 @torch.no_grad()
 def sampled_kl(model, ref, tok, prompts: list[str], max_new_tokens: int = 16, batch_size: int = 256,
                seed: int = 0) -> float:
-    """Monte-Carlo KL(policy || ref) per sequence on completions sampled from the policy."""
+    """Monte-Carlo KL(policy || ref) per sequence on completions sampled from the policy. Batched as
+    :func:`generate_queries` batches (``prefix.plan``): the prompts' shared head is computed once per model and
+    each row pays for its own tail, in the sampling and in both scorings (~4x less for SmolLM2's prompts)."""
     torch.manual_seed(seed)
+    ids = prompt_ids(tok, prompts)
+    heads = {id(m): HeadCaches(m) for m in (model, ref)}
     total = []
-    for i in range(0, len(prompts), batch_size):
-        x, attn = padded(prompt_ids(tok, prompts[i : i + batch_size]), tok.pad_token_id, "left", model.device)
-        enc = {"input_ids": x, "attention_mask": attn}
-        seq = model.generate(**enc, do_sample=True, top_k=0, max_new_tokens=max_new_tokens, synced_gpus=False,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        P = enc["input_ids"].shape[1]
-        resp = seq[:, P:]
+    for b in plan(tok, prompts, ids, batch_size):
+        x, mask = batch_inputs(b, ids, tok.pad_token_id, model.device)
+        n = len(b.head)
+
+        def head(m):
+            return heads[id(m)].for_batch(b.head, len(b.rows)) if n else {}
+
+        seq = model.generate(input_ids=x, attention_mask=mask, do_sample=True, top_k=0, max_new_tokens=max_new_tokens,
+                             synced_gpus=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **head(model))
+        resp = seq[:, x.shape[1]:]
         rmask = response_mask(resp, tok.eos_token_id)
-        attn = torch.cat([enc["attention_mask"], rmask.long()], 1)
+        attn = torch.cat([mask, rmask.long()], 1)
         # logits of the response positions only (logits_to_keep): [B, T+1, vocab] instead of [B, P+T, vocab],
         # ~30x less at SmolLM2's ~510-token prompts, and what makes a 152k vocabulary fit (memory_plan.py)
         keep = resp.shape[1] + 1
-        lp, lr = (token_logprobs(m(input_ids=seq, attention_mask=attn, position_ids=positions(attn),
-                                   logits_to_keep=keep).logits[:, :-1], resp) for m in (model, ref))
+        lp, lr = (token_logprobs(m(input_ids=seq[:, n:], attention_mask=attn, position_ids=positions(attn)[:, n:],
+                                   logits_to_keep=keep, **head(m)).logits[:, :-1], resp) for m in (model, ref))
         total.append(((lp - lr) * rmask).sum(1).cpu())
     return float(torch.cat(total).mean()) if total else 0.0

@@ -35,7 +35,7 @@ from ..world import World
 from .aligners import ALIGNERS
 from .best_of_n import collect_candidates, score_candidates, select_winners, winner_pairs
 from .calibrate import calibrate
-from .evaluate import Evaluation, _record, scores_file  # noqa: F401  (scores_file: bench scripts import it here)
+from .evaluate import Evaluation, _record
 from .loop_config import LoopConfig
 from .rg_cl import run_rg_cl
 

@@ -212,10 +212,16 @@ class EmbeddingCache:
     def __init__(self, model_path: str | Path):
         self.dir = cache_dir() / "last_token" / (fingerprint(model_path) + serve_tag())
         self.table: dict[str, np.ndarray] = {}
+        self._read: set[str] = set()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Reads the shards written since the last read (by this process or another)."""
         # not the hidden ".NAME.tmp.npz" of a write in flight (or killed): pathlib's glob matches hidden names
-        for shard in sorted(f for f in self.dir.glob("*.npz") if not f.name.startswith(".")):
+        for shard in sorted(f for f in self.dir.glob("*.npz") if not f.name.startswith(".") and f.name not in self._read):
             with np.load(shard) as z:
                 self.table.update(zip(z["keys"].tolist(), z["vectors"]))
+            self._read.add(shard.name)
 
     @staticmethod
     def key(prompt: str, query: str) -> str:
@@ -237,5 +243,6 @@ class EmbeddingCache:
                 tmp = self.dir / f".{name}.tmp.npz"
                 np.savez(tmp, keys=np.array(new_keys), vectors=vecs)
                 tmp.replace(self.dir / f"{name}.npz")
+                self._read.add(f"{name}.npz")
             dist.barrier()
         return np.stack([self.table[k] for k in keys]).astype(np.float32)

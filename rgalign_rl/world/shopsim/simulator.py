@@ -184,7 +184,7 @@ class ShopSim:
         return ok
 
     def _requests(self, cols, user, user_bias, need, segment):
-        cfg, r, K = self.cfg, self.rng, self.K
+        cfg, r = self.cfg, self.rng
         N = len(user)
         hour = cols["hour_of_day"]
         ts = EPOCH + cols["day"] * 86400 + hour * 3600 + r.integers(0, 3600, N)
