@@ -125,6 +125,25 @@ def test_a_shared_head_computed_once_gives_the_numbers_of_whole_prompts(tokenize
         assert np.array_equal(last_token_embedding(model, tok, [prompts[k]], [queries[k]])[0], reused[k])
         assert generate_queries(model, tok, [prompts[k]], max_new_tokens=6)[0] == greedy[k]
 
+    # the evaluation's sampled KL samples and scores through the head cache too: one prompt is one batch either
+    # way, so the same seed draws the same completions, and the KL must be the whole prompt's
+    import copy
+
+    from rgalign_rl.align.diagnostics import sampled_kl
+
+    torch.manual_seed(0)
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    kl = [sampled_kl(model, ref, tok, prompts[k : k + 1], 6, seed=k) for k in (0, 17)]
+    prefix.REUSE_HEADS = False
+    try:
+        kl_whole = [sampled_kl(model, ref, tok, prompts[k : k + 1], 6, seed=k) for k in (0, 17)]
+    finally:
+        prefix.REUSE_HEADS = True
+    assert any(abs(x) > 1e-3 for x in kl) and kl == pytest.approx(kl_whole, abs=1e-4)  # not trivially equal
+
 
 def test_prompt_ids_are_tokenised_once_per_tokenizer_and_never_shared_between_tokenizers(tokenizer_kind, tmp_path):
     from rgalign_rl.reasoner import tokens
