@@ -167,22 +167,13 @@ class FrozenRankerScorer:
             return None
         if not self.query_source.startswith("reasoner:") or self.query_mode == "text":
             return torch.from_numpy(text)
-        from .reasoner.model import EmbeddingCache, last_token_embedding, serving_reasoner
+        from .reasoner.model import EmbeddingCache, serving_reasoner
 
         path = self.query_source.split(":", 1)[1]
         if self._cache is None:  # the frozen snapshot the ranker was trained with, and its embedding cache
             self._reasoner, self._cache = serving_reasoner(path), EmbeddingCache(path)
-        # read-only (a reward runs on each rank alone, EmbeddingCache.embed is collective): what an evaluation
-        # has just embedded for its test metrics (its valid queries) is not embedded again for its valid reward
-        self._cache.refresh()
-        table = self._cache.table
-        keys = [EmbeddingCache.key(p, q) for p, q in zip(prompts, queries)]
-        todo = [i for i, k in enumerate(keys) if k not in table]
-        # a row's state does not depend on its batch (last_token_embedding): the same numbers either way
-        new = dict(zip(todo, last_token_embedding(*self._reasoner, [prompts[i] for i in todo],
-                                                  [queries[i] for i in todo]))) if todo else {}
-        vecs = [new[i] if i in new else table[k] for i, k in enumerate(keys)]
-        last = np.stack(vecs).astype(np.float32) if vecs else last_token_embedding(*self._reasoner, [], [])
+        # what an evaluation has just embedded for its test metrics (its valid queries) is read, not embedded again
+        last = self._cache.read(*self._reasoner, prompts, queries)
         return torch.from_numpy(last if self.query_mode == "last_token" else np.concatenate([last, text], 1))
 
     @torch.no_grad()

@@ -227,6 +227,19 @@ class EmbeddingCache:
     def key(prompt: str, query: str) -> str:
         return hashlib.sha1((prompt + "\x00" + query).encode()).hexdigest()
 
+    def read(self, model, tok, prompts: list[str], queries: list[str]) -> np.ndarray:
+        """:meth:`embed`'s numbers on one process alone (a reward runs on each rank by itself): what the cache
+        holds (shards written since the last read included) is read, the rest embedded here and not written. A
+        row's state does not depend on its batch (:func:`last_token_embedding`): the same numbers either way."""
+        self.refresh()
+        keys = [self.key(p, q) for p, q in zip(prompts, queries)]
+        todo = [i for i, k in enumerate(keys) if k not in self.table]
+        new = dict(zip(todo, last_token_embedding(model, tok, [prompts[i] for i in todo],
+                                                  [queries[i] for i in todo]))) if todo else {}
+        if not keys:
+            return last_token_embedding(model, tok, [], [])
+        return np.stack([new[i] if i in new else self.table[k] for i, k in enumerate(keys)]).astype(np.float32)
+
     def embed(self, model, tok, prompts: list[str], queries: list[str]) -> np.ndarray:
         keys = [self.key(p, q) for p, q in zip(prompts, queries)]
         todo = sorted({k: i for i, k in enumerate(keys) if k not in self.table}.items())
