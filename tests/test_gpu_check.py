@@ -79,7 +79,8 @@ def test_gpu_smoke_dry_run_on_cpu(tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(out / "acc3.yaml"), "--main_process_port", "29702",
            "-m", "rgalign_rl.cli", "run", "--config", "recipes/configs/shopsim_tiny.yaml", "--world", str(out / "world"),
            "--out", str(first), "--resume", "--until", "round1/ppo", "align.algorithm=ppo", "align.ppo.lora=true",
-           "align.ppo.rollouts=1", "dist_timeout_s=120", "log.progress=false"]  # one rollout: that it runs, not what
+           "align.reward_budget=8", "dist_timeout_s=120", "log.progress=false"]  # one rollout (the budget sets PPO's
+    # rollouts: budget // batch_size): that it runs, not what it learns
     r = subprocess.run(cmd, capture_output=True, text=True, env={**env, "RGALIGN_CACHE": str(out / "cache")}, cwd=ROOT,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -5,6 +5,7 @@ computed by a frozen snapshot; embeddings are cached on disk per (model fingerpr
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import weakref
 from pathlib import Path
@@ -19,13 +20,30 @@ from .prefix import HeadCaches, batch_inputs, plan
 from .tokens import positions, prompt_ids, sequence_ids
 
 
+def _stamp(path: Path, pattern: str) -> tuple:
+    """What a file-derived memo is keyed by: the folder and each matching file's name, size and mtime (a
+    snapshot is written whole to a temp folder and renamed into place, so a new one has new stamps)."""
+    return (str(path.resolve()),) + tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                                          for f in sorted(path.glob(pattern)))
+
+
+_TOKENIZERS: dict = {}
+
+
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
+    """The folder's tokenizer, pad token set. Loaded once per process and handed out as copies (a caller may
+    change its copy): an LLM's tokenizer takes ~0.4 s to load, a copy ~0.1 s, and a stage asks several times."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
+    key = (_stamp(Path(path), "*"), trust_remote_code)
+    tok = _TOKENIZERS.get(key)
+    if tok is None:
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        _TOKENIZERS.clear()  # the newest only: a run moves from snapshot to snapshot
+        _TOKENIZERS[key] = tok
+    return copy.deepcopy(tok)
 
 
 def load_reasoner(path: str | Path, trust_remote_code: bool = False, dtype=torch.float32):
@@ -60,15 +78,22 @@ def serving_reasoner(path: str | Path):
     return model, tok
 
 
+_FINGERPRINTS: dict = {}
+
+
 def fingerprint(path: str | Path) -> str:
-    """A content hash of a saved model's weights (so a cache never mixes two snapshots)."""
-    h = hashlib.sha1()
-    for f in sorted(Path(path).glob("*.safetensors")):
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
+    """A content hash of a saved model's weights (so a cache never mixes two snapshots). Hashed once per
+    process and snapshot: every embedding or reward call asks, and an 8B model is 16 GB to read."""
+    key = _stamp(Path(path), "*.safetensors")
+    if key not in _FINGERPRINTS:
+        h = hashlib.sha1()
+        for f in sorted(Path(path).glob("*.safetensors")):
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(chunk)
+        _FINGERPRINTS[key] = h.hexdigest()[:16]
+    return _FINGERPRINTS[key]
 
 
 class TopKSampler:

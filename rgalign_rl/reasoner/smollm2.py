@@ -8,6 +8,7 @@ after which it loads like any local HF model.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from ..text_encoder import cache_dir
@@ -27,8 +28,9 @@ def gguf_file() -> Path:
 
 
 def smollm2_path() -> Path:
-    """A local HF folder with SmolLM2-135M-Instruct, converted on first use."""
-    out = cache_dir() / "smollm2-135m-instruct"
+    """A local HF folder with SmolLM2-135M-Instruct, converted on first use (~40 s on one CPU: transformers
+    parses the GGUF twice, for the weights and the tokenizer) into ``$RGALIGN_MODELS`` if set, else the cache."""
+    out = Path(os.environ.get("RGALIGN_MODELS") or cache_dir()) / "smollm2-135m-instruct"
     if (out / "config.json").exists():
         return out
     import torch
