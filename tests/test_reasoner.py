@@ -161,3 +161,30 @@ def test_a_snapshot_that_only_serves_is_one_copy_while_held_and_reloaded_when_re
     del a, b
     gc.collect()
     assert len(reasoner_model._SERVING) == n - 1  # the first copy, held by nobody now, is gone
+
+
+def test_fingerprints_and_tokenizers_are_memoised_per_snapshot_and_follow_a_rewrite(tiny_reasoner, tmp_path):
+    """fingerprint() hashes a snapshot's weights once per process and load_tokenizer() loads once, but a folder
+    written again at the same path (new weights) gets a new fingerprint, and each caller gets its own tokenizer."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from rgalign_rl.reasoner import model as reasoner_model
+    from rgalign_rl.reasoner.model import fingerprint, load_tokenizer
+
+    snap = tmp_path / "snap"
+    shutil.copytree(tiny_reasoner, snap, copy_function=shutil.copy)
+    first = fingerprint(snap)
+    assert fingerprint(str(snap)) == first and len([k for k in reasoner_model._FINGERPRINTS if str(snap) in k[0]]) == 1
+    weights = load_file(str(snap / "model.safetensors"))
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1.0
+    save_file(weights, str(snap / "model.safetensors"), metadata={"format": "pt"})
+    assert fingerprint(snap) != first  # same path and file name, new weights
+
+    a, b = load_tokenizer(snap), load_tokenizer(snap)
+    assert a is not b and a.pad_token is not None
+    a.pad_token = a.unk_token or a.eos_token
+    a.padding_side = "left" if b.padding_side == "right" else "right"
+    assert load_tokenizer(snap).padding_side == b.padding_side  # a caller's change stays in its copy
