@@ -96,7 +96,7 @@ SECONDS=0
 timeout --kill-after=20 "$LIMIT" "$PY" -m accelerate.commands.launch --config_file "$OUT/acc3.yaml" --num_processes "$NPROC" \
   --main_process_port "$PORT" -m rgalign_rl.cli compare --config recipes/configs/shopsim_tiny.yaml \
   --world "$OUT/world" --algos dpo,ppo --seeds 0 --out "$CMP" align.dpo.lora=true align.ppo.lora=true \
-  reasoner.warm.epochs=1 dist_timeout_s=300 log.progress=false "${DRY_ARGS[@]}" >"$OUT/launch.log" 2>&1
+  reasoner.warm.epochs=1 dist_timeout_s=300 log.progress=false ${DRY_ARGS[@]+"${DRY_ARGS[@]}"} >"$OUT/launch.log" 2>&1
 rc=$?
 launch_s=$SECONDS
 if [ $rc != 0 ]; then

@@ -18,8 +18,9 @@ if _WORKER:
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 THREADS = len(os.sched_getaffinity(0))  # torch threads for a job started by this test process
 os.environ.setdefault("RGALIGN_CACHE", tempfile.mkdtemp(prefix="rgalign-test-cache-"))  # no shared state
-if os.access(sys.prefix, os.W_OK):  # but SmolLM2's conversion (~40 s) depends only on the installed packages:
-    os.environ.setdefault("RGALIGN_MODELS", os.path.join(sys.prefix, "rgalign-models"))  # the venv is its key
+# ... except SmolLM2's GGUF conversion (~40 s), which depends only on the installed packages: the venv keeps it
+if sys.prefix != sys.base_prefix and os.access(sys.prefix, os.W_OK):
+    os.environ.setdefault("RGALIGN_MODELS", os.path.join(sys.prefix, "rgalign-models"))
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

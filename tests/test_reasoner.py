@@ -166,6 +166,7 @@ def test_a_snapshot_that_only_serves_is_one_copy_while_held_and_reloaded_when_re
 def test_fingerprints_and_tokenizers_are_memoised_per_snapshot_and_follow_a_rewrite(tiny_reasoner, tmp_path):
     """fingerprint() hashes a snapshot's weights once per process and load_tokenizer() loads once, but a folder
     written again at the same path (new weights) gets a new fingerprint, and each caller gets its own tokenizer."""
+    import os
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -180,7 +181,8 @@ def test_fingerprints_and_tokenizers_are_memoised_per_snapshot_and_follow_a_rewr
     weights = load_file(str(snap / "model.safetensors"))
     name = next(iter(weights))
     weights[name] = weights[name] + 1.0
-    save_file(weights, str(snap / "model.safetensors"), metadata={"format": "pt"})
+    save_file(weights, str(tmp_path / "new.safetensors"), metadata={"format": "pt"})
+    os.replace(tmp_path / "new.safetensors", snap / "model.safetensors")  # as atomic_dir writes a snapshot
     assert fingerprint(snap) != first  # same path and file name, new weights
 
     a, b = load_tokenizer(snap), load_tokenizer(snap)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import weakref
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +22,23 @@ from .tokens import positions, prompt_ids, sequence_ids
 
 
 def _stamp(path: Path, pattern: str) -> tuple:
-    """What a file-derived memo is keyed by: the folder and each matching file's name, size and mtime (a
-    snapshot is written whole to a temp folder and renamed into place, so a new one has new stamps)."""
-    return (str(path.resolve()),) + tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns)
-                                          for f in sorted(path.glob(pattern)))
+    """What a file-derived memo is keyed by: the folder and each matching file's name, inode, size, mtime and
+    ctime. A snapshot is written whole to a temp folder and renamed into place (``atomic_dir``), so a rewrite
+    at the same path has new inodes even where two writes fall in one timestamp tick."""
+    def one(f: Path) -> tuple:
+        st = f.stat()
+        return f.name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+    return (str(path.resolve()),) + tuple(one(f) for f in sorted(path.glob(pattern)))
 
 
-_TOKENIZERS: dict = {}
+_TOKENIZERS: "OrderedDict[tuple, object]" = OrderedDict()
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
-    """The folder's tokenizer, pad token set. Loaded once per process and handed out as copies (a caller may
-    change its copy): an LLM's tokenizer takes ~0.4 s to load, a copy ~0.1 s, and a stage asks several times."""
+    """The folder's tokenizer, pad token set. Loaded once per process (the 4 latest snapshots: an evaluation
+    reads two) and handed out as copies, as a caller may change its own: an LLM's tokenizer takes ~0.4 s to
+    load, a copy ~0.1 s, and a stage asks several times."""
     from transformers import AutoTokenizer
 
     key = (_stamp(Path(path), "*"), trust_remote_code)
@@ -41,9 +47,15 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        _TOKENIZERS.clear()  # the newest only: a run moves from snapshot to snapshot
         _TOKENIZERS[key] = tok
-    return copy.deepcopy(tok)
+        while len(_TOKENIZERS) > 4:
+            _TOKENIZERS.popitem(last=False)
+    _TOKENIZERS.move_to_end(key)
+    try:
+        return copy.deepcopy(tok)
+    except Exception:  # noqa: BLE001 - a (remote-code) tokenizer that cannot be copied: this caller gets the
+        _TOKENIZERS.pop(key)  # loaded one, and the next caller loads it again
+        return tok
 
 
 def load_reasoner(path: str | Path, trust_remote_code: bool = False, dtype=torch.float32):

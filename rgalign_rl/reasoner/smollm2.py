@@ -7,6 +7,7 @@ after which it loads like any local HF model.
 """
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 from pathlib import Path
@@ -33,6 +34,15 @@ def smollm2_path() -> Path:
     out = Path(os.environ.get("RGALIGN_MODELS") or cache_dir()) / "smollm2-135m-instruct"
     if (out / "config.json").exists():
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / ".smollm2.lock", "w") as lock:  # processes sharing the folder convert it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "config.json").exists():
+            _convert(out)
+    return out
+
+
+def _convert(out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
@@ -50,7 +60,6 @@ def smollm2_path() -> Path:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-    return out
 
 
 PRESETS = {"smollm2": smollm2_path}
