@@ -35,12 +35,11 @@ lock: $(STAMP)
 
 # The closed loop on the embedded ShopSim world, small size (5,500 users, ~27k requests: half the default, so
 # every stage costs about half; the table keeps every row, CI, the control, headroom and oracle) with CPU caps on
-# the reasoner's stages (warm start on 10k teacher rows, RG-SFT over 4k training requests) and on calibration
-# (the final's and the control's alike: 4k training requests re-generated); the two-tower and QE-Rec train on
-# every training request. Its wall time on 2 CPU cores (AVX2) is in BENCHMARKS.md (RG-SFT and calibration were on
-# 6k: a fresh clone took 604-643 s with a warm ~/.cache/rgalign_rl). It prints the results table and the path of
-# runs/demo/report.md; run it again after an interruption to resume.
-DEMO_CAPS = shopsim.size=small reasoner.warm.max_pairs=10000 best_of_n.max_requests=4000 ranker.calib_max_requests=4000
+# the reasoner's stages (warm start on 10k teacher rows, RG-SFT over 6k training requests) and on calibration
+# (the final's and the control's alike: 6k training requests re-generated); the two-tower and QE-Rec train on
+# every training request. Its wall time on 2 CPU cores (AVX2) is in BENCHMARKS.md. It prints the results table
+# and the path of runs/demo/report.md; run it again after an interruption to resume.
+DEMO_CAPS = shopsim.size=small reasoner.warm.max_pairs=10000 best_of_n.max_requests=6000 ranker.calib_max_requests=6000
 demo: $(STAMP)
 	$(BIN)/rgalign run --config recipes/configs/shopsim.yaml --out runs/demo --seed 0 $(DEMO_CAPS) $(if $(wildcard runs/demo/state.json),--resume,)
 
