@@ -79,9 +79,7 @@ def serving_reasoner(path: str | Path):
     same snapshot, a stage's sampler and its evaluation share it (an 8B reasoner's copy is 15 GB)."""
     from ..devices import serve_dtype
 
-    # a folder rewritten since (a new run in this process) is loaded again
-    files = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(Path(path).glob("*.safetensors")))
-    key = (str(Path(path).resolve()), str(serve_dtype()), files)
+    key = (_stamp(Path(path), "*.safetensors"), str(serve_dtype()))  # a folder rewritten since is loaded again
     model = _SERVING.get(key)
     if model is not None:
         return model, load_tokenizer(path)
@@ -99,9 +97,9 @@ def fingerprint(path: str | Path) -> str:
     key = _stamp(Path(path), "*.safetensors")
     if key not in _FINGERPRINTS:
         h = hashlib.sha1()
-        for f in sorted(Path(path).glob("*.safetensors")):
-            h.update(f.name.encode())
-            with open(f, "rb") as fh:
+        for name, *_ in key[1:]:  # the files the key stamped
+            h.update(name.encode())
+            with open(Path(path) / name, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 22), b""):
                     h.update(chunk)
         _FINGERPRINTS[key] = h.hexdigest()[:16]
