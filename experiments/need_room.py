@@ -19,23 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rgalign_rl.align.diagnostics import need_hits, need_intents  # noqa: E402
-from rgalign_rl.ranker.train import RankerData, load_ranker, score  # noqa: E402
+from rgalign_rl.align.diagnostics import need_hits, need_ranks  # noqa: E402
+from rgalign_rl.align.evaluate import scores_file  # noqa: E402
 from rgalign_rl.reasoner.queries import reasoner_queries  # noqa: E402
 from rgalign_rl.world import load_world  # noqa: E402
-
-
-def need_ranks(world, run: Path, idx: np.ndarray) -> np.ndarray:
-    """[n] the two-tower's rank (1 = first) of each request's true-need intent among its candidates; 0 where the
-    need's intent is not a candidate."""
-    tt, enc, _ = load_ranker(run / "two_tower")
-    s = score(tt, RankerData(world, enc), idx)
-    pos = {it["intent_id"]: j for j, it in enumerate(world.intents)}
-    need = np.array([pos.get(x, -1) for x in need_intents(world)[idx]])
-    cand, mask = np.maximum(world.candidates[0][idx], 0), world.candidates[1][idx]
-    is_need = (cand == need[:, None]) & mask
-    rank = ((s > (s * is_need).sum(1, keepdims=True)) & mask).sum(1) + 1
-    return np.where(is_need.any(1), rank, 0)
 
 
 def main() -> None:
@@ -44,7 +31,7 @@ def main() -> None:
     world = load_world(json.loads((run / "metrics.json").read_text())["world"])
     done = json.loads((run / "state.json").read_text())["done"]
     test = world.indices("test")
-    rank = need_ranks(world, run, test)
+    rank = need_ranks(world, test, np.load(scores_file(run, "two_tower")))  # the two-tower's kept test scores
     groups = [("ranked 1st by the two-tower", rank == 1), ("ranked 2nd-3rd", (rank > 1) & (rank <= 3)),
               ("ranked 4th or lower", rank > 3), ("not a candidate", rank == 0)]
     warm = need_hits(world, test, reasoner_queries(world, done["reasoner_warm"]["path"], test)[1])

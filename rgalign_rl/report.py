@@ -273,6 +273,9 @@ def write_run_report(out: str | Path, metrics: dict, command: str) -> Path:
              "read against (QE-Rec; final also the control; QE-Rec and headroom the two-tower), zero line marked; "
              "hollow markers: the stage kept its start. Below, the levels with their unpaired CIs, for scale: these "
              "overlap even where the paired differences are clear.", "", "## The reasoner at each stage", "",
+             "Need accuracy: the share of test queries whose nearest need phrase is the request's true need; \"where "
+             "the two-tower misses\": on the test requests whose need the two-tower does not rank first, the only ones "
+             "where naming it can still lift the ranking.", "",
              md_table(["stage", "valid reward", "need accuracy", "degenerate", "KL to ref", "rolled back", "wall s"],
                       [[r["name"], _f(r.get("valid_reward")), _need(r.get("need_accuracy")), _f(r.get("degenerate_share")),
                         _f(r.get("kl_to_ref")), str(r.get("rolled_back", "–")), _f(r.get("wall_s"), 1)]
@@ -342,8 +345,11 @@ def _f(v, digits: int = 4) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+_NEED_LABEL = {"two_tower_misses": "where the two-tower misses"}
+
+
 def _need(acc: dict | None) -> str:
     if not acc:
         return "–"
-    rest = ", ".join(f"{k} {100 * v:.1f}%" for k, v in acc.items() if k != "overall")
+    rest = ", ".join(f"{_NEED_LABEL.get(k, k)} {100 * v:.1f}%" for k, v in acc.items() if k != "overall")
     return f"{100 * acc['overall']:.1f}%" + (f" ({rest})" if rest else "")

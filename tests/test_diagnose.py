@@ -20,6 +20,36 @@ def diagnose_json(run) -> dict:
     return json.loads(buf.getvalue())
 
 
+def test_need_ranks_and_the_need_accuracy_where_the_two_tower_misses_by_hand(tiny_world):
+    """The rank of the true need's intent among a request's candidates, from scores set by hand: candidate c scores
+    -c, so the need ranks at its position + 1; lifted to the top it ranks 1; a request whose need is not among its
+    candidates gets 0. need_accuracy's "two_tower_misses" is the accuracy on the requests ranked below first."""
+    from rgalign_rl.align.diagnostics import need_accuracy, need_intents, need_ranks
+
+    world = load_world(tiny_world)
+    idx = world.indices("test")[:40]
+    cand, mask = world.candidates[0][idx], world.candidates[1][idx]
+    pos = {it["intent_id"]: j for j, it in enumerate(world.intents)}
+    need = np.array([pos[x] for x in need_intents(world)[idx]])
+    where = [np.flatnonzero((cand[r] == need[r]) & mask[r]) for r in range(len(idx))]
+    scores = np.tile(-np.arange(cand.shape[1], dtype=np.float32), (len(idx), 1))
+    expected = np.array([w[0] + 1 if len(w) else 0 for w in where])
+    np.testing.assert_array_equal(need_ranks(world, idx, scores), expected)
+    assert (expected > 1).any() and (expected == 1).any()  # the hand case covers both sides
+    top = scores.copy()
+    for r, w in enumerate(where):
+        if len(w):
+            top[r, w[0]] = 1.0
+    np.testing.assert_array_equal(need_ranks(world, idx, top), np.where(expected > 0, 1, 0))
+    needs = [world.oracle.needs_of(i)[0] for i in idx]
+    queries = [n if r % 2 else "zzz" for r, n in enumerate(needs)]  # every other query names its need exactly
+    room = expected > 1
+    acc = need_accuracy(world, idx, queries, room)
+    hit = np.arange(len(idx)) % 2 == 1
+    assert acc["overall"] == pytest.approx(hit.mean()) and acc["two_tower_misses"] == pytest.approx(hit[room].mean())
+    assert "two_tower_misses" not in need_accuracy(world, idx, queries)
+
+
 def test_request_auc_by_hand():
     scores = np.array([[0.9, 0.1, 0.5], [0.1, 0.9, 0.5], [0.3, 0.3, 0.0], [0.2, 0.1, 0.0], [0.5, 0.4, 0.9]])
     labels = np.array([[1, 0, 0], [1, 0, 0], [1, 0, 0], [0, 0, 0], [1, 0, 0]], float)

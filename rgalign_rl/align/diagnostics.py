@@ -42,7 +42,9 @@ def need_hits(world, indices, queries: list[str]) -> np.ndarray | None:
     return None if nearest is None else true_need_named(world, indices, nearest)
 
 
-def need_accuracy(world, indices, queries: list[str]) -> dict | None:
+def need_accuracy(world, indices, queries: list[str], room: np.ndarray | None = None) -> dict | None:
+    """{"overall", one per teacher-bias segment, and with ``room`` ([n] bool) "two_tower_misses": the accuracy on
+    those requests only (:func:`need_ranks` > 1: where a query naming the need can still lift it)}."""
     ok = need_hits(world, indices, queries)
     if ok is None:
         return None
@@ -50,7 +52,24 @@ def need_accuracy(world, indices, queries: list[str]) -> dict | None:
     out = {"overall": float(ok.mean())}
     for s in sorted(set(seg)):
         out[str(s)] = float(ok[seg == s].mean())
+    if room is not None and room.any():
+        out["two_tower_misses"] = float(ok[room].mean())
     return out
+
+
+def need_ranks(world, indices, scores: np.ndarray) -> np.ndarray:
+    """[n] the rank (1 = first; ties count against it) of each request's true-need intent among its candidates
+    under ``scores`` [n, C] (e.g. a stage's kept test scores); 0 where the need's intent is not a candidate or the
+    oracle names none. Alignment can only move the ranking where the two-tower's rank is above 1: naming a need
+    the two-tower already ranks first changes nothing a user sees (BENCHMARKS.md section 2, session 19)."""
+    indices = np.asarray(indices)
+    pos = {it["intent_id"]: j for j, it in enumerate(world.intents)}
+    need = np.array([pos.get(x, -1) for x in need_intents(world)[indices]])
+    cand, mask = world.candidates[0][indices], world.candidates[1][indices]
+    is_need = (cand == need[:, None]) & mask & (need[:, None] >= 0)
+    mine = np.where(is_need, scores, 0.0).sum(1, keepdims=True)
+    rank = ((scores >= mine) & mask & ~is_need).sum(1) + 1
+    return np.where(is_need.any(1), rank, 0)
 
 
 NEED_GROUPS = ("cold", "rare", "mid", "frequent")

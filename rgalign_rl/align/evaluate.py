@@ -24,7 +24,7 @@ from ..reasoner.model import serving_reasoner
 from ..reasoner.queries import embed_queries, reasoner_queries
 from ..scoring import FrozenRankerScorer
 from ..world.stats import split_user_stats
-from .diagnostics import degenerate_share, need_accuracy, need_group_cuts, sampled_kl, versus_by_group
+from .diagnostics import degenerate_share, need_accuracy, need_group_cuts, need_ranks, sampled_kl, versus_by_group
 
 
 def scores_file(run: str | Path, key: str) -> Path:
@@ -141,7 +141,7 @@ class Evaluation:
         out = {"metrics": self.test_metrics(scores, key), "valid_reward": valid_reward,
                "degenerate_share": degenerate_share(queries[nv:]),
                "degenerate_ids": [str(w.samples.sample_id[i]) for i, q in zip(self.test, queries[nv:]) if is_degenerate(q)][:5],
-               "need_accuracy": need_accuracy(w, self.test, queries[nv:]),
+               "need_accuracy": need_accuracy(w, self.test, queries[nv:], self.two_tower_misses()),
                "examples": queries[nv : nv + 5]}
         if reference is not None:
             # in the serving dtype: they only sample and score (two fp32 copies of an 8B reasoner are 60 GB)
@@ -149,6 +149,13 @@ class Evaluation:
             ref, _ = serving_reasoner(reference)
             out["kl_to_ref"] = sampled_kl(pol, ref, tok, prompts[: min(nv, 512)], self.cfg.reasoner.max_new_tokens)
         return out
+
+    def two_tower_misses(self) -> np.ndarray | None:
+        """[n_test] bool: requests whose true need the two-tower does not rank first (None before its stage)."""
+        kept = self.scores_path("two_tower")
+        if not kept.exists() or not self.world.has_needs:
+            return None
+        return need_ranks(self.world, self.test, np.load(kept)) > 1
 
     def reward_fn(self, ranker_dir: str):
         """The reward with the ranker in ``ranker_dir`` frozen (or the one ``reward.scorer.ranker`` names); one per
