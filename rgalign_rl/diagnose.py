@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .align.diagnostics import NEED_GROUPS, need_group_cuts, need_groups, need_hits, versus_by_group
+from .align.diagnostics import NEED_GROUPS, named_intents, need_group_cuts, need_groups, need_hits, versus_by_group
 from .align.evaluate import scores_file
 from .metrics import group_auc, soft_group_auc
 from .world import World, load_world
@@ -75,16 +75,6 @@ def expected_request_auc(scores: np.ndarray, probs: np.ndarray, mask: np.ndarray
     rows = np.nonzero(mask)[0]
     auc, weight = soft_group_auc(rows, scores[mask], probs[mask], n_users=len(scores))
     return np.where(weight > 0, auc, np.nan)
-
-
-def named_intents(queries: list[str], intent_vectors: np.ndarray, encode=None) -> np.ndarray:
-    """[n] the intent each query names: the nearest intent text (cosine of unit text-encoder vectors)."""
-    if not len(queries):
-        return np.zeros(0, np.int64)
-    if encode is None:
-        from .text_encoder import encode_texts as encode
-    uniq, inverse = np.unique(np.asarray(queries, dtype=object).astype(str), return_inverse=True)
-    return np.argmax(encode(list(uniq), cache=False) @ intent_vectors.T, axis=1)[inverse.reshape(-1)]
 
 
 def intent_changed(queries: list[str], base: list[str], intent_vectors: np.ndarray, encode=None) -> np.ndarray:

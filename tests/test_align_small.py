@@ -157,3 +157,28 @@ def test_reward_budget_cuts_requests_and_rewards_count_their_calls():
     fn(["p"] * 3, ["a", "b", "c"])
     fn(["p"], ["d"])
     assert fn.calls == 4 and fn.__name__ == "Plain"
+
+
+def test_room_requests_are_where_the_winner_names_another_intent_than_the_two_towers_first(tiny_world, tmp_path):
+    """RG-SFT's room weighting: a query naming (its own text) the intent the two-tower ranks first has no room; a
+    query naming the request's second-ranked candidate has; with_room_copies repeats exactly the room pairs."""
+    from rgalign_rl.align.best_of_n import room_requests, with_room_copies
+    from rgalign_rl.ranker.train import RankerData, TrainConfig, save_ranker, score, train_ranker
+
+    torch.set_num_threads(THREADS)
+    world = load_world(tiny_world)
+    model, enc, _ = train_ranker(world, "two_tower", None, TrainConfig(epochs=1), log=lambda *a: None)
+    save_ranker(tmp_path / "tt", model, enc)
+    idx = world.indices("train")[:30]
+    order = np.argsort(-score(model, RankerData(world, enc), idx), axis=1)
+    cand = world.candidates[0][idx]
+    text = [it["text"] for it in world.intents]
+    first = [text[cand[r, order[r, 0]]] for r in range(len(idx))]
+    second = [text[cand[r, order[r, 1]]] for r in range(len(idx))]
+    queries = [s if r % 3 == 0 else f for r, (f, s) in enumerate(zip(first, second))]
+    room = room_requests(world, tmp_path / "tt", idx, queries)
+    np.testing.assert_array_equal(room, np.arange(len(idx)) % 3 == 0)
+    pairs = [(int(i), q) for i, q in zip(idx, queries)]
+    copied = with_room_copies(pairs, room, 3)
+    assert len(copied) == len(pairs) + 2 * room.sum() and copied[:3] == [pairs[0]] * 3 and copied[3] == pairs[1]
+    assert with_room_copies(pairs, room, 1) == pairs

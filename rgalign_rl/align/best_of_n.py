@@ -24,6 +24,9 @@ class BestOfNSettings:
     temperature: Annotated[float, Positive] = 1.0
     max_requests: Annotated[int | None, Positive] = None  # training requests used (CPU budget; None: all)
     score_batch: Annotated[int, Positive] = 2048  # completions per reward call
+    # copies of each request whose winner names another intent than the one the two-tower ranks first (1: every
+    # request once): the only requests where the reasoner's query can change the ranking (BENCHMARKS.md s.2)
+    room_weight: Annotated[int, Positive] = 1
     sft: SFTSettings = field(default_factory=lambda: SFTSettings(epochs=2, neftune_noise_alpha=5.0))
     seed: Annotated[int, NonNegative] = 0
 
@@ -97,3 +100,21 @@ def select_winners(candidates, rewards) -> tuple[list[int], dict]:
 def winner_pairs(indices, candidates, winners) -> list[tuple[int, str]]:
     """(sample index, winning query) for every request with a non-empty winner: RG-SFT's training pairs."""
     return [(int(i), c[k][1]) for i, c, k in zip(indices, candidates, winners) if k >= 0 and c[k][1].strip()]
+
+
+def room_requests(world, ranker_dir, indices, queries: list[str]) -> np.ndarray:
+    """[n] whether each query names (nearest intent text) another intent than the one the ranker in ``ranker_dir``
+    (the production two-tower) ranks first for its request: where the query can change what the user sees."""
+    from ..ranker.train import RankerData, load_ranker, score
+    from .diagnostics import named_intents
+
+    ranker, enc, _ = load_ranker(ranker_dir)
+    idx = np.asarray(indices)
+    top = world.candidates[0][idx, score(ranker, RankerData(world, enc), idx).argmax(1)]
+    return named_intents(queries, ranker.text_emb.cpu().numpy()) != top
+
+
+def with_room_copies(pairs: list[tuple[int, str]], room: np.ndarray, weight: int) -> list[tuple[int, str]]:
+    """``pairs`` with each pair whose ``room`` is true repeated ``weight`` times in place (RG-SFT's data then
+    spends that many more steps on the requests where the query can change the ranking)."""
+    return [p for p, r in zip(pairs, room) for _ in range(weight if r else 1)]

@@ -31,6 +31,16 @@ def nearest_needs(world, queries: list[str]) -> list[str] | None:
     return [needs[j] for j in nearest]
 
 
+def named_intents(queries: list[str], intent_vectors: np.ndarray, encode=None) -> np.ndarray:
+    """[n] the intent each query names: the nearest intent text (cosine of unit text-encoder vectors)."""
+    if not len(queries):
+        return np.zeros(0, np.int64)
+    if encode is None:
+        encode = encode_texts
+    uniq, inverse = np.unique(np.asarray(queries, dtype=object).astype(str), return_inverse=True)
+    return np.argmax(encode(list(uniq), cache=False) @ intent_vectors.T, axis=1)[inverse.reshape(-1)]
+
+
 def true_need_named(world, indices, needs: list[str]) -> np.ndarray:
     """[n] whether each need phrase is the true need of the request at the same place in ``indices``."""
     return np.array([n in world.oracle.needs_of(i) for n, i in zip(needs, indices)], bool)

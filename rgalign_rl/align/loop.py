@@ -33,7 +33,8 @@ from ..reasoner.sft import sft, warm_start_pairs
 from ..reasoner.tiny import build_tiny_reasoner
 from ..world import World
 from .aligners import ALIGNERS
-from .best_of_n import collect_candidates, score_candidates, select_winners, winner_pairs
+from .best_of_n import (collect_candidates, room_requests, score_candidates, select_winners, winner_pairs,
+                        with_room_copies)
 from .calibrate import calibrate
 from .evaluate import Evaluation, _record
 from .loop_config import LoopConfig
@@ -198,12 +199,17 @@ class ClosedLoop(Evaluation):
         cands = collect_candidates(w, idx, prompts, (model, tok), s.reasoner_samples, s.temperature, self.cfg.seed + rnd)
         scores = score_candidates(self.reward_fn(ranker_dir), w, idx, prompts, cands, s.score_batch)
         winners, share = select_winners(cands, scores)  # the same on every rank: gathered candidates and scores
-        out = sft(reasoner, w, winner_pairs(idx, cands, winners), self.out / f"round{rnd}" / "rg_sft", s.sft)
+        pairs, room = winner_pairs(idx, cands, winners), None
+        if s.room_weight > 1:
+            tt = self.state["done"]["two_tower"]["path"]  # the production ranker, as the two_tower stage saved it
+            room = room_requests(w, tt, [i for i, _ in pairs], [q for _, q in pairs])
+            pairs = with_room_copies(pairs, room, s.room_weight)
+        out = sft(reasoner, w, pairs, self.out / f"round{rnd}" / "rg_sft", s.sft)
         if dist.is_main():
             (self.out / f"round{rnd}" / "candidates.json").write_text(json.dumps(
                 {"indices": idx.tolist(), "candidates": cands, "rewards": scores}))
         return {"path": str(out), "train_examples": train_examples(out), "winner_share": share, "mean_winner_reward": float(np.mean(
-            [r[k] for r, k in zip(scores, winners) if k >= 0]))}
+            [r[k] for r, k in zip(scores, winners) if k >= 0])), **({} if room is None else {"room_share": float(room.mean())})}
 
     def run(self, until: str | None = None) -> dict:
         """All rounds, or the stages up to and including ``until`` (``qe_rec`` for a cheap ranker experiment;
