@@ -19,7 +19,7 @@ export HF_DATASETS_OFFLINE := 1
 # ~70 s where pip took ~150 s (BENCHMARKS.md section 5); it does not read pip's configuration, so it is handed
 # pip's find-links (where a machine keeps wheels such as the CPU torch) and compiles the bytecode pip would.
 UV_VERSION := 0.13.9
-FIND_LINKS = $(or $(PIP_FIND_LINKS),$(shell $(PY) -m pip config get global.find-links 2>/dev/null))
+FIND_LINKS = $(or $(PIP_FIND_LINKS),$(foreach k,global install,$(shell $(PY) -m pip config get $(k).find-links 2>/dev/null)))
 UV_PIP = $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -c $(LOCK) \
 	$(foreach d,$(FIND_LINKS),--find-links $(d))
 $(STAMP): pyproject.toml Makefile $(LOCK)

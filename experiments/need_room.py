@@ -29,6 +29,8 @@ def main() -> None:
     torch.set_num_threads(2)
     run = Path(sys.argv[1])
     world = load_world(json.loads((run / "metrics.json").read_text())["world"])
+    if not world.has_needs:
+        raise SystemExit(f"{run}: its world's oracle names no needs (ShopSim's does): nothing to group by")
     done = json.loads((run / "state.json").read_text())["done"]
     test = world.indices("test")
     rank = need_ranks(world, test, np.load(scores_file(run, "two_tower")))  # the two-tower's kept test scores

@@ -272,11 +272,12 @@ def write_run_report(out: str | Path, metrics: dict, command: str) -> Path:
              "stages.png: each stage's paired difference (95% CI over the same users) against the reference it is "
              "read against (QE-Rec; final also the control; QE-Rec and headroom the two-tower), zero line marked; "
              "hollow markers: the stage kept its start. Below, the levels with their unpaired CIs, for scale: these "
-             "overlap even where the paired differences are clear.", "", "## The reasoner at each stage", "",
-             "Need accuracy: the share of test queries whose nearest need phrase is the request's true need; \"where "
-             "the two-tower misses\": on the test requests whose need the two-tower does not rank first, the only ones "
-             "where naming it can still lift the ranking.", "",
-             md_table(["stage", "valid reward", "need accuracy", "degenerate", "KL to ref", "rolled back", "wall s"],
+             "overlap even where the paired differences are clear.", "", "## The reasoner at each stage", ""]
+    if any("two_tower_misses" in (r.get("need_accuracy") or {}) for r in rows):
+        text += ["Need accuracy: the share of test queries whose nearest need phrase is the request's true need; "
+                 "\"where the two-tower misses\": on the test requests whose need is a candidate the two-tower ranks "
+                 "below first, the only ones where naming it can still lift the ranking.", ""]
+    text += [md_table(["stage", "valid reward", "need accuracy", "degenerate", "KL to ref", "rolled back", "wall s"],
                       [[r["name"], _f(r.get("valid_reward")), _need(r.get("need_accuracy")), _f(r.get("degenerate_share")),
                         _f(r.get("kl_to_ref")), str(r.get("rolled_back", "–")), _f(r.get("wall_s"), 1)]
                        for r in rows if "valid_reward" in r or "wall_s" in r])]

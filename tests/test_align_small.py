@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from rgalign_rl.reasoner.model import load_reasoner
 from rgalign_rl.reasoner.prompt import build_prompts
 from rgalign_rl.world import load_world
 
-from conftest import THREADS
+from conftest import CONFIG, PREFIX, THREADS, copy_run
 
 
 def test_rg_cl_step_raises_the_frozen_rankers_score_of_the_clicked_intent(tiny_world, tiny_reasoner, tmp_path):
@@ -182,3 +184,23 @@ def test_room_requests_are_where_the_winner_names_another_intent_than_the_two_to
     copied = with_room_copies(pairs, room, 3)
     assert len(copied) == len(pairs) + 2 * room.sum() and copied[:3] == [pairs[0]] * 3 and copied[3] == pairs[1]
     assert with_room_copies(pairs, room, 1) == pairs
+
+
+@pytest.mark.slow(seconds=25)
+def test_rg_sft_repeats_the_requests_with_room_and_reports_where_the_two_tower_misses(tiny_world, one_process_run,
+                                                                                      tmp_path):
+    """best_of_n.room_weight=3 in the loop: RG-SFT trains on the same winners as the shared run's, those with room
+    three times (given = winners + 2 x room), records the share, and the stage's need accuracy has its
+    "two_tower_misses" part."""
+    from rgalign_rl.run import run
+
+    base = json.loads((one_process_run[0] / "state.json").read_text())["done"]["round1/rg_sft"]
+    out = copy_run(one_process_run[0], tmp_path / "room", keep=PREFIX)
+    run(CONFIG, str(tiny_world), str(out), overrides=["best_of_n.room_weight=3"], resume=True, until="rg_sft",
+        log=lambda *a: None)
+    st = json.loads((out / "state.json").read_text())["done"]["round1/rg_sft"]
+    winners = base["train_examples"]["given"]
+    room = round(st["room_share"] * winners)
+    assert 0 < room < winners
+    assert st["train_examples"]["given"] == winners + 2 * room
+    assert 0.0 <= st["need_accuracy"]["two_tower_misses"] <= 1.0

@@ -202,7 +202,8 @@ class ClosedLoop(Evaluation):
         pairs, room = winner_pairs(idx, cands, winners), None
         if s.room_weight > 1:
             tt = self.state["done"]["two_tower"]["path"]  # the production ranker, as the two_tower stage saved it
-            room = room_requests(w, tt, [i for i, _ in pairs], [q for _, q in pairs])
+            # decided once (MiniLM's vectors may differ in the last bits between ranks' caches): every rank copies alike
+            room = dist.on_main(room_requests, w, tt, [i for i, _ in pairs], [q for _, q in pairs])
             pairs = with_room_copies(pairs, room, s.room_weight)
         out = sft(reasoner, w, pairs, self.out / f"round{rnd}" / "rg_sft", s.sft)
         if dist.is_main():
