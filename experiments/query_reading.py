@@ -5,9 +5,10 @@ vs kept at its start (identity on the query's MiniLM vector, zero on the last-to
 
 For each design: a nested gated QE-Rec trained on the warm reasoner's queries exactly as the loop's QE-Rec stage
 trains it (the run's settings), then read *frozen* with three sets of test queries: the warm reasoner's, DPO's
-(the aligned reasoner's) and the canonical text of each request's true need (a perfect reasoner). Printed: QE-Rec
-- two-tower, DPO - warm and canonical - warm (test GAUC, paired user-bootstrap CIs), the learned match scale, and
-how often the query's projection is nearest (cosine over every intent's text) to the true need's intent.
+(the aligned reasoner's; RG-SFT's in a run stopped after it) and the canonical text of each request's true need
+(a perfect reasoner). Printed: QE-Rec - two-tower, DPO - warm and canonical - warm (test GAUC, paired
+user-bootstrap CIs), the learned match scale, and how often the query's projection is nearest (cosine over every
+intent's text) to the true need's intent.
 """
 from __future__ import annotations
 
@@ -54,7 +55,9 @@ def main() -> None:
     every, test = np.arange(len(world.samples)), world.indices("test")
     prompts, warm_q = reasoner_queries(world, warm)
     queries = {"warm": embed_queries(warm, prompts, warm_q, mode)}
-    _, dpo_q = reasoner_queries(world, done["round1/dpo"]["path"], test)  # embedded by the warm snapshot, as served
+    aligned = next(k for k in ("round1/dpo", "round1/rg_sft") if k in done)  # a run stopped after RG-SFT: RG-SFT's
+    print(f"aligned queries: {aligned}'s reasoner")
+    _, dpo_q = reasoner_queries(world, done[aligned]["path"], test)  # embedded by the warm snapshot, as served
     queries["dpo"] = queries["warm"].copy()
     queries["dpo"][test] = embed_queries(warm, [prompts[i] for i in test], dpo_q, mode)
     needs = [(world.oracle.needs_of(i) or [""])[0] for i in every]
