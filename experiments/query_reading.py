@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rgalign_rl.align.diagnostics import need_intents  # noqa: E402
+from rgalign_rl.align.diagnostics import need_positions  # noqa: E402
 from rgalign_rl.metrics import bootstrap_weights, paired_difference, user_stats  # noqa: E402
 from rgalign_rl.ranker.model import GatedQERecRanker  # noqa: E402
 from rgalign_rl.ranker.queries import query_text_dims  # noqa: E402
@@ -65,8 +65,7 @@ def main() -> None:
     tt, enc, _ = load_ranker(run / "two_tower")
     base = score(tt, RankerData(world, enc), every)
     boot = bootstrap_weights(len(np.unique(world.user_codes[test])))
-    pos = {it["intent_id"]: j for j, it in enumerate(world.intents)}
-    need = np.array([pos.get(x, -1) for x in need_intents(world)[test]])
+    need = need_positions(world, test)
 
     def stats(s):
         return user_stats(s[test], world.labels[test], world.candidates[1][test], world.user_codes[test])

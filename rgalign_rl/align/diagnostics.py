@@ -67,14 +67,20 @@ def need_accuracy(world, indices, queries: list[str], room: np.ndarray | None = 
     return out
 
 
+def need_positions(world, indices) -> np.ndarray:
+    """[n] the position in ``world.intents`` (the candidates' ids) of each request's true-need intent; -1 where the
+    oracle names none."""
+    pos = {it["intent_id"]: j for j, it in enumerate(world.intents)}
+    return np.array([pos.get(x, -1) for x in need_intents(world)[np.asarray(indices)]], np.int64)
+
+
 def need_ranks(world, indices, scores: np.ndarray) -> np.ndarray:
     """[n] the rank (1 = first; ties count against it) of each request's true-need intent among its candidates
     under ``scores`` [n, C] (e.g. a stage's kept test scores); 0 where the need's intent is not a candidate or the
     oracle names none. Alignment can only move the ranking where the two-tower's rank is above 1: naming a need
     the two-tower already ranks first changes nothing a user sees (BENCHMARKS.md section 2, session 19)."""
     indices = np.asarray(indices)
-    pos = {it["intent_id"]: j for j, it in enumerate(world.intents)}
-    need = np.array([pos.get(x, -1) for x in need_intents(world)[indices]])
+    need = need_positions(world, indices)
     cand, mask = world.candidates[0][indices], world.candidates[1][indices]
     is_need = (cand == need[:, None]) & mask & (need[:, None] >= 0)
     mine = np.where(is_need, scores, 0.0).sum(1, keepdims=True)
