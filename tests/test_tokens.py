@@ -8,7 +8,7 @@ import torch
 
 from rgalign_rl.reasoner.model import load_tokenizer
 from rgalign_rl.reasoner.prompt import auto_style, build_prompts
-from rgalign_rl.reasoner.tokens import completion_ids, prompt_ids, sequence_ids, serving_text
+from rgalign_rl.reasoner.tokens import completion_ids, prompt_ids, sequence_ids, serving_text, sft_examples
 from rgalign_rl.world import load_world
 
 
@@ -82,6 +82,12 @@ def test_a_prompt_has_the_same_ids_in_every_trainer_and_at_serving(tokenizer_kin
     sft = SFTTrainer(model=model, args=SFTConfig(max_length=None, **common), processing_class=tok,
                      train_dataset=datasets.Dataset.from_dict({"prompt": served, "completion": [" track my parcel"] * 4}))
     assert [row["input_ids"][: len(w)] for row, w in zip(sft.train_dataset, want)] == want
+    # our SFT hands TRL its examples tokenised in one batch (sft_examples): TRL's own ids and labels, queries of
+    # every length included
+    queries = ["track my parcel", "refund", "", "where is my order"]
+    sft = SFTTrainer(model=model, args=SFTConfig(max_length=None, **common), processing_class=tok,
+                     train_dataset=datasets.Dataset.from_dict({"prompt": served, "completion": [" " + q for q in queries]}))
+    assert sft_examples(tok, prompts, queries) == {k: sft.train_dataset[k] for k in ("input_ids", "labels")}
     dpo = DPOTrainer(model=model, args=DPOConfig(max_length=None, **common), processing_class=tok,
                      train_dataset=datasets.Dataset.from_dict({"prompt": served, "chosen": [" track my parcel"] * 4,
                                                                "rejected": [" refund"] * 4}))

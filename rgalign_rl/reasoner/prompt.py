@@ -73,6 +73,14 @@ def auto_style(tokenizer) -> str:
 
 
 def build_prompts(world, indices, tokenizer, style: str | None = None) -> list[str]:
+    """The prompts of samples ``indices``; each written once per world, style and chat template (a loop asks for
+    the same requests' prompts at every stage, and a sample's row as a dict is most of the cost)."""
     style = style or auto_style(tokenizer)
-    return [format_prompt(verbalise(world.samples[i], world.feature_descriptions, style), tokenizer)
-            for i in indices]
+    template = getattr(tokenizer, "chat_template", None)
+    written = world.derived.setdefault(("prompts", style, template if isinstance(template, str) else repr(template)), {})
+    out = []
+    for i in map(int, indices):
+        if i not in written:
+            written[i] = format_prompt(verbalise(world.samples[i], world.feature_descriptions, style), tokenizer)
+        out.append(written[i])
+    return out

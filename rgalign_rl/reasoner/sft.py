@@ -18,7 +18,7 @@ from ..faults import finite_loss_callback
 from ..world import World
 from .lora import LoRAFields, lora_config
 from .prompt import build_prompts
-from .tokens import check_fits, completion_ids, prompt_ids, serving_text
+from .tokens import check_fits, sft_examples
 
 
 @dataclass
@@ -76,11 +76,11 @@ def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out:
     model, tok = load_reasoner(model_path)
     prompts = build_prompts(world, [i for i, _ in pairs], tok, style)
     queries = [q for _, q in pairs]
-    check_fits(model, [len(p) + len(c) + 1 for p, c in zip(prompt_ids(tok, prompts), completion_ids(tok, queries))],
-               [str(world.samples.sample_id[i]) for i, _ in pairs], "the prompt and query")
-    # TRL tokenises the prompt with the tokenizer's special tokens: hand it the serving text (tokens.py)
-    data = datasets.Dataset.from_dict({"prompt": [serving_text(tok, p) for p in prompts],
-                                       "completion": [" " + q for q in queries]})
+    # TRL's own tokenisation of prompt-completion pairs, batched (tokens.py): it takes the labelled ids as they are
+    examples = sft_examples(tok, prompts, queries)
+    check_fits(model, [len(x) for x in examples["input_ids"]], [str(world.samples.sample_id[i]) for i, _ in pairs],
+               "the prompt and query")
+    data = datasets.Dataset.from_dict(examples)
     trainer_dir = str(log_dir or Path(out).with_name(Path(out).name + ".trainer"))
     args = SFTConfig(output_dir=trainer_dir, num_train_epochs=s.epochs, learning_rate=s.lr,
                      per_device_train_batch_size=per_device(s.batch_size, "sft.batch_size"), lr_scheduler_type="cosine", warmup_steps=0.05,
