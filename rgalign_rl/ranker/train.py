@@ -155,7 +155,7 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
         best, best_state = split_gauc(model, data, "valid", stop_indices), copy.deepcopy(model.state_dict())
         history.append({"epoch": 0, "loss": None, "valid_gauc": best})
     for epoch in progress(range(cfg.epochs), f"train {arch}"):
-        train_mode(model)
+        model.train()
         order = rng.permutation(train_idx)
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
@@ -180,17 +180,6 @@ def train_ranker(world: World, arch: str, query: np.ndarray | None, cfg: TrainCo
     model.eval()
     model.encoder_json = encoder.to_json()
     return model, encoder, history
-
-
-def train_mode(model: torch.nn.Module) -> None:
-    """Training mode for what trains; a part whose weights are all frozen (a nested QE-Rec's two-tower towers)
-    stays in eval mode, so it computes exactly what it serves: dropout there would train the query term and its
-    gate on a noised copy of the two-tower (and was a quarter of a demo's ranker training time)."""
-    model.train()
-    for part in model.children():
-        weights = list(part.parameters())
-        if weights and not any(p.requires_grad for p in weights):
-            part.eval()
 
 
 def save_ranker(out: str | Path, model: TwoTowerRanker, encoder: FeatureEncoder, extra: dict | None = None) -> Path:

@@ -204,7 +204,7 @@ class ShopSim:
             clicked = cands[r.random(len(cands)) < prob]
             sid = f"S{out_i:06d}"
             topic = self.intents[k]["topic"]
-            behavior = [r.choice(TOPIC_ACTIONS[topic]) if r.random() < 0.4 else r.choice(all_actions)
+            behavior = [_pick(r, TOPIC_ACTIONS[topic]) if r.random() < 0.4 else _pick(r, all_actions)
                         for _ in range(r.integers(3, 7))]
             sample = {"sample_id": sid, "user_id": f"U{user[i]:05d}", "timestamp": int(ts[i]),
                       "features": self._feature_row(cols, i), "behavior": [str(b) for b in behavior],
@@ -223,12 +223,18 @@ class ShopSim:
             picked.append(k)
         if self.partner[k] in live and r.random() < 0.7:
             picked.append(int(self.partner[k]))
-        same = np.setdiff1d(live[topics[live] == topics[k]], picked)
+        # `live` is sorted and unique, so dropping the picked ones through a mask is np.setdiff1d's result
+        # (half of a world's generation went to setdiff1d's sorting)
+        taken = np.zeros(self.K, bool)
+        taken[picked] = True
+        same = live[(topics[live] == topics[k]) & ~taken[live]]
         picked += r.choice(same, min(4, len(same)), replace=False).tolist()
-        rest = np.setdiff1d(live, picked)
+        taken[picked] = True
+        rest = live[~taken[live]]
         w = self.weight[rest] / self.weight[rest].sum()
         picked += r.choice(rest, min(6, len(rest)), replace=False, p=w).tolist()
-        rest = np.setdiff1d(live, picked)
+        taken[picked] = True
+        rest = live[~taken[live]]
         picked += r.choice(rest, cfg.n_candidates - len(picked), replace=False).tolist()
         return r.permutation(np.array(picked))
 
@@ -255,7 +261,7 @@ class ShopSim:
                 named = -1
             else:
                 same = [j for j in range(self.K) if self.intents[j]["topic"] == self.intents[k]["topic"] and j != k]
-                named = int(r.choice(same)) if name != "echo" else int(r.choice([j for j in range(self.K) if j != k]))
+                named = _pick(r, same) if name != "echo" else _pick(r, [j for j in range(self.K) if j != k])
             rows.append({"sample_id": sid, "teacher": name, "query": self._phrase(named, k, t)})
         return rows
 
@@ -263,15 +269,20 @@ class ShopSim:
         r = self.rng
         if named < 0:
             noun = TOPIC_NOUNS[self.intents[k]["topic"]]
-            return str(r.choice([f"question about {noun}", f"help with {noun}", f"problem with {noun}"]))
+            return _pick(r, [f"question about {noun}", f"help with {noun}", f"problem with {noun}"])
         words = []
         for w in self.intents[named]["need"].split():
             if t["dropout"] and r.random() < t["dropout"]:
                 continue
             if w in SYNONYMS and r.random() < t["synonym"]:
-                w = str(r.choice(SYNONYMS[w]))
+                w = _pick(r, SYNONYMS[w])
             words.append(w)
-        return str(r.choice(t["openers"])) + " ".join(words or [self.intents[named]["need"]])
+        return _pick(r, t["openers"]) + " ".join(words or [self.intents[named]["need"]])
+
+
+def _pick(r: np.random.Generator, seq: list):
+    """``r.choice(seq)``'s draw, without turning the list into an array on every call."""
+    return seq[int(r.integers(len(seq)))]
 
 
 def _compare(a: np.ndarray, op: str, v) -> np.ndarray:
