@@ -3,6 +3,7 @@ what we hand it), PPO, generation and last-token embedding, for three tokenizer 
 BOS, no chat template), SmolLM2's (a chat template, no BOS added) and a Llama-style one that adds a BOS and
 whose chat template writes it too (built here). BOS appears exactly once where the tokenizer uses one."""
 import datasets
+import numpy as np
 import pytest
 import torch
 
@@ -169,3 +170,15 @@ def test_prompt_ids_are_tokenised_once_per_tokenizer_and_never_shared_between_to
     other = bos_tokenizer(["completely different words only"])  # another vocabulary: its own ids
     assert tokens.tokenizer_fingerprint(other) != tokens.tokenizer_fingerprint(tok)
     assert prompt_ids(other, prompts[:3]) == other([serving_text(other, p) for p in prompts[:3]])["input_ids"]
+
+
+def test_prompts_are_kept_per_world_style_and_chat_template(tiny_world):
+    from rgalign_rl.reasoner.prompt import format_prompt, verbalise
+
+    world = load_world(tiny_world)
+    templated = bos_tokenizer(build_prompts(world, range(20), None))  # a chat template: the legend style
+    for tok in (None, templated, None, templated):  # each asked twice, in turn, of the same world object
+        for style in (None, "compact", "described"):
+            want = [format_prompt(verbalise(world.samples[i], world.feature_descriptions, style or auto_style(tok)),
+                                  tok) for i in (3, 1, 3)]
+            assert build_prompts(world, np.array([3, 1, 3]), tok, style) == want, (tok, style)
