@@ -16,11 +16,15 @@ export HF_DATASETS_OFFLINE := 1
 
 # Installs exactly the versions in $(LOCK), the set the suite last passed with (pyproject.toml stays open
 # for users; `rgalign run` warns when the running versions differ from the lock). uv installs that same set in
-# ~70 s where pip took ~150 s (BENCHMARKS.md section 5); it does not read pip's configuration, so it is handed
-# pip's find-links (where a machine keeps wheels such as the CPU torch) and compiles the bytecode pip would.
+# seconds where pip took ~150 s (BENCHMARKS.md section 9); it does not read pip's configuration, so it is handed
+# pip's find-links (where a machine keeps wheels such as the CPU torch).
 UV_VERSION := 0.13.9
 FIND_LINKS = $(or $(PIP_FIND_LINKS),$(foreach k,global install,$(shell $(PY) -m pip config get $(k).find-links 2>/dev/null)))
-UV_PIP = $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -c $(LOCK) \
+# Bytecode is written as the venv's modules are first imported (the ~4k the loop uses: ~15 s, once) instead of
+# compiled for every installed module at install time (~30 s). An environment's PYTHONDONTWRITEBYTECODE is
+# therefore not handed to make's commands: with it, nothing is compiled and every process start pays ~15 s more.
+unexport PYTHONDONTWRITEBYTECODE
+UV_PIP = $(BIN)/uv pip install -q --python $(BIN)/python -c $(LOCK) \
 	$(foreach d,$(FIND_LINKS),--find-links $(d))
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
