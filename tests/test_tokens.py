@@ -182,3 +182,22 @@ def test_prompts_are_kept_per_world_style_and_chat_template(tiny_world):
             want = [format_prompt(verbalise(world.samples[i], world.feature_descriptions, style or auto_style(tok)),
                                   tok) for i in (3, 1, 3)]
             assert build_prompts(world, np.array([3, 1, 3]), tok, style) == want, (tok, style)
+
+
+def test_sft_hands_trl_labels_that_train_on_the_query_and_its_eos_only(tiny_world, tiny_reasoner, tmp_path, monkeypatch):
+    import trl
+
+    from rgalign_rl.reasoner.sft import SFTSettings, sft, teacher_pairs
+
+    seen, real = [], trl.SFTTrainer.train
+    monkeypatch.setattr(trl.SFTTrainer, "train", lambda self, *a, **k: seen.append(self.train_dataset) or real(self, *a, **k))
+    world = load_world(tiny_world)
+    pairs = teacher_pairs(world)[:8]
+    sft(tiny_reasoner, world, pairs, tmp_path / "out", SFTSettings(epochs=1, max_pairs=8, batch_size=8))
+    tok = load_tokenizer(tiny_reasoner)
+    heads = prompt_ids(tok, build_prompts(world, [i for i, _ in pairs], tok))
+    assert len(seen) == 1 and len(seen[0]) == len(pairs)
+    for row, head, (_, query) in zip(seen[0], heads, pairs):
+        n = len(head)
+        assert row["input_ids"][:n] == head and row["labels"][:n] == [-100] * n  # no loss on the prompt
+        assert row["labels"][n:] == row["input_ids"][n:] == completion_ids(tok, [query])[0] + [tok.eos_token_id]

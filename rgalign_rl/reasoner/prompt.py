@@ -14,6 +14,7 @@ INSTRUCTION = "Write the question this user most likely wants to ask the support
 QUERY_MARK = "\nquery:"
 HEAD_END = "User state:\n"  # ends the part of a prompt every request shares (reasoner/prefix.py)
 STYLES = ("compact", "legend", "described")
+MAX_KEPT = 300_000  # prompts a world keeps per style and tokenizer (build_prompts)
 
 
 def _value(v) -> str:
@@ -75,9 +76,14 @@ def auto_style(tokenizer) -> str:
 def build_prompts(world, indices, tokenizer, style: str | None = None) -> list[str]:
     """The prompts of samples ``indices``; each written once per world, style and chat template (a loop asks for
     the same requests' prompts at every stage, and a sample's row as a dict is most of the cost)."""
+    from .tokens import tokenizer_fingerprint
+
     style = style or auto_style(tokenizer)
-    template = getattr(tokenizer, "chat_template", None)
-    written = world.derived.setdefault(("prompts", style, template if isinstance(template, str) else repr(template)), {})
+    # a chat template writes the tokenizer's special tokens too: its whole definition decides the prompt
+    templated = getattr(tokenizer, "chat_template", None)
+    written = world.derived.setdefault(("prompts", style, tokenizer_fingerprint(tokenizer) if templated else ""), {})
+    if len(written) > MAX_KEPT:  # a million-request world's legend prompts are ~2 GB: start again
+        written.clear()
     out = []
     for i in map(int, indices):
         if i not in written:

@@ -81,6 +81,7 @@ def sft(model_path: str | Path, world: World, pairs: list[tuple[int, str]], out:
     check_fits(model, [len(x) for x in examples["input_ids"]], [str(world.samples.sample_id[i]) for i, _ in pairs],
                "the prompt and query")
     data = datasets.Dataset.from_dict(examples)
+    del examples  # Python lists of ids are ~4x their Arrow copy
     trainer_dir = str(log_dir or Path(out).with_name(Path(out).name + ".trainer"))
     args = SFTConfig(output_dir=trainer_dir, num_train_epochs=s.epochs, learning_rate=s.lr,
                      per_device_train_batch_size=per_device(s.batch_size, "sft.batch_size"), lr_scheduler_type="cosine", warmup_steps=0.05,

@@ -10,6 +10,7 @@ loops call :func:`prompt_ids`. A completion (a latent query) is ``" " + query`` 
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import torch
 
@@ -87,17 +88,21 @@ def sft_examples(tok, prompts: list[str], queries: list[str]) -> dict[str, list[
     """{"input_ids", "labels"} of prompt-completion SFT examples, exactly as TRL's SFTTrainer tokenises them one by
     one (the serving prompt + " " + query + EOS as one string; the loss from where it and the prompt alone part,
     TRL's ``common_prefix_length``), in one batched call: TRL's per-example ``Dataset.map`` was ~25 s of a demo."""
-    full_texts = [serving_text(tok, p) + " " + q for p, q in zip(prompts, queries)]
     eos = tok.eos_token
-    if eos:
-        full_texts = [t if t.endswith(eos) else t + eos for t in full_texts]
-    full = tok(full_texts)["input_ids"] if full_texts else []
-    labels = []
+    if not eos:
+        raise ValueError("the reasoner's tokenizer has no EOS token: SFT needs one to teach where a query ends")
+    full_texts = [serving_text(tok, p) + " " + q for p, q in zip(prompts, queries)]
+    full = tok([t if t.endswith(eos) else t + eos for t in full_texts])["input_ids"] if full_texts else []
+    labels, merged = [], 0
     for head, ids in zip(prompt_ids(tok, prompts), full):
         n = 0
         while n < min(len(head), len(ids)) and head[n] == ids[n]:
             n += 1
+        merged += n < len(head)
         labels.append([-100] * n + ids[n:])
+    if merged:  # as TRL warns: the prompt's last tokens merge with the query's first, so training sees them apart
+        warnings.warn(f"{merged} of {len(full)} SFT prompts are not a prefix of prompt + query once tokenised; "
+                      "the loss starts where they part")
     return {"input_ids": full, "labels": labels}
 
 
