@@ -88,6 +88,8 @@ def sft_examples(tok, prompts: list[str], queries: list[str]) -> dict[str, list[
     """{"input_ids", "labels"} of prompt-completion SFT examples, exactly as TRL's SFTTrainer tokenises them one by
     one (the serving prompt + " " + query + EOS as one string; the loss from where it and the prompt alone part,
     TRL's ``common_prefix_length``), in one batched call: TRL's per-example ``Dataset.map`` was ~25 s of a demo."""
+    from trl.data_utils import common_prefix_length  # TRL's own rule for where the completion starts
+
     eos = tok.eos_token
     if not eos:
         raise ValueError("the reasoner's tokenizer has no EOS token: SFT needs one to teach where a query ends")
@@ -95,9 +97,7 @@ def sft_examples(tok, prompts: list[str], queries: list[str]) -> dict[str, list[
     full = tok([t if t.endswith(eos) else t + eos for t in full_texts])["input_ids"] if full_texts else []
     labels, merged = [], 0
     for head, ids in zip(prompt_ids(tok, prompts), full):
-        n = 0
-        while n < min(len(head), len(ids)) and head[n] == ids[n]:
-            n += 1
+        n = common_prefix_length(head, ids)
         merged += n < len(head)
         labels.append([-100] * n + ids[n:])
     if merged:  # as TRL warns: the prompt's last tokens merge with the query's first, so training sees them apart
