@@ -2,6 +2,10 @@
 
     python bench/world_scale.py [--sizes default,large,huge] [--repeats 1] [--out runs/world_scale]
     python bench/world_scale.py --sizes default,large --commands validate --repeats 3 --baseline /tmp/old
+    python bench/world_scale.py --sizes paper:11000,paper:200000,paper --commands generate,validate,stats,two_tower_epoch
+
+A size is ``NAME`` or ``NAME:USERS`` (``--users``: the paper design, 90 features and shards, at ~55k and ~1M
+requests beside the full ~7.5M). The last column is the growth of the time per 10x requests from the row above.
 
 ``--baseline CHECKOUT``: each command also runs with that checkout's rgalign_rl (PYTHONPATH), alternating with
 this one on the same world, and the row gives both and their ratio (the dict-per-row world before columns).
@@ -22,12 +26,24 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 COMMANDS = {
-    "generate": ["world", "shopsim", "--out", "{world}", "--seed", "0", "--size", "{size}"],
+    "generate": ["world", "shopsim", "--out", "{world}", "--seed", "0", "--size", "{size}", "--users", "{users}"],
     "validate": ["world", "validate", "{world}"],
     "stats": ["world", "stats", "{world}", "--json", "--headroom", "off"],
     "two_tower": ["ranker", "train", "--world", "{world}", "--arch", "two_tower", "--queries", "none", "--out", "{out}/tt_{size}"],
+    "two_tower_epoch": ["ranker", "train", "--world", "{world}", "--arch", "two_tower", "--queries", "none",
+                        "--out", "{out}/tt_{size}", "--epochs", "1"],
 }
+
+
+def requests(world: Path) -> int:
+    if (world / "samples.jsonl").exists():
+        return sum(1 for _ in open(world / "samples.jsonl"))
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(world.glob("samples*.parquet")))
 
 
 def run(cmd: list[str], checkout: str | None = None) -> tuple[float, float]:
@@ -60,13 +76,16 @@ def main() -> None:
         print("| size | requests | command | wall s: baseline / this (ratio) | peak RSS GB: baseline / this (ratio) |\n|---|---|---|---|---|",
               flush=True)
     else:
-        print("| size | requests | command | wall s (median) | peak RSS GB | requests/s |\n|---|---|---|---|---|---|", flush=True)
-    for size in a.sizes.split(","):
-        world = out / f"world_{size}"
+        print("| size | requests | command | wall s (median) | peak RSS GB | requests/s | time x per 10x requests |\n"
+              "|---|---|---|---|---|---|---|", flush=True)
+    last: dict[str, tuple[int, float]] = {}
+    for spec in a.sizes.split(","):
+        size, _, users = spec.partition(":")
+        world = out / f"world_{size}{'_' + users if users else ''}"
         n = None
         for name in a.commands.split(","):
             walls, peaks, base_walls, base_peaks = [], [], [], []
-            cmd = [x.format(world=world, size=size, out=out) for x in COMMANDS[name]]
+            cmd = [x.format(world=world, size=size, out=out, users=users or 0) for x in COMMANDS[name]]
             for _ in range(a.repeats):
                 if a.baseline:
                     w, p = run(cmd, a.baseline)
@@ -76,7 +95,7 @@ def main() -> None:
                 walls.append(w)
                 peaks.append(p)
             if n is None:
-                n = sum(1 for _ in open(world / "samples.jsonl"))
+                n = requests(world)
             wall = statistics.median(walls)
             if a.baseline:
                 bw, bp = statistics.median(base_walls), max(base_peaks)
@@ -85,8 +104,13 @@ def main() -> None:
                 print(f"| {size} | {n:,} | {name} | {bw:.1f} / {wall:.1f} ({bw / wall:.1f}x) | "
                       f"{bp:.2f} / {max(peaks):.2f} ({bp / max(peaks):.1f}x) |", flush=True)
                 continue
-            rows.append({"size": size, "requests": n, "command": name, "wall_s": wall, "peak_gb": max(peaks)})
-            print(f"| {size} | {n:,} | {name} | {wall:.1f} | {max(peaks):.2f} | {n / wall:,.0f} |", flush=True)
+            growth = ""
+            if name in last:  # normalised to 10x requests: (t1 / t0) ** (1 / log10(n1 / n0))
+                n0, w0 = last[name]
+                growth = f"{(wall / w0) ** (1 / np.log10(n / n0)):.1f}x"
+            last[name] = (n, wall)
+            rows.append({"size": spec, "requests": n, "command": name, "wall_s": wall, "peak_gb": max(peaks), "growth_per_10x": growth})
+            print(f"| {spec} | {n:,} | {name} | {wall:.1f} | {max(peaks):.2f} | {n / wall:,.0f} | {growth} |", flush=True)
     (out / "world_scale.json").write_text(json.dumps(rows, indent=1))
 
 

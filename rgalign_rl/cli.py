@@ -54,8 +54,8 @@ def cmd_world_shopsim(args) -> int:
     from .world.shopsim.simulator import ShopSimConfig, write_shopsim
 
     launch = {} if args.cold_launch_day is None else {"cold_launch_day": args.cold_launch_day}
-    cfg = ShopSimConfig(seed=args.seed, size=args.size, semantic_gap=args.semantic_gap, teacher_bias=args.teacher_bias,
-                        **launch)
+    cfg = ShopSimConfig(seed=args.seed, size=args.size, users=args.users, semantic_gap=args.semantic_gap,
+                        teacher_bias=args.teacher_bias, **launch)
     out = write_shopsim(args.out, cfg)
     print(f"wrote ShopSim world ({args.size}, seed {args.seed}, semantic_gap={'on' if cfg.semantic_gap else 'off'}, "
           f"teacher_bias={'on' if cfg.teacher_bias else 'off'}) to {out}")
@@ -126,6 +126,7 @@ def cmd_ranker_train(args) -> int:
             raise SystemExit(f"error: --nest {args.nest}: a {nest.cfg.arch} ranker, not a two_tower")
         kw = {"nest": nest, "encoder": enc}
     query = query_embeddings(world, args.queries, args.query_mode) if reads else None
+    world.oracle = None  # training reads clicks, not the oracle's ~280 bytes a request (2 GB at the paper's scale)
     # teacher and need queries are always text-encoder vectors
     mode = args.query_mode if args.queries.startswith("reasoner:") else "text"
     cfg = TrainConfig(epochs=args.epochs, seed=args.seed)
@@ -267,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", choices=list(SIZES), default="default",
                    help="users (~5 requests each): tiny 400, small 5,500 (make demo), default 11,000, large 40,000, "
-                        "huge 200,000 (~1M requests)")
+                        "huge 200,000 (~1M requests); paper 1,500,000 (~7.5M requests, 90 features, drawn in blocks, "
+                        "samples in Parquet shards)")
+    s.add_argument("--users", type=int, default=0, metavar="N", help="N users instead of the size's (0: the size's)")
     s.add_argument("--semantic-gap", type=_on_off, default=True, metavar="on|off",
                    help="rare needs and cold intents (default on)")
     s.add_argument("--cold-launch-day", type=int, metavar="DAY",

@@ -33,7 +33,10 @@ class UserStats:
     den: dict[str, np.ndarray]
     skipped_users: int
 
-    def value(self, weights: np.ndarray | None = None) -> dict[str, float]:
+    def value(self, weights: "np.ndarray | Bootstrap | None" = None) -> dict[str, float]:
+        if isinstance(weights, Bootstrap):  # replicate by chunk: [B, U] at once is GBs for a million users
+            parts = [self.value(w) for w in weights.chunks()]
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         w = np.ones(len(next(iter(self.num.values())))) if weights is None else weights
         out = {}
         for k in self.num:
@@ -130,10 +133,36 @@ def user_stats(scores, labels, mask, users, k: int = 3, probs=None) -> UserStats
     return UserStats(num, den, int((has_imp & (w == 0)).sum()))
 
 
-def bootstrap_weights(n_users: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """[B, U] resampling counts of users; shared between rankers so that differences are paired."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=n_boot).astype(np.float64)
+class Bootstrap:
+    """[B, U] resampling counts of users, shared between rankers so that differences are paired. Made in chunks
+    of replicates from one seeded stream (the same counts as drawing all B at once) and kept only when they
+    fit in one chunk: 1,000 replicates of the paper's ~900k test users are 7 GB of float64."""
+
+    CHUNK_CELLS = 25_000_000  # ~200 MB per chunk
+
+    def __init__(self, n_users: int, n_boot: int = 1000, seed: int = 0):
+        self.n_users, self.n_boot, self.seed = n_users, n_boot, seed
+        self.rows = max(1, self.CHUNK_CELLS // max(n_users, 1))
+        self._kept: list[np.ndarray] | None = None
+
+    def chunks(self):
+        if self._kept is not None:
+            yield from self._kept
+            return
+        rng, p, kept = np.random.default_rng(self.seed), np.full(self.n_users, 1.0 / max(self.n_users, 1)), []
+        for a in range(0, self.n_boot, self.rows):
+            chunk = rng.multinomial(self.n_users, p, size=min(self.rows, self.n_boot - a)).astype(np.float64)
+            kept.append(chunk)
+            yield chunk
+        if self.rows >= self.n_boot:
+            self._kept = kept
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:  # all of it, for small worlds and tests
+        return np.concatenate(list(self.chunks())).astype(dtype or np.float64)
+
+
+def bootstrap_weights(n_users: int, n_boot: int = 1000, seed: int = 0) -> Bootstrap:
+    return Bootstrap(n_users, n_boot, seed)
 
 
 def summarize(stats: UserStats, boot: np.ndarray | None = None, n_boot: int = 1000) -> dict:

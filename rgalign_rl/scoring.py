@@ -78,7 +78,7 @@ class FrozenRankerScorer:
     @torch.no_grad()
     def _user_embeddings(self) -> torch.Tensor:
         dev = self.text_emb.device
-        out = [user_vectors(self.model, self.data.x[i : i + 4096].to(dev), self.data.behavior[i : i + 4096].to(dev)).cpu()
+        out = [user_vectors(self.model, *self.data.batch(slice(i, i + 4096), dev)[:2]).cpu()
                for i in range(0, len(self.world.samples), 4096)]
         return torch.nn.functional.normalize(torch.cat(out), dim=-1)
 

@@ -89,3 +89,21 @@ def test_expected_gauc_uses_soft_labels_and_equals_gauc_on_hard_ones():
         np.testing.assert_allclose(a, b, atol=1e-12)
     auc, w = soft_group_auc(np.zeros(2, int), np.array([1.0, 2.0]), np.zeros(2))  # nothing to rank: skipped
     assert w[0] == 0
+
+
+def test_bootstrap_in_chunks_is_the_one_draw_and_gives_the_same_cis(monkeypatch):
+    from rgalign_rl.metrics import Bootstrap, summarize, user_stats
+
+    n = 300
+    one = np.random.default_rng(0).multinomial(n, np.full(n, 1.0 / n), size=1000).astype(np.float64)
+    kept = Bootstrap(n)  # fits one chunk: drawn once, kept
+    assert (np.asarray(kept) == one).all()
+    monkeypatch.setattr(Bootstrap, "CHUNK_CELLS", 7 * n)  # 7 replicates a chunk: drawn again at each use
+    chunked = Bootstrap(n)
+    assert chunked.rows == 7 and (np.asarray(chunked) == one).all()
+    rng = np.random.default_rng(1)
+    scores, labels = rng.random((900, 5)), (rng.random((900, 5)) < 0.3).astype(float)
+    stats = user_stats(scores, labels, np.ones((900, 5), bool), np.arange(900) % n)
+    assert summarize(stats, kept) == summarize(stats, one)  # one chunk: the numbers of one [B, U] product
+    a, b = summarize(stats, chunked), summarize(stats, one)  # in chunks: the same up to the last bits
+    assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], rtol=0, atol=1e-12) for k in a)

@@ -50,16 +50,16 @@ class RankerData:
         x, b = world.derived[key]
         ids, mask = world.candidates
         self.x, self.behavior = torch.from_numpy(x), torch.from_numpy(b)
-        self.cand, self.mask = torch.from_numpy(np.maximum(ids, 0)), torch.from_numpy(mask)
+        self.cand, self.mask = torch.from_numpy(np.maximum(ids, 0).astype(np.int32)), torch.from_numpy(mask)
         self.labels = torch.from_numpy(world.labels)
         self.query = None if query is None else torch.from_numpy(np.asarray(query, dtype=np.float32))
         self.users = world.user_codes
         self.world = world
 
     def batch(self, idx, device=None):
-        """The model inputs of rows ``idx``, on ``device`` (the model's)."""
+        """The model inputs of rows ``idx``, on ``device`` (the model's); codes kept as int32, given as int64."""
         q = None if self.query is None else self.query[idx]
-        out = self.x[idx], self.behavior[idx], self.cand[idx], q
+        out = self.x[idx].long(), self.behavior[idx].long(), self.cand[idx].long(), q
         return out if device is None else tuple(None if t is None else t.to(device) for t in out)
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from .columns import OracleTable, SampleTable, TeacherTable
 
 SPLITS = ("train", "valid", "test")
@@ -86,14 +88,22 @@ class Checker:
         return value
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yields (line number, parsed row) for a JSONL or Parquet file; a JSON error yields an Exception."""
+def read_rows(path: Path, batches: bool = False) -> Iterator[tuple[int, Any]]:
+    """Yields (line number, parsed row) for a JSONL or Parquet file; a JSON error yields an Exception.
+    ``batches``: a Parquet file yields (first line, pyarrow RecordBatch) instead, to be read as columns."""
     if path.suffix == ".parquet":  # read in row batches: a million rows never sit in memory as dicts
         import pyarrow.parquet as pq
 
         line = 0
-        try:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
+        try:  # by row group: a batch across two of them fails on nested columns in pyarrow
+            pf = pq.ParquetFile(path)
+            groups = (pf.read_row_group(g).to_batches(max_chunksize=65536 if batches else 8192)
+                      for g in range(pf.num_row_groups))
+            for batch in (b for group in groups for b in group):
+                if batches:
+                    yield line + 1, batch
+                    line += batch.num_rows
+                    continue
                 for row in batch.to_pylist():
                     line += 1
                     yield line, {k: _from_arrow(v) for k, v in row.items()}
@@ -155,57 +165,122 @@ def check_intents(path: Path) -> tuple[list[dict], list[Problem]]:
     return intents, chk.problems
 
 
-def check_samples(path: Path, intent_ids: list[str]) -> tuple[SampleTable, list[Problem]]:
-    chk = Checker(path.name)
-    samples = SampleTable(intent_ids)
-    seen: dict[str, int] = {}
+def check_samples(paths: Path | list[Path], intent_ids: list[str]) -> tuple[SampleTable, list[Problem]]:
+    """One samples file, or the shards of one (``samples-*.parquet``, read in name order as one table). A Parquet
+    batch is read as columns (world/arrow_samples.py) unless it holds something only the row path reports."""
+    from .arrow_samples import append_batch
+
+    files = [paths] if isinstance(paths, Path) else list(paths)
+    samples, problems = SampleTable(intent_ids), []
+    seen: dict[str, tuple[str, int]] = {}  # rows read one at a time: id -> (file, line)
+    places: list[tuple[int, int, str, int]] = []  # batches read as columns: (first row, end, file, first line)
     with_split = 0
-    for line, row in read_rows(path):
-        if not _is_object(chk, line, row):
+    for path in files:
+        chk = Checker(path.name)
+        for line, item in read_rows(path, batches=True):
+            if hasattr(item, "num_rows"):
+                start = samples.n_appended
+                ok, n_split = append_batch(samples, item)
+                if ok:
+                    places.append((start, start + item.num_rows, path.name, line))
+                    with_split += n_split
+                    continue
+                rows = ((line + j, {k: _from_arrow(v) for k, v in row.items()}) for j, row in enumerate(item.to_pylist()))
+            else:
+                rows = [(line, item)]
+            for ln, row in rows:
+                with_split += _check_sample_row(chk, samples, seen, ln, row)
+        problems += chk.problems
+    if any(p.suffix == ".parquet" for p in files):  # pyarrow's pool keeps what it freed (~250 MB a million rows)
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    n = samples.n_appended
+    samples = samples.finish()
+    problems += _duplicate_ids(samples, seen, places)
+    if not n and not problems:
+        problems.append(Problem(files[0].name, 0, "sample_id", "no samples"))
+    if 0 < with_split < n:
+        problems.append(Problem(files[0].name, 0, "split", f"given on {with_split} of {n} rows: give it on all rows or none"))
+    return samples, problems
+
+
+def _check_sample_row(chk: Checker, samples: SampleTable, seen: dict, line: int, row) -> int:
+    """Checks one row and appends it if it has no problem; returns 1 if it gives a split."""
+    with_split = 0
+    if not _is_object(chk, line, row):
+        return 0
+    n_before = len(chk.problems)
+    sid = chk.string(row, line, "sample_id")
+    uid = chk.string(row, line, "user_id")
+    ts = chk.integer(row, line, "timestamp")
+    feats = row.get("features")
+    if not isinstance(feats, dict):
+        chk.add(line, "features", "missing required field" if feats is None else "expected an object")
+    else:
+        for name, value in feats.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                chk.add(line, f"features.{name}", f"non-finite number {value}")
+            elif not isinstance(value, (str, int, float, bool)):
+                chk.add(line, f"features.{name}", f"expected str, int, float or bool, got {type(value).__name__}")
+    chk.string_list(row, line, "behavior", required=False)
+    cands = chk.string_list(row, line, "candidates", required=False)
+    clicked = chk.string_list(row, line, "clicked", required=True)
+    for name, ids in (("candidates", cands), ("clicked", clicked)):
+        for iid in ids or []:
+            if iid not in samples.intent_code:
+                chk.add(line, name, f"unknown intent id {iid!r}")
+    if cands is not None:
+        if not cands:
+            chk.add(line, "candidates", "must not be empty (omit it to mean all intents)")
+        if len(set(cands)) != len(cands):
+            chk.add(line, "candidates", "duplicate intent ids")
+        for iid in set(clicked or []) - set(cands):
+            chk.add(line, "clicked", f"intent {iid!r} is not among the candidates")
+    split = row.get("split")
+    if split is not None:
+        with_split += 1
+        if split not in SPLITS:
+            chk.add(line, "split", f"expected one of {', '.join(SPLITS)}, got {split!r}")
+    if sid is not None and sid in seen:
+        chk.add(line, "sample_id", f"duplicate id {sid!r} (first on {_place(chk.file, *seen[sid])})")
+    elif sid is not None:
+        seen[sid] = (chk.file, line)
+    if len(chk.problems) == n_before:
+        samples.append(sid, uid, ts, feats, row.get("behavior"), cands, clicked, split)
+    return with_split
+
+
+def _place(here: str, file: str, line: int) -> str:
+    return f"line {line}" if file == here else f"{file} line {line}"
+
+
+def _duplicate_ids(samples: SampleTable, seen: dict, places: list) -> list[Problem]:
+    """Ids that repeat across rows read as columns (the row path finds its own as it reads)."""
+    if not places:
+        return []
+    ids = samples.sample_id
+    order = np.argsort(ids, kind="stable")
+    same = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+    if not len(same):
+        return []
+    starts = np.array([p[0] for p in places])
+
+    def where(pos: int) -> tuple[str, int] | None:  # None: a row read one at a time
+        b = np.searchsorted(starts, pos, side="right") - 1
+        if b >= 0 and pos < places[b][1]:
+            return places[b][2], places[b][3] + pos - places[b][0]
+        return None
+
+    out = []
+    for j in same[:MAX_SHOWN_ERRORS]:
+        first, again = where(int(order[j])), where(int(order[j + 1]))
+        if first is None and again is None:  # the row path has reported it
             continue
-        n_before = len(chk.problems)
-        sid = chk.string(row, line, "sample_id")
-        uid = chk.string(row, line, "user_id")
-        ts = chk.integer(row, line, "timestamp")
-        feats = row.get("features")
-        if not isinstance(feats, dict):
-            chk.add(line, "features", "missing required field" if feats is None else "expected an object")
-        else:
-            for name, value in feats.items():
-                if isinstance(value, float) and not math.isfinite(value):
-                    chk.add(line, f"features.{name}", f"non-finite number {value}")
-                elif not isinstance(value, (str, int, float, bool)):
-                    chk.add(line, f"features.{name}", f"expected str, int, float or bool, got {type(value).__name__}")
-        chk.string_list(row, line, "behavior", required=False)
-        cands = chk.string_list(row, line, "candidates", required=False)
-        clicked = chk.string_list(row, line, "clicked", required=True)
-        for name, ids in (("candidates", cands), ("clicked", clicked)):
-            for iid in ids or []:
-                if iid not in samples.intent_code:
-                    chk.add(line, name, f"unknown intent id {iid!r}")
-        if cands is not None:
-            if not cands:
-                chk.add(line, "candidates", "must not be empty (omit it to mean all intents)")
-            if len(set(cands)) != len(cands):
-                chk.add(line, "candidates", "duplicate intent ids")
-            for iid in set(clicked or []) - set(cands):
-                chk.add(line, "clicked", f"intent {iid!r} is not among the candidates")
-        split = row.get("split")
-        if split is not None:
-            with_split += 1
-            if split not in SPLITS:
-                chk.add(line, "split", f"expected one of {', '.join(SPLITS)}, got {split!r}")
-        if sid is not None and sid in seen:
-            chk.add(line, "sample_id", f"duplicate id {sid!r} (first on line {seen[sid]})")
-        elif sid is not None:
-            seen[sid] = line
-        if len(chk.problems) == n_before:
-            samples.append(sid, uid, ts, feats, row.get("behavior"), cands, clicked, split)
-    if not seen and not chk.problems:
-        chk.add(0, "sample_id", "no samples")
-    if 0 < with_split < len(seen):
-        chk.add(0, "split", f"given on {with_split} of {len(seen)} rows: give it on all rows or none")
-    return samples.finish(), chk.problems
+        first, again = first or seen[str(ids[order[j]])], again or seen[str(ids[order[j]])]
+        out.append(Problem(again[0], again[1], "sample_id", f"duplicate id {str(ids[order[j]])!r} (first on "
+                                                             f"{_place(again[0], *first)})"))
+    return out
 
 
 def check_oracle(path: Path, samples: SampleTable) -> tuple[OracleTable, list[Problem]]:

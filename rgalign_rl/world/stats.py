@@ -7,13 +7,19 @@ from ..metrics import bootstrap_weights, summarize, user_stats
 from .world import World
 
 
-def reference_scores(world: World, seed: int = 0) -> dict[str, np.ndarray]:
-    """[n, C] scores of every sample for the random, popularity (train clicks) and oracle rankers."""
-    ids, mask = world.candidates
+def reference_scores(world: World, idx: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """[len(idx), C] scores of samples ``idx`` (sorted) for the random, popularity (train clicks) and oracle
+    rankers. The random scores are those of a draw for every sample, made in blocks (the same numbers)."""
+    ids, mask = world.candidates[0][idx], world.candidates[1][idx]
     clicks = world.train_clicks.astype(np.float64)
-    out = {"random": np.random.default_rng(seed).random(ids.shape),
-           "popularity": np.where(mask, clicks[np.maximum(ids, 0)], 0.0)}
-    probs = world.oracle_probs()
+    rng, n, C = np.random.default_rng(seed), len(world.samples), ids.shape[1]
+    rand = np.empty(ids.shape)
+    for a in range(0, n, 65536):
+        block = rng.random((min(65536, n - a), C))
+        lo, hi = np.searchsorted(idx, [a, a + 65536])
+        rand[lo:hi] = block[idx[lo:hi] - a]
+    out = {"random": rand, "popularity": np.where(mask, clicks[np.maximum(ids, 0)], 0.0)}
+    probs = world.oracle_probs(idx)
     if probs is not None:
         out["oracle"] = probs
     return out
@@ -25,8 +31,7 @@ def split_user_stats(world: World, split_scores: np.ndarray, split: str = "test"
     idx = world.indices(split)
     key = ("oracle_probs", split)
     if key not in world.derived:  # every stage's evaluation reads them: built once per world and split
-        probs = world.oracle_probs()
-        world.derived[key] = None if probs is None else probs[idx]
+        world.derived[key] = world.oracle_probs(idx)
     return user_stats(split_scores, world.labels[idx], world.candidates[1][idx], world.user_codes[idx],
                       probs=world.derived[key])
 
@@ -38,7 +43,7 @@ def split_metrics(world: World, scores: np.ndarray, split: str = "test", boot=No
 def world_stats(world: World, headroom: bool = False, seed: int = 0) -> dict:
     idx = world.indices("test")
     boot = bootstrap_weights(len(np.unique(world.user_codes[idx])))
-    refs = {name: split_metrics(world, s, "test", boot) for name, s in reference_scores(world).items()}
+    refs = {name: summarize(split_user_stats(world, s, "test"), boot) for name, s in reference_scores(world, idx).items()}
     out = {"world": world.name, "sizes": world.sizes(), "reference": refs}
     if headroom and world.has_needs:
         from ..ranker.headroom import measure_headroom

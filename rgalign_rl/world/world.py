@@ -91,19 +91,26 @@ class World:
         """Whether the oracle names each request's true need (need accuracy and the headroom need it)."""
         return self.oracle is not None and len(self.oracle.needs.codes) > 0
 
-    def oracle_probs(self) -> np.ndarray | None:
-        """[n, C] the true click probability of each candidate (0 where the oracle is silent)."""
+    def oracle_probs(self, idx=None) -> np.ndarray | None:
+        """[len(idx), C] the true click probability of each candidate of samples ``idx`` (default: all; 0 where
+        the oracle is silent). Each sample's oracle entries are read through its row's offsets: linear in the
+        rows asked for, whatever the world's size."""
         if self.oracle is None:
             return None
         ids, _ = self.candidates
+        idx = np.arange(len(ids)) if idx is None else np.asarray(idx)
         o, K = self.oracle, len(self.intents)
-        rows = np.repeat(o.sample, o.probs_intent.lengths)  # each probability's sample
-        out = np.zeros(ids.shape, np.float64)
-        for a in range(0, len(ids), 65536):  # a dense [block, K] table at a time: not [n, K] at once
-            dense = np.zeros((min(65536, len(ids) - a), K + 1), np.float64)  # column K: padding
-            sel = (rows >= a) & (rows < a + 65536)
-            dense[rows[sel] - a, o.probs_intent.codes[sel]] = o.probs[sel]
-            out[a : a + 65536] = np.take_along_axis(dense, np.where(ids[a : a + 65536] >= 0, ids[a : a + 65536], K), axis=1)
+        off, codes = o.probs_intent.offsets, o.probs_intent.codes
+        out = np.zeros((len(idx), ids.shape[1]), np.float64)
+        for a in range(0, len(idx), 65536):  # a dense [block, K] table at a time: not [n, K] at once
+            p = idx[a : a + 65536]
+            r = o.row[p]
+            has = np.flatnonzero(r >= 0)
+            lo, n = off[r[has]], off[r[has] + 1] - off[r[has]]
+            entry = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(n.sum())
+            dense = np.zeros((len(p), K + 1), np.float64)  # column K: padding
+            dense[np.repeat(has, n), codes[entry]] = o.probs[entry]
+            out[a : a + len(p)] = np.take_along_axis(dense, np.where(ids[p] >= 0, ids[p], K), axis=1)
         return out
 
     def dataset(self, split: str | None = None):
@@ -134,11 +141,12 @@ def temporal_split(timestamps: np.ndarray) -> np.ndarray:
     return np.where(ts >= lo + span * 5 / 6, "test", np.where(ts >= lo + span * 4 / 6, "valid", "train")).astype("<U5")
 
 
-def find_samples_file(root: Path) -> Path | None:
+def find_samples_file(root: Path) -> Path | list[Path] | None:
+    """samples.jsonl, samples.parquet, or the shards samples-*.parquet (in name order)."""
     for name in ("samples.jsonl", "samples.parquet"):
         if (root / name).exists():
             return root / name
-    return None
+    return sorted(root.glob("samples-*.parquet")) or None
 
 
 def load_world(root: str | Path) -> World:
@@ -157,7 +165,7 @@ def load_world(root: str | Path) -> World:
     samples_path = find_samples_file(root)
     samples = SampleTable(intent_ids).finish()
     if samples_path is None:
-        problems.append(Problem("samples.jsonl", 0, "(file)", "missing (samples.jsonl or samples.parquet)"))
+        problems.append(Problem("samples.jsonl", 0, "(file)", "missing (samples.jsonl, samples.parquet or samples-*.parquet shards)"))
     else:
         samples, p = check_samples(samples_path, intent_ids)
         problems += p

@@ -23,11 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import Annotated, OneOf
+from ...config import Annotated, NonNegative, OneOf, Positive
 from ..world import atomic_dir, json_line, load_world, write_jsonl
+from . import context
+from .blocks import write_blocks
 from .catalog import FEATURES, NONE_SHARE, SYNONYMS, TOPIC_ACTIONS, TOPIC_NOUNS, parse_intents
 
-SIZES = {"tiny": 400, "small": 5500, "default": 11000, "large": 40000, "huge": 200000}  # users; ~5 requests each
+# users; ~5 requests each. ``paper`` (~7.5M requests, the paper's log) is drawn in blocks with 62 context
+# features beside the 28 the rules read (shopsim/blocks.py); the others request by request, as always
+SIZES = {"tiny": 400, "small": 5500, "default": 11000, "large": 40000, "huge": 200000, "paper": 1_500_000}
 STATE_FEATURES = ("logistics_event", "payment_state", "refund_state", "return_state", "voucher_state",
                   "cancel_request", "paylater_state", "last_chat_topic")
 BIASED_REGIONS = ("north", "south", "metro")  # the segment where the prolific teacher is misaligned
@@ -38,6 +42,8 @@ EPOCH = 1_700_000_000  # timestamp of day 0, hour 0
 class ShopSimConfig:
     seed: int = 0
     size: Annotated[str, OneOf(SIZES)] = "default"
+    users: Annotated[int, NonNegative] = 0  # 0: the size's number of users
+    shard_rows: Annotated[int, Positive] = 1_000_000  # requests per samples-*.parquet shard (size paper)
     days: int = 42                  # six weeks: five to train and validate, the last one to test
     requests_per_user: float = 5.0
     semantic_gap: bool = True       # off: uniform need frequencies and no cold intents
@@ -145,8 +151,12 @@ class ShopSim:
     def generate(self):
         """Yields (sample, oracle row, teacher rows) per request in time order: written as they come, so a
         million-request world never sits in memory as dicts."""
+        yield from self._requests(*self.draw_requests())
+
+    def draw_requests(self):
+        """Every request's user, features and need, as columns: (cols, user, user_bias, need, segment)."""
         cfg, r = self.cfg, self.rng
-        n_users = SIZES[cfg.size]
+        n_users = cfg.users or SIZES[cfg.size]
         user_bias = r.normal(0, cfg.user_sd, n_users)
         traits = {f: self._draw(f, n_users) for f, spec in FEATURES.items() if spec[2]}
         per_user = 1 + r.poisson(cfg.requests_per_user - 1, n_users)
@@ -173,7 +183,7 @@ class ShopSim:
             need = np.where((need < 0) & self._match(cols, k), k, need)
         assert (need >= 0).all()
         segment = np.isin(cols["region"], [FEATURES["region"][1].index(g) for g in BIASED_REGIONS])
-        yield from self._requests(cols, user, user_bias, need, segment)
+        return cols, user, user_bias, need, segment
 
     def _match_static(self, cols: dict, k: int) -> np.ndarray:
         ok = np.ones(len(cols["day"]), dtype=bool)
@@ -291,24 +301,28 @@ def _compare(a: np.ndarray, op: str, v) -> np.ndarray:
 
 def write_shopsim(out: str | Path, config: ShopSimConfig) -> Path:
     """Generates the world into ``out`` atomically; the result is validated before it replaces ``out``."""
-    sim = ShopSim(config)
+    sim, paper = ShopSim(config), config.size == "paper"
     meta = {"name": f"shopsim-{config.size}-seed{config.seed}",
             "description": "ShopSim: simulated e-commerce customer-service chatbot (rgalign_rl). Teachers "
                            "see each request's hidden need with noise; they stand in for large LLMs' "
                            "world knowledge.",
-            "features": {name: spec[3] for name, spec in FEATURES.items()},
-            "shopsim": asdict(config),
+            "features": {name: spec[3] for name, spec in FEATURES.items()} | (context.descriptions() if paper else {}),
+            "shopsim": {k: v for k, v in asdict(config).items()  # knobs left out where unused: older worlds stay the same files
+                        if not (k == "users" and not v or k == "shard_rows" and not paper)},
             "cold_intents": [it["intent_id"] for it, d in zip(sim.intents, sim.launch_day) if d > 0],
             "teachers": {name: {k: v for k, v in t.items() if k != "openers"} for name, t in TEACHERS.items()}}
     with atomic_dir(out) as tmp:
         write_jsonl(tmp / "intents.jsonl", ({"intent_id": it["intent_id"], "text": it["text"],
                                              "topic": it["topic"]} for it in sim.intents))
-        with open(tmp / "samples.jsonl", "w", encoding="utf-8") as fs, \
-                open(tmp / "oracle.jsonl", "w", encoding="utf-8") as fo, open(tmp / "teachers.jsonl", "w", encoding="utf-8") as ft:
-            for sample, oracle, teachers in sim.generate():
-                fs.write(json_line(sample))
-                fo.write(json_line(oracle))
-                ft.write("".join(map(json_line, teachers)))
+        with open(tmp / "oracle.jsonl", "w", encoding="utf-8") as fo, open(tmp / "teachers.jsonl", "w", encoding="utf-8") as ft:
+            if paper:  # drawn in blocks, samples in Parquet shards
+                write_blocks(sim, tmp, fo, ft)
+            else:
+                with open(tmp / "samples.jsonl", "w", encoding="utf-8") as fs:
+                    for sample, oracle, teachers in sim.generate():
+                        fs.write(json_line(sample))
+                        fo.write(json_line(oracle))
+                        ft.write("".join(map(json_line, teachers)))
         (tmp / "world.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         load_world(tmp)
     return Path(out)
