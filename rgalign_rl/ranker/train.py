@@ -50,7 +50,7 @@ class RankerData:
         x, b = world.derived[key]
         ids, mask = world.candidates
         self.x, self.behavior = torch.from_numpy(x), torch.from_numpy(b)
-        self.cand, self.mask = torch.from_numpy(np.maximum(ids, 0).astype(np.int32)), torch.from_numpy(mask)
+        self.cand, self.mask = torch.from_numpy(np.maximum(ids, 0)), torch.from_numpy(mask)
         self.labels = torch.from_numpy(world.labels)
         self.query = None if query is None else torch.from_numpy(np.asarray(query, dtype=np.float32))
         self.users = world.user_codes

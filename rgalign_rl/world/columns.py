@@ -62,12 +62,12 @@ class Ragged:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def padded(self, width: int | None = None, fill: int = -1) -> np.ndarray:
+    def padded(self, width: int | None = None, fill: int = -1, dtype=np.int64) -> np.ndarray:
         """[n, width] codes, ``fill`` after each row's end (width: the longest row)."""
         n = len(self.offsets) - 1
         lengths = self.lengths
         width = int(lengths.max(initial=0)) if width is None else width
-        out = np.full((n, width), fill, np.int64)
+        out = np.full((n, width), fill, dtype)
         col = np.arange(width)
         keep = col[None, :] < lengths[:, None]
         out[keep] = self.codes[(self.offsets[:-1, None] + col[None, :])[keep]]

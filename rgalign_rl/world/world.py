@@ -65,7 +65,7 @@ class World:
         a sample without a candidate list)."""
         c, K = self.samples.candidates, len(self.intents)
         width = max(int(c.lengths.max(initial=0)), K if c.missing.any() else 0)
-        ids = c.padded(width)
+        ids = c.padded(width, dtype=np.int32)  # 0.6 GB at the paper's 7.5M x 20, not 1.2
         if c.missing.any():
             ids[c.missing] = np.pad(np.arange(K), (0, width - K), constant_values=-1)
         return ids, ids >= 0
