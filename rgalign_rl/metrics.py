@@ -149,13 +149,12 @@ class Bootstrap:
         if self._kept is not None:
             yield from self._kept
             return
-        rng, p, kept = np.random.default_rng(self.seed), np.full(self.n_users, 1.0 / max(self.n_users, 1)), []
+        rng, p = np.random.default_rng(self.seed), np.full(self.n_users, 1.0 / max(self.n_users, 1))
         for a in range(0, self.n_boot, self.rows):
             chunk = rng.multinomial(self.n_users, p, size=min(self.rows, self.n_boot - a)).astype(np.float64)
-            kept.append(chunk)
+            if self.rows >= self.n_boot:  # all of it in one chunk: kept for the next use
+                self._kept = [chunk]
             yield chunk
-        if self.rows >= self.n_boot:
-            self._kept = kept
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:  # all of it, for small worlds and tests
         return np.concatenate(list(self.chunks())).astype(dtype or np.float64)

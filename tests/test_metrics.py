@@ -100,7 +100,7 @@ def test_bootstrap_in_chunks_is_the_one_draw_and_gives_the_same_cis(monkeypatch)
     assert (np.asarray(kept) == one).all()
     monkeypatch.setattr(Bootstrap, "CHUNK_CELLS", 7 * n)  # 7 replicates a chunk: drawn again at each use
     chunked = Bootstrap(n)
-    assert chunked.rows == 7 and (np.asarray(chunked) == one).all()
+    assert chunked.rows == 7 and (np.asarray(chunked) == one).all() and chunked._kept is None  # nothing kept
     rng = np.random.default_rng(1)
     scores, labels = rng.random((900, 5)), (rng.random((900, 5)) < 0.3).astype(float)
     stats = user_stats(scores, labels, np.ones((900, 5), bool), np.arange(900) % n)
