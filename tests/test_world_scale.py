@@ -117,3 +117,37 @@ def test_oracle_probs_of_any_rows_are_the_oracle_rows(paper):
         p = w.oracle[w.samples[i]["sample_id"]]["probs"]
         assert got[r].tolist() == [p[w.intents[c]["intent_id"]] for c in ids[i]]
     assert (w.oracle_probs()[idx] == got).all()
+
+
+def test_columns_and_rows_agree_on_awkward_batches(tmp_path, monkeypatch):
+    """Nulls in every place the format allows them, dictionary columns, a feature no row gives, a split column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = []
+    for i in range(40):
+        feats = {"n": None if i % 7 == 0 else i - 20, "f": None if i % 5 == 0 else i / 4, "b": None if i % 3 == 0 else i % 2 == 0,
+                 "s": None if i % 4 == 0 else ["z", "y", ""][i % 3], "never": None}
+        rows.append({"sample_id": f"s{i}", "user_id": f"u{i % 6}", "timestamp": 100 + i, "features": feats,
+                     "behavior": None if i % 6 == 0 else ["q", "p", "q"][: i % 4], "candidates": None if i % 2 else ["a", "b"],
+                     "clicked": ["b"] if i % 3 == 0 else [], "split": ["train", "valid", "test"][i % 3]})
+    root = write_shards(tmp_path / "w", rows, per_shard=40)
+    (root / "samples-00000.parquet").unlink()
+    table = pa.Table.from_pylist(rows)
+    s = table.column("features").combine_chunks()
+    fields = [s.field(i) if s.type[i].name != "s" else s.field(i).dictionary_encode() for i in range(s.type.num_fields)]
+    table = table.set_column(3, "features", pa.StructArray.from_arrays(fields, [f.name for f in s.type]))
+    pq.write_table(table, root / "samples-00000.parquet")
+    real, took = arrow_samples.append_batch, []
+    monkeypatch.setattr(arrow_samples, "append_batch", lambda *a: took.append(real(*a)) or took[-1])
+    bulk = load_world(root).samples
+    assert took == [(True, 40)]  # read as columns
+    monkeypatch.setattr(arrow_samples, "append_batch", lambda *a: (False, 0))
+    rows_path = load_world(root).samples
+    assert [bulk[i] for i in range(40)] == [rows_path[i] for i in range(40)]
+    assert set(bulk.features) == set(rows_path.features) == {"n", "f", "b", "s"}
+    assert bulk.features["s"].vocab.values == rows_path.features["s"].vocab.values
+    assert bulk.behavior_vocab.values == rows_path.behavior_vocab.values
+    everything = np.arange(40)
+    for name in bulk.features:
+        assert (bulk.features[name].keys(everything) == rows_path.features[name].keys(everything)).all(), name

@@ -32,7 +32,7 @@ class FeatureEncoder:
             col = table.features[name]
             kind = col.kind[rows]
             numeric = (kind == INT) | (kind == FLOAT)
-            values = col.num[rows][numeric]
+            values = col.num[rows][numeric].astype(np.float64)  # quantiles of narrow ints would overflow
             if numeric.any() and numeric.sum() == (kind != NONE).sum() and len(np.unique(values)) > N_BINS:
                 edges = np.unique(np.quantile(values, np.linspace(0, 1, N_BINS + 1)[1:-1]))
                 enc.bins[name] = [float(e) for e in edges]

@@ -10,45 +10,59 @@ from __future__ import annotations
 
 import numpy as np
 
-from .columns import BOOL, FLOAT, INT, NONE, STR, SampleTable
+from .columns import BOOL, FLOAT, INT, NONE, STR, FeatureColumn, SampleTable
 
 SPLITS = ("train", "valid", "test")
 
 
+def _is_str(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
 def _strings(col) -> np.ndarray | None:
-    """A non-null string column with no empty value, as a numpy unicode array; else None."""
+    """A non-null string column with no empty value and no NUL, as a numpy unicode array; else None."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) or col.null_count:
+    if not _is_str(col.type) or col.null_count:
         return None
-    if len(col) and pc.min(pc.utf8_length(pc.utf8_trim_whitespace(col))).as_py() == 0:
+    if len(col) and (pc.min(pc.utf8_length(pc.utf8_trim_whitespace(col))).as_py() == 0
+                     or pc.any(pc.match_substring(col, "\x00")).as_py()):  # numpy drops a trailing NUL
         return None
     return np.asarray(col.to_numpy(zero_copy_only=False)).astype(str)
 
 
-def _codes(values, code_of) -> np.ndarray | None:
-    """Each string of ``values`` (plain or dictionary-encoded, no nulls) as ``code_of(string)``; None if a value
-    is null, not a string, or ``code_of`` gives None."""
+def _dictionary(values) -> tuple[list, np.ndarray] | None:
+    """(distinct strings, each value's index into them) of a string array without nulls; else None."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if not pa.types.is_dictionary(values.type):
-        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        if not _is_str(values.type):
             return None
         values = pc.dictionary_encode(values)
-    if values.null_count or not (pa.types.is_string(values.type.value_type) or pa.types.is_large_string(values.type.value_type)):
+    if values.null_count or not _is_str(values.type.value_type):
         return None
-    table = [code_of(v) for v in values.dictionary.to_pylist()]
-    if any(c is None for c in table):
-        return None
-    return np.asarray(table, np.int64)[values.indices.to_numpy(zero_copy_only=False)] if len(values) else np.zeros(0, np.int64)
+    return values.dictionary.to_pylist(), values.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _lists(col, code_of, required: bool):
-    """A list-of-strings column as (offsets [n + 1] from 0, codes, missing), or None if not acceptable."""
+def _coded(words: list, index: np.ndarray, code) -> np.ndarray:
+    """``code(word)`` of each value, asked in the order the values first appear (a Vocab then numbers them as the
+    row path does: first seen, first coded; entries of a dictionary no row uses are never asked)."""
+    table = np.full(len(words) + 1, -1, np.int64)
+    uniq, first = np.unique(index, return_index=True)
+    for d in uniq[np.argsort(first)].tolist():
+        table[d] = code(words[d])
+    return table[index]
+
+
+def _lists(col, required: bool):
+    """A list-of-strings column as (offsets [n + 1] from 0, (distinct strings, value indices), missing); "absent"
+    for a column that is not there and not required; None if not acceptable."""
     import pyarrow as pa
 
     if col is None:
@@ -59,44 +73,50 @@ def _lists(col, code_of, required: bool):
     if required and missing.any():
         return None
     offsets = np.asarray(col.offsets).astype(np.int64)
-    codes = _codes(col.values.slice(offsets[0], offsets[-1] - offsets[0]), code_of)
-    if codes is None:
-        return None
-    return offsets - offsets[0], codes, missing
+    values = _dictionary(col.values.slice(offsets[0], offsets[-1] - offsets[0]))
+    return None if values is None else (offsets - offsets[0], values, missing)
 
 
-def _feature(col, vocab) -> tuple | None:
-    """(kind, num, code) arrays of one feature column, as FeatureColumn keeps them; None if not acceptable."""
+def _intents(lists, intent_code: dict):
+    """The lists' intent ids as codes; None if one is unknown."""
+    off, (words, index), missing = lists
+    table = np.array([intent_code.get(w, -1) for w in words] + [-1], np.int64)
+    codes = table[index] if len(index) else np.zeros(0, np.int64)
+    return None if (codes < 0).any() else (off, codes, missing)
+
+
+def _feature(col):
+    """(kind, num or None, (strings, indices) or None, null) of one feature column; None if not acceptable."""
     import pyarrow as pa
 
     t, n = col.type, len(col)
     null = col.is_null().to_numpy(zero_copy_only=False)
-    kind, num, code = np.full(n, NONE, np.int8), None, None
+    kind = np.full(n, NONE, np.int8)
     if pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t):
+        if pa.types.is_unsigned_integer(t) and pa.types.bit_width(t) == 64:
+            return None
         v = col.to_numpy(zero_copy_only=False)  # nulls: NaN (floats, ints) or None (bools)
         v = np.where(null, 0, v).astype(np.float64)
         if pa.types.is_floating(t) and not np.isfinite(v).all():
             return None
         kind[~null] = BOOL if pa.types.is_boolean(t) else INT if pa.types.is_integer(t) else FLOAT
-        num = v
-    else:
-        import pyarrow.compute as pc
-
-        values = col if pa.types.is_dictionary(t) else (pc.dictionary_encode(col) if pa.types.is_string(t) or
-                                                        pa.types.is_large_string(t) else None)
-        if values is None or not pa.types.is_string(values.type.value_type):
-            return None
-        table = np.asarray([vocab.code(v) for v in values.dictionary.to_pylist()] + [-1], np.int32)
-        idx = values.indices.fill_null(len(table) - 1).to_numpy(zero_copy_only=False)
-        code = table[idx]
-        kind[~null] = STR
-    return kind, num, code
+        return kind, v, None, null
+    if not (pa.types.is_dictionary(t) or _is_str(t)):
+        return None
+    filled = col.fill_null("") if col.null_count else col
+    words = _dictionary(filled if not pa.types.is_dictionary(t) else col.dictionary_decode().fill_null(""))
+    if words is None:
+        return None
+    kind[~null] = STR
+    return kind, None, words, null
 
 
 def append_batch(samples: SampleTable, batch) -> tuple[bool, int]:
     """Checks ``batch`` (a pyarrow RecordBatch of samples) as columns and appends it to ``samples``. Returns
-    (appended, rows with a split); not appended: the caller reads the batch a row at a time."""
+    (appended, rows with a split); not appended: nothing was changed, and the caller reads the batch a row at a
+    time. Every check comes before anything is written (a vocabulary included)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     names = set(batch.schema.names)
     if not {"sample_id", "user_id", "timestamp", "features", "clicked"} <= names:
@@ -104,21 +124,21 @@ def append_batch(samples: SampleTable, batch) -> tuple[bool, int]:
     col = batch.column
     sid, uid = _strings(col("sample_id")), _strings(col("user_id"))
     ts, feats = col("timestamp"), col("features")
-    if sid is None or uid is None or not pa.types.is_integer(ts.type) or ts.null_count:
+    if sid is None or uid is None or not pa.types.is_signed_integer(ts.type) or ts.null_count:
         return False, 0
     if not pa.types.is_struct(feats.type) or feats.null_count:
         return False, 0
-    code = samples.intent_code
-    cands = _lists(col("candidates") if "candidates" in names else None, code.get, required=False)
-    clicked = _lists(col("clicked"), code.get, required=True)
-    behavior = _lists(col("behavior") if "behavior" in names else None, samples.behavior_vocab.code, required=False)
+    n, K = len(sid), max(len(samples.intent_code), 1)
+    none = (np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.ones(n, bool))
+    cands = _lists(col("candidates") if "candidates" in names else None, required=False)
+    clicked = _lists(col("clicked"), required=True)
+    behavior = _lists(col("behavior") if "behavior" in names else None, required=False)
     if cands is None or clicked is None or behavior is None:
         return False, 0
-    n, K = len(sid), max(len(code), 1)
-    none = (np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.ones(n, bool))
-    cands = none if isinstance(cands, str) else cands
-    behavior = none if isinstance(behavior, str) else behavior
-    behavior = (behavior[0], behavior[1], np.zeros(n, bool))  # no behaviour is an empty one (the row path's rule)
+    cands = none if isinstance(cands, str) else _intents(cands, samples.intent_code)
+    clicked = _intents(clicked, samples.intent_code)
+    if cands is None or clicked is None:
+        return False, 0
     c_off, c_codes, c_missing = cands
     c_rows = np.repeat(np.arange(n), np.diff(c_off))
     if (np.diff(c_off)[~c_missing] == 0).any():  # an empty list of candidates
@@ -137,21 +157,36 @@ def append_batch(samples: SampleTable, batch) -> tuple[bool, int]:
         s = col("split")
         if pa.types.is_dictionary(s.type):
             s = s.cast(s.type.value_type)
-        if not pa.types.is_string(s.type) or s.null_count not in (0, n):
+        if not _is_str(s.type) or s.null_count not in (0, n):
             return False, 0
         if s.null_count == 0:
-            split = np.asarray(s.to_numpy(zero_copy_only=False)).astype(str)
-            if not np.isin(split, SPLITS).all():
+            if not pc.all(pc.is_in(s, value_set=pa.array(SPLITS))).as_py():
                 return False, 0
-    features = {}
+            split = np.asarray(s.to_numpy(zero_copy_only=False)).astype(str)
+    checked = {}
     for i, f in enumerate(feats.type):
-        if f.name not in samples.features:
-            from .columns import FeatureColumn
-
-            samples.features[f.name] = FeatureColumn()
-        got = _feature(feats.field(i), samples.features[f.name].vocab)
+        field = feats.field(i)
+        if field.null_count == len(field):  # no row gives it (the row path leaves such a feature out)
+            continue
+        got = _feature(field)
         if got is None:
             return False, 0
-        features[f.name] = got
+        checked[f.name] = got
+    # every check passed: now the vocabularies
+    features = {}
+    for name, (kind, num, words, null) in checked.items():
+        column = samples.features.setdefault(name, FeatureColumn())
+        code = None
+        if words is not None:
+            code = np.where(null, -1, 0)
+            code[~null] = _coded(words[0], words[1][~null], column.vocab.code)
+        features[name] = (kind, num, code)
+    if isinstance(behavior, str):
+        behavior = none
+    else:
+        off, (words, index), _ = behavior
+        behavior = (off, _coded(words, index, samples.behavior_vocab.code), np.zeros(n, bool))
+    # no behaviour is an empty one (the row path's rule)
+    behavior = (behavior[0], behavior[1], np.zeros(n, bool))
     samples.extend(sid, uid, ts.to_numpy().astype(np.int64), features, behavior, cands, clicked, split)
     return True, 0 if split is None else n

@@ -97,7 +97,7 @@ def read_rows(path: Path, batches: bool = False) -> Iterator[tuple[int, Any]]:
         line = 0
         try:  # by row group: a batch across two of them fails on nested columns in pyarrow
             pf = pq.ParquetFile(path)
-            groups = (pf.read_row_group(g).to_batches(max_chunksize=65536 if batches else 8192)
+            groups = (pf.iter_batches(batch_size=65536 if batches else 8192, row_groups=[g])
                       for g in range(pf.num_row_groups))
             for batch in (b for group in groups for b in group):
                 if batches:
@@ -273,13 +273,15 @@ def _duplicate_ids(samples: SampleTable, seen: dict, places: list) -> list[Probl
         return None
 
     out = []
-    for j in same[:MAX_SHOWN_ERRORS]:
-        first, again = where(int(order[j])), where(int(order[j + 1]))
+    run_start = np.flatnonzero(np.concatenate([[True], ids[order][1:] != ids[order][:-1]]))
+    first_of = order[run_start[np.searchsorted(run_start, same + 1, side="right") - 1]]  # each id's first row
+    for j, f in sorted(zip(order[same + 1].tolist(), first_of.tolist())):  # in row order
+        first, again = where(f), where(j)
         if first is None and again is None:  # the row path has reported it
             continue
-        first, again = first or seen[str(ids[order[j]])], again or seen[str(ids[order[j]])]
-        out.append(Problem(again[0], again[1], "sample_id", f"duplicate id {str(ids[order[j]])!r} (first on "
-                                                             f"{_place(again[0], *first)})"))
+        sid = str(ids[j])
+        first, again = first or seen.get(sid, ("?", 0)), again or seen.get(sid, ("?", 0))
+        out.append(Problem(again[0], again[1], "sample_id", f"duplicate id {sid!r} (first on {_place(again[0], *first)})"))
     return out
 
 
