@@ -1,11 +1,9 @@
 """A world's rows held as columns (numpy arrays and small vocabularies), not one Python dict per row.
 
-Held as dicts, a default ShopSim world (55k requests with their oracle and teacher rows) took ~500 MB, ~9 KB a
-request: a million requests would not fit in 8 GB, and every stage that reads all rows paid per-dict costs.
-Here a request is a few hundred bytes: fixed-width id strings, integer codes into vocabularies, ragged lists
-(behaviour, candidates, clicks, needs) as offsets + codes. Rows are still readable as the dicts of the world
-format (``world.samples[i]``, ``world.oracle[sample_id]``, iterating ``world.teachers``), built on demand for
-code that reads a few; what reads them all (the world's arrays, the feature encoder) reads the columns.
+Held as dicts, a request took ~9 KB (55k: ~500 MB) and every stage that read all rows paid per-dict costs. Here
+it is a few hundred bytes: fixed-width ids, integer codes into vocabularies, ragged lists (behaviour, candidates,
+clicks, needs) as offsets + codes. Rows still read as the world format's dicts (``world.samples[i]``,
+``world.oracle[sample_id]``, iterating ``world.teachers``), built on demand; what reads them all reads columns.
 """
 from __future__ import annotations
 
