@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import FEATURES, TOPIC_ACTIONS, TOPIC_NOUNS
+from .catalog import FEATURES, TOPIC_ACTIONS
 from .context import AMOUNTS, COUNTS, IDS, RECENCIES, draw_context, id_vocabulary
 
 BLOCK = 100_000  # requests drawn at once: [BLOCK, intents] float64 keys are ~100 MB
@@ -30,8 +30,7 @@ PHRASINGS = 256  # wordings kept per (teacher, named intent): few enough to writ
 
 def _top(keys: np.ndarray, n: int) -> np.ndarray:
     """[B, n] column indices of each row's n largest keys."""
-    part = np.argpartition(-keys, n - 1, axis=1)[:, :n]
-    return part
+    return np.argpartition(-keys, n - 1, axis=1)[:, :n]
 
 
 class BlockDrawer:
@@ -39,13 +38,11 @@ class BlockDrawer:
         from .simulator import TEACHERS
 
         self.sim, self.cfg, self.r = sim, sim.cfg, sim.rng
-        K = sim.K
-        self.topic_of = np.array([sorted({it["topic"] for it in sim.intents}).index(it["topic"]) for it in sim.intents])
+        K, topics = sim.K, sorted(TOPIC_ACTIONS)
+        self.topic_of = np.array([topics.index(it["topic"]) for it in sim.intents])
         self.same_topic = self.topic_of[:, None] == self.topic_of[None, :]
-        logw = np.log(sim.weight)
-        self.logw, self.zpop = logw, (logw - logw.mean()) / (logw.std() + 1e-9)
+        self.logw = np.log(sim.weight)
         self.intent_ids = np.array([it["intent_id"] for it in sim.intents])
-        topics = sorted(TOPIC_ACTIONS)
         self.actions = np.array(sorted(a for acts in TOPIC_ACTIONS.values() for a in acts))
         code = {a: i for i, a in enumerate(self.actions)}
         self.topic_actions = np.array([[code[a] for a in TOPIC_ACTIONS[t]] for t in topics])  # [topics, 2]
@@ -61,7 +58,6 @@ class BlockDrawer:
                 rows.append([json.dumps(sim._phrase(-1, k, t)) for _ in range(PHRASINGS)])
             self.pool[name] = rows
         self.same_lists = [np.flatnonzero(self.same_topic[k] & (np.arange(K) != k)) for k in range(K)]
-        assert len(TOPIC_NOUNS) == len(topics)
 
     def candidates(self, k: np.ndarray, live: np.ndarray) -> np.ndarray:
         """[B, n_candidates] intent codes, as ``ShopSim._candidates`` draws them."""
@@ -96,7 +92,7 @@ class BlockDrawer:
         k = need[idx]
         live = cols["day"][idx][:, None] >= sim.launch_day[None, :]
         cands = self.candidates(k, live)
-        logit = cfg.other_logit + cfg.popularity_coef * self.zpop[cands]
+        logit = cfg.other_logit + cfg.popularity_coef * sim.zpop[cands]
         logit = np.where(cands == sim.partner[k][:, None], cfg.partner_logit, logit)
         logit = np.where(cands == k[:, None], cfg.need_logit, logit)
         prob = 1 / (1 + np.exp(-(logit + user_bias[user[idx]][:, None])))

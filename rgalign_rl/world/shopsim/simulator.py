@@ -85,6 +85,8 @@ class ShopSim:
         zipf = config.need_zipf if config.semantic_gap else 0.0
         ranks = self.rng.permutation(self.K) + 1
         self.weight = ranks.astype(float) ** -zipf
+        logw = np.log(self.weight)
+        self.zpop = (logw - logw.mean()) / (logw.std() + 1e-9)  # standardised log popularity (click logits)
         cold = self.rng.random(self.K) < (config.cold_share if config.semantic_gap else 0.0)
         self.launch_day = np.where(cold, config.cold_launch_day, 0)
         self.priority = sorted(range(self.K), key=lambda k: (-len(self.intents[k]["rule"]), k))
@@ -199,15 +201,13 @@ class ShopSim:
         hour = cols["hour_of_day"]
         ts = EPOCH + cols["day"] * 86400 + hour * 3600 + r.integers(0, 3600, N)
         order = np.lexsort((np.arange(N), ts))
-        logw = np.log(self.weight)
-        zpop = (logw - logw.mean()) / (logw.std() + 1e-9)
         topics = np.array([it["topic"] for it in self.intents])
         all_actions = sorted(a for acts in TOPIC_ACTIONS.values() for a in acts)
         for out_i, i in enumerate(order):
             k = need[i]
             live = np.flatnonzero(cols["day"][i] >= self.launch_day)
             cands = self._candidates(k, live, topics)
-            logit = cfg.other_logit + cfg.popularity_coef * zpop[cands]
+            logit = cfg.other_logit + cfg.popularity_coef * self.zpop[cands]
             logit[cands == self.partner[k]] = cfg.partner_logit
             logit[cands == k] = cfg.need_logit
             prob = 1 / (1 + np.exp(-(logit + user_bias[user[i]])))
