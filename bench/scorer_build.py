@@ -44,7 +44,7 @@ def main() -> None:
     ranker = state["done"]["qe_rec"]["path"]
     scfg = ScorerConfig(**cfg)
     rows = np.sort(np.random.default_rng(0).choice(world.indices("valid"), a.rows, replace=False))
-    FrozenRankerScorer(world, ranker, scfg)._space  # warms the MiniLM vectors of the teacher texts
+    FrozenRankerScorer(world, ranker, scfg)._teacher_queries  # warms the MiniLM vectors of the teacher texts
 
     times: dict[str, list[float]] = {"all": [], "rows": []}
     full = part = None

@@ -3,6 +3,7 @@
     python bench/world_scale.py [--sizes default,large,huge] [--repeats 1] [--out runs/world_scale]
     python bench/world_scale.py --sizes default,large --commands validate --repeats 3 --baseline /tmp/old
     python bench/world_scale.py --sizes paper:11000,paper:200000,paper --commands generate,validate,stats,two_tower_epoch
+    python bench/world_scale.py --sizes paper:11000,paper:200000 --commands two_tower_epoch,qe_rec_epoch,scorer_targets
 
 A size is ``NAME`` or ``NAME:USERS`` (``--users``: the paper design, 90 features and shards, at ~55k and ~1M
 requests beside the full ~7.5M). The last column is the growth of the time per 10x requests from the row above.
@@ -11,8 +12,9 @@ requests beside the full ~7.5M). The last column is the growth of the time per 1
 this one on the same world, and the row gives both and their ratio (the dict-per-row world before columns).
 
 Each command runs in its own process (`/usr/bin/time`-style: the child's peak RSS from wait4), one at a time,
-with the threads the Makefile sets: world generation, `world validate`, `world stats --json --headroom off`
-and `ranker train --arch two_tower --queries none`. Prints one markdown row per (size, command) with the
+with the threads the Makefile sets: world generation, `world validate`, `world stats --json --headroom off`,
+`ranker train --arch two_tower --queries none`, the loop's QE-Rec nested in it for one epoch on a teacher's
+queries, and the reward's denoised targets of 100k requests (`bench/scorer_targets.py`). Prints one markdown row per (size, command) with the
 median wall time over the repeats, the peak RSS, and the requests per second.
 """
 from __future__ import annotations
@@ -32,9 +34,14 @@ COMMANDS = {
     "generate": ["world", "shopsim", "--out", "{world}", "--seed", "0", "--size", "{size}", "--users", "{users}"],
     "validate": ["world", "validate", "{world}"],
     "stats": ["world", "stats", "{world}", "--json", "--headroom", "off"],
-    "two_tower": ["ranker", "train", "--world", "{world}", "--arch", "two_tower", "--queries", "none", "--out", "{out}/tt_{size}"],
+    "two_tower": ["ranker", "train", "--world", "{world}", "--arch", "two_tower", "--queries", "none", "--out", "{out}/tt_{tag}"],
     "two_tower_epoch": ["ranker", "train", "--world", "{world}", "--arch", "two_tower", "--queries", "none",
-                        "--out", "{out}/tt_{size}", "--epochs", "1"],
+                        "--out", "{out}/tt_{tag}", "--epochs", "1"],
+    # after two_tower(_epoch): the loop's QE-Rec design nested in that two-tower, on one teacher's queries
+    "qe_rec_epoch": ["ranker", "train", "--world", "{world}", "--arch", "qe_rec_gated", "--queries", "teacher:atlas",
+                     "--query-mode", "text", "--nest", "{out}/tt_{tag}", "--out", "{out}/qe_{tag}", "--epochs", "1"],
+    # after two_tower(_epoch): the reward's denoised targets of 100k requests (all of a smaller world)
+    "scorer_targets": ["bench/scorer_targets.py", "{world}", "{out}/tt_{tag}", "--rows", "100000", "--recall-rows", "0"],
 }
 
 
@@ -52,7 +59,8 @@ def run(cmd: list[str], checkout: str | None = None) -> tuple[float, float]:
     if checkout:
         env["PYTHONPATH"] = checkout
     t = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "rgalign_rl.cli", *cmd], stdout=subprocess.DEVNULL,
+    script = [str(Path(__file__).parent / cmd[0].split("/", 1)[1])] if cmd[0].startswith("bench/") else ["-m", "rgalign_rl.cli", cmd[0]]
+    proc = subprocess.Popen([sys.executable, *script, *cmd[1:]], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=env, cwd=checkout or None)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.time() - t
@@ -81,11 +89,12 @@ def main() -> None:
     last: dict[str, tuple[int, float]] = {}
     for spec in a.sizes.split(","):
         size, _, users = spec.partition(":")
-        world = out / f"world_{size}{'_' + users if users else ''}"
+        tag = f"{size}{'_' + users if users else ''}"
+        world = out / f"world_{tag}"
         n = None
         for name in a.commands.split(","):
             walls, peaks, base_walls, base_peaks = [], [], [], []
-            cmd = [x.format(world=world, size=size, out=out, users=users or 0) for x in COMMANDS[name]]
+            cmd = [x.format(world=world, size=size, out=out, users=users or 0, tag=tag) for x in COMMANDS[name]]
             for _ in range(a.repeats):
                 if a.baseline:
                     w, p = run(cmd, a.baseline)

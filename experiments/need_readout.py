@@ -70,8 +70,9 @@ def main() -> None:
         """The reader's scores on valid + test with ``texts`` as their queries (None: the true needs)."""
         fed = copy.copy(data)
         if texts is not None:
-            fed.query = data.query.clone()
-            fed.query[torch.as_tensor(idx)] = torch.from_numpy(encode_texts(texts))
+            fed.query_table = torch.cat([data.query_table, torch.from_numpy(encode_texts(texts))])  # rows idx read the new
+            fed.query_codes = data.query_codes.clone()
+            fed.query_codes[torch.as_tensor(idx)] = torch.arange(len(idx), dtype=torch.int32) + len(data.query_table)
         return score(reader, fed, idx)
 
     def fused(r: np.ndarray) -> tuple[float, object]:

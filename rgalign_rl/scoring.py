@@ -24,6 +24,7 @@ import torch
 
 from .ranker.protocol import user_vectors
 from .ranker.train import NEG, RankerData, load_ranker
+from .neighbours import KINDS, NeighbourIndex
 from .config import Annotated, NonNegative, OneOf, Positive, Share
 from .text_encoder import encode_texts
 from .world import World
@@ -37,6 +38,9 @@ class ScorerConfig:
     # k nearest training requests whose clicks denoise the target (0 = own click)
     neighbours: Annotated[int, NonNegative] = 20
     neighbour_space: Annotated[str, OneOf(SPACES)] = "user+teachers"  # user | user+teachers: where "nearest" is measured
+    # exact | ivf (a faiss IVF-SQ8 index: approximate, for millions of training requests) | auto: ivf above 200k
+    neighbour_index: Annotated[str, OneOf(KINDS)] = "auto"
+    neighbour_probe: Annotated[int, Positive] = 16  # ivf: inverted lists (of ~1,024 training requests) read per search
     anchor_weight: Annotated[float, Share] = 0.5  # share of the text anchor in the candidate distribution
     anchor_temperature: Annotated[float, Positive] = 0.05
     batch_size: Annotated[int, Positive] = 1024
@@ -48,6 +52,8 @@ class ScorerConfig:
         if self.neighbour_space not in SPACES:
             raise ValueError(f"reward.scorer.neighbour_space: {self.neighbour_space!r} is not one of "
                              f"{', '.join(SPACES)}")
+        if self.neighbour_index not in KINDS:
+            raise ValueError(f"reward.scorer.neighbour_index: {self.neighbour_index!r} is not one of {', '.join(KINDS)}")
 
 
 class FrozenRankerScorer:
@@ -76,59 +82,79 @@ class FrozenRankerScorer:
 
     # ---- targets -------------------------------------------------------------------------------
     @torch.no_grad()
-    def _user_embeddings(self) -> torch.Tensor:
+    def _user_embeddings(self, rows: np.ndarray) -> torch.Tensor:
+        """[len(rows), d] unit user vectors of ``rows`` (world sample indices), in blocks of 4096."""
         dev = self.text_emb.device
-        out = [user_vectors(self.model, *self.data.batch(slice(i, i + 4096), dev)[:2]).cpu()
-               for i in range(0, len(self.world.samples), 4096)]
+        out = [user_vectors(self.model, *self.data.batch(torch.as_tensor(rows[i : i + 4096]), dev)[:2]).cpu()
+               for i in range(0, len(rows), 4096)]
         return torch.nn.functional.normalize(torch.cat(out), dim=-1)
 
-    def _teacher_text(self) -> torch.Tensor:
-        """[n, D] mean text vector of each train/valid request's teacher queries (zero for test requests and
-        requests without teacher rows: no stage reads test requests' teacher rows)."""
-        rows: dict[int, list[str]] = {}
-        split = self.world.split
-        for i, _, q in (self.world.teachers.rows() if self.world.teachers else ()):
-            if split[i] != "test":
-                rows.setdefault(i, []).append(q)
-        texts = sorted({q for qs in rows.values() for q in qs})
-        out = torch.zeros(len(self.world.samples), self.text_emb.shape[1])  # on CPU, like the neighbour space
+    @cached_property
+    def _teacher_queries(self) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """Each train/valid request's teacher queries (no stage reads test requests' teacher rows): (offsets [n+1]
+        into codes, codes [rows] into the text vectors, text vectors [distinct queries, D]); queries in file order.
+        A request is a few rows of a few thousand distinct texts: vectors per text, not per request (11 GB at 7.5M)."""
+        n, t = len(self.world.samples), self.world.teachers
+        keep = np.zeros(0, bool) if t is None else self.world.split[t.sample] != "test"
+        sample, query = (t.sample[keep], t.query[keep]) if t is not None else (np.zeros(0, np.int64), np.zeros(0, np.int32))
+        used = np.unique(query)
+        texts = [t.query_vocab.values[c] for c in used] if len(used) else []
+        order = np.array(sorted(range(len(texts)), key=texts.__getitem__), np.int64)  # encoded in sorted order
+        vec = torch.zeros(len(texts), self.text_emb.shape[1])
         if texts:
-            vec, pos = torch.from_numpy(encode_texts(texts)), {q: j for j, q in enumerate(texts)}
-            for i, qs in rows.items():
-                out[i] = vec[[pos[q] for q in qs]].mean(0)
+            vec[torch.from_numpy(order)] = torch.from_numpy(encode_texts([texts[i] for i in order]))
+        by_request = np.argsort(sample, kind="stable")
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(np.bincount(sample, minlength=n), out=offsets[1:])
+        return offsets, np.searchsorted(used, query[by_request]), vec
+
+    def _teacher_text(self, rows: np.ndarray) -> torch.Tensor:
+        """[len(rows), D] unit mean text vector of each request's teacher queries (zero where it has none); rows
+        with the same number of queries are averaged together."""
+        offsets, codes, vec = self._teacher_queries
+        out = torch.zeros(len(rows), vec.shape[1])  # on CPU, like the neighbour space
+        counts = offsets[rows + 1] - offsets[rows]
+        for m in np.unique(counts[counts > 0]):
+            at = np.flatnonzero(counts == m)
+            out[at] = vec[torch.from_numpy(codes[offsets[rows[at], None] + np.arange(m)])].mean(1)
         return torch.nn.functional.normalize(out, dim=-1)
 
-    @cached_property
-    def _space(self) -> torch.Tensor:
-        """[n, D] every request in the neighbour space."""
-        emb = self._user_embeddings()
+    def _space_of(self, rows: np.ndarray) -> torch.Tensor:
+        """[len(rows), D] ``rows`` in the neighbour space."""
+        emb = self._user_embeddings(rows)
         if self.cfg.neighbour_space == "user+teachers":
-            emb = torch.nn.functional.normalize(torch.cat([emb, self._teacher_text()], 1), dim=-1)
+            emb = torch.nn.functional.normalize(torch.cat([emb, self._teacher_text(rows)], 1), dim=-1)
         return emb
 
-    def nearest_training(self, k: int, rows=None) -> np.ndarray:
-        """[len(rows), k] the k nearest training requests of each of ``rows`` (default: every request; world
-        sample indices) in the neighbour space; a request is not its own neighbour."""
-        train = torch.as_tensor(self.world.indices("train"))
-        rows = torch.arange(len(self.world.samples)) if rows is None else torch.as_tensor(rows)
-        bank, out = self._space[train], []
-        for start in range(0, len(rows), 2048):
-            r = rows[start : start + 2048]
-            sim = self._space[r] @ bank.T
-            sim[train.unsqueeze(0) == r.unsqueeze(1)] = -2.0
-            out.append(train[sim.topk(k, dim=1).indices].numpy())
-        return np.concatenate(out) if out else np.zeros((0, k), np.int64)
-
     @cached_property
-    def _clicks(self) -> np.ndarray:
-        """[n, K] each train/valid request's click distribution over all intents (test clicks are never read)."""
-        w = self.world
+    def _index(self) -> NeighbourIndex:
+        return NeighbourIndex(self.world.indices("train"), self._space_of, self.cfg.neighbour_index,
+                              self.cfg.neighbour_probe, seed=0)
+
+    def nearest_training(self, k: int, rows=None, exact: bool = False) -> np.ndarray:
+        """[len(rows), k] the k nearest training requests of each of ``rows`` (default: every request; world
+        sample indices) in the neighbour space; a request is not its own neighbour. ``exact``: an exhaustive
+        search even where the index is approximate (the yardstick of its recall)."""
+        rows = np.arange(len(self.world.samples)) if rows is None else np.asarray(rows, np.int64)
+        return self._index.search(rows, k, exact=exact)
+
+    def neighbour_recall(self, rows) -> float:
+        """Share of the exact nearest training requests of ``rows`` that ``nearest_training`` finds (1.0 when the
+        index is exact): the approximate index's yardstick."""
+        return self._index.recall(np.asarray(rows, np.int64), self.cfg.neighbours)
+
+    def _clicks(self, rows: np.ndarray) -> np.ndarray:
+        """[*rows.shape, K] each train/valid request's click distribution over all intents (test clicks are never
+        read); dense for the rows asked for only (all rows' would be 6 GB at 7.5M requests)."""
+        w, flat = self.world, rows.reshape(-1)
         c = w.samples.clicked
-        rows = np.repeat(np.arange(len(w.samples)), c.lengths)
-        keep = w.split[rows] != "test"
-        clicks = np.zeros((len(w.samples), len(w.intents)), np.float32)
-        clicks[rows[keep], c.codes[keep]] = 1.0 / c.lengths[rows[keep]]
-        return clicks
+        lengths = (c.offsets[flat + 1] - c.offsets[flat]) * (w.split[flat] != "test")
+        at = np.repeat(np.arange(len(flat)), lengths)
+        begin = c.offsets[flat] - (np.cumsum(lengths) - lengths)  # a row's first click, less where its run starts in `at`
+        codes = c.codes[np.repeat(begin, lengths) + np.arange(len(at))]
+        clicks = np.zeros((len(flat), len(w.intents)), np.float32)
+        clicks[at, codes] = 1.0 / lengths[at]
+        return clicks.reshape(*rows.shape, -1)
 
     def target(self, idx) -> torch.Tensor:
         """[len(idx), C] denoised target click distribution over each request's candidates: its own clicks
@@ -138,11 +164,15 @@ class FrozenRankerScorer:
         todo = np.unique(idx[~self._have[idx]])
         if len(todo):
             w, k = self.world, self.cfg.neighbours
-            pooled = self._clicks[todo].copy()
-            if k > 0:
-                pooled += self._clicks[self.nearest_training(k, todo)].sum(1)
+            near = self.nearest_training(k, todo) if k > 0 else None
             ids, mask = w.candidates
-            t = np.take_along_axis(pooled, np.maximum(ids[todo], 0), axis=1) * mask[todo]
+            t = np.empty(ids[todo].shape, np.float32)
+            for s in range(0, len(todo), 1024):  # dense clicks a block at a time: [1024, k, K]
+                block = slice(s, s + 1024)
+                pooled = self._clicks(todo[block])
+                if k > 0:
+                    pooled += self._clicks(near[block]).sum(1)
+                t[block] = np.take_along_axis(pooled, np.maximum(ids[todo[block]], 0), axis=1) * mask[todo[block]]
             if not self.test_targets:
                 t[w.split[todo] == "test"] = 0.0
             total = t.sum(1, keepdims=True)

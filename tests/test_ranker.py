@@ -174,3 +174,20 @@ def test_calibrating_a_nested_qe_rec_keeps_its_two_tower_towers(tiny_world, tiny
     out = calibration.calibrate(world, tiny_reasoner, tmp_path / "qe", tmp_path / "cal", epochs=1, log=lambda *a: None,
                                 max_new_tokens=8)
     assert seen["frozen_towers"] is True and load_ranker(out)[2]["nested_in"] == "tt"
+
+
+def test_text_queries_read_like_the_dense_vectors_and_hold_each_text_once(tiny_world):
+    from rgalign_rl.ranker.features import FeatureEncoder
+    from rgalign_rl.ranker.queries import TextQueries, query_texts
+
+    world = load_world(tiny_world)
+    texts = query_texts(world, "teacher:atlas")
+    q, dense = query_embeddings(world, "teacher:atlas", "text"), encode_texts(texts)
+    assert isinstance(q, TextQueries) and q.shape == dense.shape
+    np.testing.assert_array_equal(np.asarray(q), dense)
+    np.testing.assert_array_equal(q[5:9], dense[5:9])
+    assert len(q.table) == len(set(texts) | {""}) < len(texts) / 2  # each text once, code 0 the empty one
+    assert not q.table[0].any() and not TextQueries(["", "a query", ""])[[0, 2]].any()
+    enc = FeatureEncoder.fit(world.samples, world.indices("train"))
+    rows = torch.arange(0, len(dense), 3)
+    assert torch.equal(RankerData(world, enc, q).batch(rows)[3], RankerData(world, enc, dense).batch(rows)[3])

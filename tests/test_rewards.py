@@ -102,6 +102,22 @@ def test_a_few_requests_targets_are_the_full_tables_rows_and_cost_only_those(sco
     assert np.array_equal(part.numpy(), scorer.targets.numpy()[rows[::-1]])
 
 
+def test_an_approximate_neighbour_index_gives_nearly_the_exact_targets(scorer, tiny_ranker, monkeypatch):
+    """At millions of training requests the neighbours come from a faiss IVF index: on the tiny world (lists of
+    32 requests, 8 read) it finds most exact neighbours and the targets stay close to the exact ones."""
+    from rgalign_rl import neighbours
+
+    monkeypatch.setattr(neighbours, "LIST", 32)
+    world = scorer.world
+    ivf = FrozenRankerScorer(world, tiny_ranker, ScorerConfig(neighbours=10, neighbour_index="ivf", neighbour_probe=8))
+    rows = world.indices("valid")
+    assert ivf._index.kind == "ivf" and scorer._index.kind == "exact"
+    assert ivf.neighbour_recall(rows) >= 0.8
+    a, b = ivf.target(rows).numpy(), scorer.target(rows).numpy()
+    assert np.allclose(a.sum(1)[a.sum(1) > 0], 1.0) and (ivf.target(world.indices("test")[:20]).numpy() == 0).all()
+    assert 0.5 * np.abs(a - b).sum(1).mean() < 0.1  # total variation between the two targets
+
+
 def test_teacher_text_neighbours_share_the_need_and_skip_test_rows(scorer, tiny_world, tiny_ranker):
     """The user+teachers space finds training requests with the same hidden need more often than the
     ranker's user space alone (rare needs are where it matters), and test requests' teacher rows play no part."""
@@ -112,14 +128,17 @@ def test_teacher_text_neighbours_share_the_need_and_skip_test_rows(scorer, tiny_
     same = {name: (need[sc.nearest_training(10)[train]] == need[train, None]).mean()
             for name, sc in (("user", user), ("user+teachers", scorer))}
     assert same["user+teachers"] > same["user"] + 0.1, same
-    assert (scorer._teacher_text()[world.indices("test")] == 0).all()
-    garbled = load_world(tiny_world)
-    test_ids = {garbled.samples[i]["sample_id"] for i in garbled.indices("test")}
-    for t in garbled.teachers:
-        if t["sample_id"] in test_ids:
-            t["query"] = "reset my password"
-    again = FrozenRankerScorer(garbled, tiny_ranker, ScorerConfig(neighbours=10))
-    assert np.array_equal(again.targets.numpy(), scorer.targets.numpy())
+    assert (scorer._teacher_text(world.indices("test")) == 0).all()
+    assert (scorer._teacher_text(train).norm(dim=1) > 0.99).float().mean() > 0.5
+    garbled = load_world(tiny_world)  # every test request's teacher rows say something else
+    t = garbled.teachers
+    on_test = garbled.split[t.sample] == "test"
+    assert on_test.sum() > 50
+    t.query = np.where(on_test, t.query_vocab.code("reset my password"), t.query)
+    assert sum(r["query"] == "reset my password" for r in t) >= on_test.sum()
+    # test_targets: a test request's target is its neighbours' clicks, found from its own place in the space
+    again, base = (FrozenRankerScorer(w, tiny_ranker, ScorerConfig(neighbours=10), test_targets=True) for w in (garbled, world))
+    assert np.array_equal(again.targets.numpy(), base.targets.numpy())
     with pytest.raises(ValueError, match="neighbour_space: 'items' is not one of"):
         FrozenRankerScorer(world, tiny_ranker, ScorerConfig(neighbours=10, neighbour_space="items"))
 

@@ -46,6 +46,17 @@ class RankerConfig:
         return asdict(self)
 
 
+def self_attention(attn: nn.MultiheadAttention, h: torch.Tensor) -> torch.Tensor:
+    """``attn(h, h, h)`` without dropout (eval) through fused scaled-dot-product attention: ~1.7x the module's own
+    path on CPU for ~90 fields of width 32 (its batched matmuls of [92 x 16] blocks run at ~14 GFLOP/s), which is
+    most of embedding millions of requests (the reward's neighbour bank). Same weights, equal to ~1e-7."""
+    B, L, E = h.shape
+    H = attn.num_heads
+    q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(B, L, 3, H, E // H).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, L, E)
+    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+
+
 class UserTower(nn.Module):
     def __init__(self, cfg: RankerConfig):
         super().__init__()
@@ -64,7 +75,7 @@ class UserTower(nn.Module):
     def forward(self, x: torch.Tensor, behavior: torch.Tensor) -> torch.Tensor:
         h = torch.cat([self.fields(x + self.offsets), self.behavior(behavior).unsqueeze(1)], dim=1)  # [B, F+1, d]
         for attn in self.attn:                                          # AutoInt: fields attend to fields
-            h = F.relu(h + attn(h, h, h, need_weights=False)[0])
+            h = F.relu(h + (attn(h, h, h, need_weights=False)[0] if self.training else self_attention(attn, h)))
         flat = h.flatten(1)
         gate = torch.softmax(self.gate(flat), dim=-1)                   # [B, E]
         out = torch.stack([e(flat) for e in self.experts], dim=1)       # [B, E, d]

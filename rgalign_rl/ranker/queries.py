@@ -18,6 +18,30 @@ def query_text_dims(mode: str) -> int:
     return 0 if mode == "last_token" else TEXT_DIM
 
 
+class TextQueries:
+    """[n, D] query vectors held as each request's code into the vectors of the distinct texts (code 0: no query,
+    the zero vector): 7.5M requests' teacher queries are ~18k texts, 11.5 GB as one float32 array and ~30 MB so.
+    Reads like that array: ``q[idx]``, ``q.shape``, ``np.asarray(q)``."""
+
+    def __init__(self, texts: list[str]):
+        code: dict[str, int] = {"": 0}
+        self.codes = np.fromiter((code.setdefault(t, len(code)) for t in texts), np.int32, len(texts))
+        self.table = encode_texts(list(code))  # the encoder embeds each distinct text once, in sorted order
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.codes), self.table.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return self.table[self.codes[idx]]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self.table[self.codes] if dtype is None else self.table[self.codes].astype(dtype)
+
+
 def query_texts(world: World, spec: str) -> list[str]:
     if spec == "need":
         if not world.oracle:
@@ -43,4 +67,4 @@ def query_embeddings(world: World, spec: str, mode: str = "last_token", indices=
         from ..reasoner.queries import reasoner_query_embeddings
 
         return reasoner_query_embeddings(world, spec.split(":", 1)[1], mode, indices, max_new_tokens)
-    return encode_texts(query_texts(world, spec))
+    return TextQueries(query_texts(world, spec))

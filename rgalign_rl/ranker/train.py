@@ -25,6 +25,7 @@ from ..world import World, atomic_dir
 from .features import FeatureEncoder
 from .model import RankerConfig, TwoTowerRanker, build_ranker
 from .protocol import class_of, class_path, resolve_ranker_class
+from .queries import TextQueries
 
 NEG = -1e4  # score of padding candidates
 
@@ -41,9 +42,10 @@ class TrainConfig:
 
 
 class RankerData:
-    """Every sample of a world as tensors the rankers read; ``query`` is [n, D] or None."""
+    """Every sample of a world as tensors the rankers read. ``query``: [n, D], TextQueries or None; held as
+    ``query_table`` [m, D] and each row's ``query_codes`` into it (a dense [n, D] is its own table)."""
 
-    def __init__(self, world: World, encoder: FeatureEncoder, query: np.ndarray | None = None):
+    def __init__(self, world: World, encoder: FeatureEncoder, query: np.ndarray | TextQueries | None = None):
         key = ("features", json.dumps(encoder.to_json(), sort_keys=True))
         if key not in world.derived:
             world.derived[key] = encoder.transform(world.samples)
@@ -52,13 +54,17 @@ class RankerData:
         self.x, self.behavior = torch.from_numpy(x), torch.from_numpy(b)
         self.cand, self.mask = torch.from_numpy(np.maximum(ids, 0)), torch.from_numpy(mask)
         self.labels = torch.from_numpy(world.labels)
-        self.query = None if query is None else torch.from_numpy(np.asarray(query, dtype=np.float32))
+        self.query_codes = self.query_table = None
+        if isinstance(query, TextQueries):
+            self.query_codes, self.query_table = torch.from_numpy(query.codes), torch.from_numpy(query.table)
+        elif query is not None:
+            self.query_table = torch.from_numpy(np.asarray(query, dtype=np.float32))
         self.users = world.user_codes
         self.world = world
 
     def batch(self, idx, device=None):
         """The model inputs of rows ``idx``, on ``device`` (the model's); codes kept as int32, given as int64."""
-        q = None if self.query is None else self.query[idx]
+        q = None if self.query_table is None else self.query_table[idx if self.query_codes is None else self.query_codes[idx]]
         out = self.x[idx].long(), self.behavior[idx].long(), self.cand[idx].long(), q
         return out if device is None else tuple(None if t is None else t.to(device) for t in out)
 
