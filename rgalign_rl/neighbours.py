@@ -78,7 +78,8 @@ class NeighbourIndex:
         n = len(self.bank)
         lists = max(1, n // LIST)
         rng = np.random.default_rng(self.seed)
-        sample = np.sort(rng.choice(self.bank, min(n, 40 * lists), replace=False))  # faiss asks >= 39 per list
+        # >= 39 per list for the centres (faiss's floor), >= 64k for the 8-bit codes' ranges
+        sample = np.sort(rng.choice(self.bank, min(n, max(40 * lists, 65_536)), replace=False))
         first = self.embed(sample).numpy()
         # the lists' centres found through a graph (HNSW), not compared one by one: adding and searching n
         # requests then costs ~n, where a flat comparison with n / LIST centres costs ~n^2 (1e13 at 5M)
@@ -107,23 +108,32 @@ class NeighbourIndex:
         return out
 
     def _keep(self, rows: np.ndarray, pos: np.ndarray, k: int) -> np.ndarray:
-        """The first k found that are not the row itself; rows whose probed lists held fewer than k others are
-        searched again over every list."""
-        found = np.where(pos >= 0, self.bank[np.maximum(pos, 0)], -1)
-        ok = (found != rows[:, None]) & (found >= 0)
+        """The first k found that are not the row itself (faiss marks a missing result -1). Rows whose probed
+        lists held fewer than k others are searched again over every list, and any still short (the graph over
+        the centres need not reach every list) exhaustively."""
+        found, ok = self._found(rows, pos)
         short = np.flatnonzero(ok.sum(1) < k)
         if len(short):
             self._read(self._ivf.nlist)
             _, again = self._ivf.search(self.embed(rows[short]).numpy(), k + 1)
             self._read(self.probe)
-            found[short] = self.bank[again]
-            ok[short] = found[short] != rows[short, None]
+            found[short], ok[short] = self._found(rows[short], again)
         first_k = np.argsort(~ok, axis=1, kind="stable")[:, :k]  # stable: nearest first among the kept
-        return np.take_along_axis(found, first_k, 1)
+        out = np.take_along_axis(found, first_k, 1)
+        still = np.flatnonzero(ok.sum(1) < k)
+        if len(still):
+            out[still] = self._exact(rows[still], k)
+        return out
+
+    def _found(self, rows: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(world indices of faiss positions, -1 where none; whether each is a neighbour: found and not the row)."""
+        found = np.where(pos >= 0, self.bank[np.maximum(pos, 0)], -1)
+        return found, (found != rows[:, None]) & (found >= 0)
 
     def recall(self, rows: np.ndarray, k: int) -> float:
-        """Share of each row's exact k nearest that the index finds (1.0 for an exact index)."""
-        if self.kind == "exact":
+        """Share of each row's exact k nearest that the index finds (1.0 for an exact index, or nothing to find)."""
+        rows = np.asarray(rows, np.int64)
+        if self.kind == "exact" or k == 0 or len(rows) == 0:
             return 1.0
-        truth, found = self._exact(rows, k), self._approximate(rows, k)
+        truth, found = self.search(rows, k, exact=True), self.search(rows, k)
         return float(np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(truth, found)]))

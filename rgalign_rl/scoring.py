@@ -99,10 +99,7 @@ class FrozenRankerScorer:
         sample, query = (t.sample[keep], t.query[keep]) if t is not None else (np.zeros(0, np.int64), np.zeros(0, np.int32))
         used = np.unique(query)
         texts = [t.query_vocab.values[c] for c in used] if len(used) else []
-        order = np.array(sorted(range(len(texts)), key=texts.__getitem__), np.int64)  # encoded in sorted order
-        vec = torch.zeros(len(texts), self.text_emb.shape[1])
-        if texts:
-            vec[torch.from_numpy(order)] = torch.from_numpy(encode_texts([texts[i] for i in order]))
+        vec = torch.from_numpy(encode_texts(texts)) if texts else torch.zeros(0, self.text_emb.shape[1])
         by_request = np.argsort(sample, kind="stable")
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(np.bincount(sample, minlength=n), out=offsets[1:])
@@ -164,14 +161,15 @@ class FrozenRankerScorer:
         todo = np.unique(idx[~self._have[idx]])
         if len(todo):
             w, k = self.world, self.cfg.neighbours
-            near = self.nearest_training(k, todo) if k > 0 else None
             ids, mask = w.candidates
             t = np.empty(ids[todo].shape, np.float32)
             for s in range(0, len(todo), 1024):  # dense clicks a block at a time: [1024, k, K]
                 block = slice(s, s + 1024)
+                if k > 0 and s % 65_536 == 0:  # neighbours 64 blocks at a time
+                    near = self.nearest_training(k, todo[s : s + 65_536])
                 pooled = self._clicks(todo[block])
                 if k > 0:
-                    pooled += self._clicks(near[block]).sum(1)
+                    pooled += self._clicks(near[s % 65_536 : s % 65_536 + 1024]).sum(1)
                 t[block] = np.take_along_axis(pooled, np.maximum(ids[todo[block]], 0), axis=1) * mask[todo[block]]
             if not self.test_targets:
                 t[w.split[todo] == "test"] = 0.0

@@ -114,7 +114,7 @@ def test_an_approximate_neighbour_index_gives_nearly_the_exact_targets(scorer, t
     assert ivf._index.kind == "ivf" and scorer._index.kind == "exact"
     assert ivf.neighbour_recall(rows) >= 0.8
     a, b = ivf.target(rows).numpy(), scorer.target(rows).numpy()
-    assert np.allclose(a.sum(1)[a.sum(1) > 0], 1.0) and (ivf.target(world.indices("test")[:20]).numpy() == 0).all()
+    assert np.allclose(a.sum(1)[a.sum(1) > 0], 1.0)
     assert 0.5 * np.abs(a - b).sum(1).mean() < 0.1  # total variation between the two targets
 
 

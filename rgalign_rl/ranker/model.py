@@ -50,6 +50,7 @@ def self_attention(attn: nn.MultiheadAttention, h: torch.Tensor) -> torch.Tensor
     """``attn(h, h, h)`` without dropout (eval) through fused scaled-dot-product attention: ~1.7x the module's own
     path on CPU for ~90 fields of width 32 (its batched matmuls of [92 x 16] blocks run at ~14 GFLOP/s), which is
     most of embedding millions of requests (the reward's neighbour bank). Same weights, equal to ~1e-7."""
+    assert attn._qkv_same_embed_dim and attn.bias_k is None and not attn.add_zero_attn, "a plain self-attention"
     B, L, E = h.shape
     H = attn.num_heads
     q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(B, L, 3, H, E // H).permute(2, 0, 3, 1, 4)

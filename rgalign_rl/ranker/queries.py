@@ -20,7 +20,8 @@ def query_text_dims(mode: str) -> int:
 
 class TextQueries:
     """[n, D] query vectors held as each request's code into the vectors of the distinct texts (code 0: no query,
-    the zero vector): 7.5M requests' teacher queries are ~18k texts, 11.5 GB as one float32 array and ~30 MB so.
+    the zero vector): 7.5M requests' teacher queries are ~18k texts, 11.5 GB as one float32 array and ~58 MB so
+    (codes 30 MB, vectors 28 MB).
     Reads like that array: ``q[idx]``, ``q.shape``, ``np.asarray(q)``."""
 
     def __init__(self, texts: list[str]):
