@@ -5,8 +5,10 @@
 Without --world/--ranker it builds the tiny ShopSim world and a QE-Rec on teacher atlas's queries.
 Workloads: ``teacher`` = n random training teacher queries (mostly distinct texts); ``grpo`` = n/8
 training prompts x 8 samples from a briefly warm-started tiny reasoner (a GRPO batch: many repeats).
-Both paths score the same (prompt, completion, sample_id) triples in the same process; the median of
---repeats runs is reported with the ratio, and the share of the batched time spent in the text encoder.
+Every path scores the same (prompt, completion, sample_id) triples in the same process. The baseline is the naive
+call (one completion at a time, float32 PyTorch text encoder); each --backends encoder is timed batched against
+it (median of --repeats interleaved runs), with its rewards' distance from float32 PyTorch's (onnx must be within
+1e-3), its own one-at-a-time time, and the time of the text encoder alone.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +78,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workload", choices=["teacher", "grpo"], default="teacher")
+    ap.add_argument("--backends", default="torch,onnx,onnx_int8", type=lambda s: s.split(","),
+                    help="the completions' text encoders to time batched (reward.scorer.text_encoder)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp())
@@ -92,30 +97,47 @@ def main() -> None:
     else:
         sids, comps, prompts = grpo_batch(world, tmp, args.n // 8, rng)
     print(f"{len(set(comps))} distinct texts among {len(comps)} completions")
+    base_cfg = scorer.cfg
 
-    def batched():
-        return r(prompts, comps, sample_id=sids)
+    def call(backend, one_by_one=False):
+        scorer.cfg = replace(base_cfg, text_encoder=backend)
+        if one_by_one:
+            return np.array([r([p], [c], sample_id=[s])[0] for p, c, s in zip(prompts, comps, sids)])
+        return np.asarray(r(prompts, comps, sample_id=sids))
 
-    def naive():
-        return [r([p], [c], sample_id=[s])[0] for p, c, s in zip(prompts, comps, sids)]
-
-    assert np.allclose(batched(), naive(), atol=1e-4), "the two paths must compute the same rewards"
-    med = median_times({"batched": batched, "naive": naive}, args.repeats)
+    ref = call("torch")
+    assert np.allclose(ref, call("torch", True), atol=1e-4), "the two paths must compute the same rewards"
+    fns = {"naive": lambda: call("torch", True)}
+    for b in args.backends:
+        call(b)  # an ONNX backend exports (once per cache folder) and loads its session outside the timing
+        fns[b] = lambda b=b: call(b)
+        if b != "torch":
+            fns[f"naive {b}"] = lambda b=b: call(b, True)
+    med = median_times(fns, args.repeats)
     print(f"reward {args.reward}, {args.n} completions, {args.threads} threads, median of {args.repeats} runs")
-    for k in ("batched", "naive"):
-        print(f"  {k:8s} {med[k]:.3f} s  {args.n / med[k]:9.1f} completions/s")
-    print(f"  ratio    {med['naive'] / med['batched']:.1f}x")
+    print(f"  naive: one completion per call, float32 PyTorch encoder (the baseline) {med['naive']:.3f} s")
+    for b in args.backends:
+        d = np.abs(call(b) - ref)
+        line = (f"  batched, {b:9s} {med[b]:.3f} s  {args.n / med[b]:8.1f} completions/s  ratio {med['naive'] / med[b]:5.1f}x"
+                f"  |reward - torch's| max {d.max():.1e} mean {d.mean():.1e}")
+        if b != "torch":
+            line += f"  (naive {b}: {med[f'naive {b}']:.3f} s, {med[f'naive {b}'] / med[b]:.1f}x)"
+        if args.workload == "grpo":  # the sample each prompt's group of 8 would pick (Best-of-N, GRPO's best)
+            line += f"  same best of 8: {np.mean(call(b).reshape(-1, 8).argmax(1) == ref.reshape(-1, 8).argmax(1)):.0%}"
+        print(line)
+        if b == "onnx":
+            assert d.max() <= 1e-3, f"onnx rewards differ from float32 PyTorch's by {d.max():.2e} (> 1e-3)"
     from rgalign_rl.text_encoder import encode_texts
 
-    enc = median_times({"encoder": lambda: encode_texts(comps, cache=False)}, args.repeats)["encoder"]
-    print(f"  text encoder alone on the batch: {enc:.3f} s")
+    enc = median_times({b: lambda b=b: encode_texts(comps, cache=False, backend=b) for b in args.backends}, args.repeats)
+    print("  text encoder alone on the batch: " + ", ".join(f"{b} {t:.3f} s" for b, t in enc.items()))
     # the same two paths with the text encoder's output precomputed: what batching does for the rest
     import rgalign_rl.scoring as scoring
 
     table = dict(zip(comps, encode_texts(comps, cache=False)))
     real = scoring.encode_texts
-    scoring.encode_texts = lambda texts, cache=False: np.stack([table[t] for t in texts])
-    med = median_times({"batched": batched, "naive": naive}, args.repeats)
+    scoring.encode_texts = lambda texts, cache=False, backend=None: np.stack([table[t] for t in texts])
+    med = median_times({"batched": lambda: call("torch"), "naive": lambda: call("torch", True)}, args.repeats)
     scoring.encode_texts = real
     print(f"  without the text encoder: batched {med['batched']:.3f} s, naive {med['naive']:.3f} s, "
           f"ratio {med['naive'] / med['batched']:.1f}x")

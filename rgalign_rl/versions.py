@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 LOCK = Path(__file__).resolve().parents[1] / "constraints.txt"  # present in a source checkout
-RECORDED = ("rgalign_rl", "torch", "transformers", "trl", "accelerate", "deepspeed", "peft", "datasets", "numpy", "faiss-cpu")
+RECORDED = ("rgalign_rl", "torch", "transformers", "trl", "accelerate", "deepspeed", "peft", "datasets", "numpy", "faiss-cpu", "onnxruntime")
 
 
 def _canonical(name: str) -> str:

@@ -118,6 +118,38 @@ def test_an_approximate_neighbour_index_gives_nearly_the_exact_targets(scorer, t
     assert 0.5 * np.abs(a - b).sum(1).mean() < 0.1  # total variation between the two targets
 
 
+def test_onnx_text_encoders_score_completions_as_torch_does_and_int8_nearly(scorer, tmp_path, monkeypatch):
+    """reward.scorer.text_encoder: onnx gives float32 PyTorch's rewards (to 1e-4); onnx_int8 moves them a little
+    and its vectors stay close; the disk cache and a bad name are refused."""
+    from dataclasses import replace
+
+    from rgalign_rl import text_encoder
+
+    monkeypatch.setenv("RGALIGN_CACHE", str(tmp_path))
+    monkeypatch.setattr(text_encoder, "_ONNX", {})  # export into this test's folder
+    world = scorer.world
+    rows = [i for i in world.indices("train") if world.samples[i]["clicked"]][:64]
+    text = {it["intent_id"]: it["text"] for it in world.intents}
+    comps = [f"{text[world.samples[i]['clicked'][0]]} asap {k % 7}" for k, i in enumerate(rows)]  # texts no cache holds
+    assert not set(comps) & set(text_encoder._MEMORY)
+    sids = [world.samples[i]["sample_id"] for i in rows]
+    r = reward.build_reward({"name": "clicked_prob"}, scorer)
+    ref, vec = np.asarray(r([""] * len(rows), comps, sample_id=sids)), text_encoder.encode_texts(comps, cache=False)
+    got = {}
+    for b in ("onnx", "onnx_int8"):
+        monkeypatch.setattr(scorer, "cfg", replace(scorer.cfg, text_encoder=b))
+        got[b] = np.asarray(r([""] * len(rows), comps, sample_id=sids))
+        v = text_encoder.encode_texts(comps, cache=False, backend=b)
+        assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5) and (v * vec).sum(1).min() > (0.999 if b == "onnx" else 0.95)
+    assert np.abs(got["onnx"] - ref).max() < 1e-4
+    assert 1e-6 < np.abs(got["onnx_int8"] - ref).mean() < 0.02  # int8 ran, and moved rewards by little
+    assert sorted(p.name.endswith("-int8.onnx") for p in (tmp_path / "onnx").iterdir()) == [False, True]  # no temp left
+    with pytest.raises(ValueError, match="disk cache holds float32 PyTorch vectors only"):
+        text_encoder.encode_texts(comps, cache=True, backend="onnx")
+    with pytest.raises(ValueError, match="reward.scorer.text_encoder: 'tensorrt' is not one of torch, onnx, onnx_int8"):
+        ScorerConfig(text_encoder="tensorrt")
+
+
 def test_teacher_text_neighbours_share_the_need_and_skip_test_rows(scorer, tiny_world, tiny_ranker):
     """The user+teachers space finds training requests with the same hidden need more often than the
     ranker's user space alone (rare needs are where it matters), and test requests' teacher rows play no part."""
