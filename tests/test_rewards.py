@@ -123,8 +123,13 @@ def test_onnx_text_encoders_score_completions_as_torch_does_and_int8_nearly(scor
     and its vectors stay close; the disk cache and a bad name are refused."""
     from dataclasses import replace
 
+    import torch
+
     from rgalign_rl import text_encoder
 
+    pytest.importorskip("onnxruntime")
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU every text encoder runs PyTorch")
     monkeypatch.setenv("RGALIGN_CACHE", str(tmp_path))
     monkeypatch.setattr(text_encoder, "_ONNX", {})  # export into this test's folder
     world = scorer.world
@@ -142,6 +147,8 @@ def test_onnx_text_encoders_score_completions_as_torch_does_and_int8_nearly(scor
         v = text_encoder.encode_texts(comps, cache=False, backend=b)
         assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5) and (v * vec).sum(1).min() > (0.999 if b == "onnx" else 0.95)
     assert np.abs(got["onnx"] - ref).max() < 1e-4
+    alone = np.concatenate([text_encoder.encode_texts([c], cache=False, backend="onnx") for c in comps[:8]])
+    assert np.array_equal(alone, text_encoder.encode_texts(comps, cache=False, backend="onnx")[:8])  # in any company
     assert 1e-6 < np.abs(got["onnx_int8"] - ref).mean() < 0.02  # int8 ran, and moved rewards by little
     assert sorted(p.name.endswith("-int8.onnx") for p in (tmp_path / "onnx").iterdir()) == [False, True]  # no temp left
     with pytest.raises(ValueError, match="disk cache holds float32 PyTorch vectors only"):
