@@ -52,7 +52,8 @@ def _load():
 
 
 class _Pooled(torch.nn.Module):
-    """token ids -> unit mean-pooled vector: what the ONNX graph computes (rows of equal length, no mask)."""
+    """token ids -> unit mean-pooled vector (rows of equal length, no mask): the PyTorch path, and what the ONNX
+    graph is exported from."""
 
     def __init__(self, model):
         super().__init__()
@@ -135,16 +136,15 @@ def _encode_uncached(texts: list[str], batch_size: int = 128, backend: str = "to
     tok, model = _load()
     dev = device()
     session = _onnx_session(backend) if backend != "torch" and dev.type == "cpu" else None
-    model.to(dev)
+    pooled = _Pooled(model.to(dev))  # the same module the ONNX graph was exported from
     ids = tok(texts, truncation=True, max_length=64)["input_ids"]
     out = np.zeros((len(texts), DIM), np.float32)
     for rows in length_batches([len(x) for x in ids], batch_size):
+        x = np.array([ids[j] for j in rows], np.int64)
         if session is not None:
-            out[rows] = session.run(None, {"input_ids": np.array([ids[j] for j in rows], np.int64)})[0]
-            continue
-        x = torch.tensor([ids[j] for j in rows], device=dev)
-        hidden = model(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state
-        out[rows] = torch.nn.functional.normalize(hidden.mean(1), dim=-1).float().cpu().numpy()
+            out[rows] = session.run(None, {"input_ids": x})[0]
+        else:
+            out[rows] = pooled(torch.from_numpy(x).to(dev)).float().cpu().numpy()
     return out
 
 
