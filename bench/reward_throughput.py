@@ -122,13 +122,14 @@ def main() -> None:
     print(f"reward {args.reward}, {args.n} completions, {args.threads} threads, median of {args.repeats} runs")
     print(f"  naive: one completion per call, float32 PyTorch encoder (the baseline) {med['naive']:.3f} s")
     for b in args.backends:
-        d = np.abs(call(b) - ref)
+        got = call(b)
+        d = np.abs(got - ref)
         line = (f"  batched, {b:9s} {med[b]:.3f} s  {args.n / med[b]:8.1f} completions/s  ratio {med['naive'] / med[b]:5.1f}x"
                 f"  |reward - torch's| max {d.max():.1e} mean {d.mean():.1e}")
         if b != "torch":
             line += f"  (naive {b}: {med[f'naive {b}']:.3f} s, {med[f'naive {b}'] / med[b]:.1f}x)"
         if args.workload == "grpo":  # the sample each prompt's group of 8 would pick (Best-of-N, GRPO's best)
-            line += f"  same best of 8: {np.mean(call(b).reshape(-1, 8).argmax(1) == ref.reshape(-1, 8).argmax(1)):.0%}"
+            line += f"  same best of 8: {np.mean(got.reshape(-1, 8).argmax(1) == ref.reshape(-1, 8).argmax(1)):.0%}"
         print(line)
         if b == "onnx":
             assert d.max() <= 1e-3, f"onnx rewards differ from float32 PyTorch's by {d.max():.2e} (> 1e-3)"
