@@ -50,7 +50,8 @@ def flatten(stage: dict) -> dict:
         row[k] = m.get(k)
         if f"{k}_ci" in m:
             row[f"{k}_ci"] = m[f"{k}_ci"]
-    for k in ("valid_reward", "need_accuracy", "degenerate_share", "kl_to_ref", "winner_share", "room_share", "rolled_back", "fault", "degenerate_ids", "train_examples",
+    for k in ("valid_reward", "need_accuracy", "degenerate_share", "kl_to_ref", "winner_share", "room_share",
+              "current_kb_share", "rolled_back", "fault", "degenerate_ids", "train_examples",
               "reward_calls", "wall_s", "peak_mem_mb", "shares", "eval_shares", "examples", "curve", "train_log", "pairs", "path", "vs_qe_rec", "vs_control", "vs_two_tower",
               "vs_two_tower_by_group", "need_group_cuts", "kept_start", "kept_start_reason", "steps", "loss_first",
               "loss_last"):

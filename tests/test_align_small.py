@@ -163,8 +163,8 @@ def test_reward_budget_cuts_requests_and_rewards_count_their_calls():
 
 def test_room_requests_are_where_the_winner_names_another_intent_than_the_two_towers_first(tiny_world, tmp_path):
     """RG-SFT's room weighting: a query naming (its own text) the intent the two-tower ranks first has no room; a
-    query naming the request's second-ranked candidate has; with_room_copies repeats exactly the room pairs."""
-    from rgalign_rl.align.best_of_n import room_requests, with_room_copies
+    query naming the request's second-ranked candidate has; with_copies repeats exactly the room pairs."""
+    from rgalign_rl.align.best_of_n import room_requests, with_copies
     from rgalign_rl.ranker.train import RankerData, TrainConfig, save_ranker, score, train_ranker
 
     torch.set_num_threads(THREADS)
@@ -181,9 +181,9 @@ def test_room_requests_are_where_the_winner_names_another_intent_than_the_two_to
     room = room_requests(world, tmp_path / "tt", idx, queries)
     np.testing.assert_array_equal(room, np.arange(len(idx)) % 3 == 0)
     pairs = [(int(i), q) for i, q in zip(idx, queries)]
-    copied = with_room_copies(pairs, room, 3)
+    copied = with_copies(pairs, room, 3)
     assert len(copied) == len(pairs) + 2 * room.sum() and copied[:3] == [pairs[0]] * 3 and copied[3] == pairs[1]
-    assert with_room_copies(pairs, room, 1) == pairs
+    assert with_copies(pairs, room, 1) == pairs
 
 
 @pytest.mark.slow(seconds=25)
@@ -204,3 +204,21 @@ def test_rg_sft_repeats_the_requests_with_room_and_reports_where_the_two_tower_m
     assert 0 < room < winners
     assert st["train_examples"]["given"] == winners + 2 * room
     assert 0.0 <= st["need_accuracy"]["two_tower_misses"] <= 1.0
+
+
+def test_current_kb_requests_start_when_the_newest_intent_first_appears_in_training(tmp_path):
+    """best_of_n.current_kb_weight's mask, hand-computed: intent c first appears among a training request's
+    candidates at t = 105, so training requests from 105 on are current; an intent first seen in test (d) moves
+    nothing; a world whose intents all appear at the first request is current throughout."""
+    from test_world import INTENTS, sample, write_world
+
+    from rgalign_rl.align.best_of_n import current_kb_requests
+
+    intents = INTENTS + [{"intent_id": "c", "text": "cancel"}, {"intent_id": "d", "text": "voucher"}]
+    rows = [sample(i, candidates=["a", "b"] + (["c"] if i >= 5 else []) + (["d"] if i >= 10 else []))
+            for i in range(12)]  # t = 100 + i; train 0-7, valid 8-9, test 10-11
+    world = load_world(write_world(tmp_path / "w", intents=intents, samples=rows))
+    assert list(world.indices("train")) == list(range(8))
+    np.testing.assert_array_equal(current_kb_requests(world, np.arange(12)), np.arange(12) >= 5)
+    flat = load_world(write_world(tmp_path / "flat"))
+    assert current_kb_requests(flat, np.arange(12)).all()

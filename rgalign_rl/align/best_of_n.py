@@ -27,6 +27,10 @@ class BestOfNSettings:
     # copies of each request whose winner names another intent than the one the two-tower ranks first (1: every
     # request once): the only requests where the reasoner's query can change the ranking (BENCHMARKS.md s.2)
     room_weight: Annotated[int, Positive] = 1
+    # copies of each request served under the knowledge base as it is now (on or after the newest intent's first
+    # appearance among the training logs' candidates): serving-time requests meet that KB, and an earlier request's
+    # winner can name an intent a newer one has since taken over (1: every request once)
+    current_kb_weight: Annotated[int, Positive] = 1
     sft: SFTSettings = field(default_factory=lambda: SFTSettings(epochs=2, neftune_noise_alpha=5.0))
     seed: Annotated[int, NonNegative] = 0
 
@@ -114,7 +118,23 @@ def room_requests(world, ranker_dir, indices, queries: list[str]) -> np.ndarray:
     return named_intents(queries, ranker.text_emb.cpu().numpy()) != top
 
 
-def with_room_copies(pairs: list[tuple[int, str]], room: np.ndarray, weight: int) -> list[tuple[int, str]]:
-    """``pairs`` with each pair whose ``room`` is true repeated ``weight`` times in place (RG-SFT's data then
-    spends that many more steps on the requests where the query can change the ranking)."""
-    return [p for p, r in zip(pairs, room) for _ in range(weight if r else 1)]
+def current_kb_requests(world, indices) -> np.ndarray:
+    """[n] whether each request was served under the knowledge base as it is now: on or after the time the newest
+    intent first appears among the training requests' candidates (all true when no intent appears later than the
+    first training request). Earlier requests' needs may since have moved to an intent launched after them."""
+    train = world.indices("train")
+    ids, mask = world.candidates
+    ts = world.samples.timestamp
+    t_train = ts[train]
+    first = np.full(len(world.intents), np.iinfo(np.int64).max)
+    rows = np.repeat(np.arange(len(train)), mask[train].sum(1))
+    np.minimum.at(first, ids[train][mask[train]], t_train[rows])
+    seen = first[first < np.iinfo(np.int64).max]
+    since = seen.max() if len(seen) else t_train.min()
+    return ts[np.asarray(indices)] >= since
+
+
+def with_copies(pairs: list[tuple[int, str]], chosen: np.ndarray, weight: int) -> list[tuple[int, str]]:
+    """``pairs`` with each pair whose ``chosen`` is true repeated ``weight`` times in place (RG-SFT's data then
+    spends that many more steps on those requests)."""
+    return [p for p, c in zip(pairs, chosen) for _ in range(weight if c else 1)]

@@ -33,8 +33,8 @@ from ..reasoner.sft import sft, warm_start_pairs
 from ..reasoner.tiny import build_tiny_reasoner
 from ..world import World
 from .aligners import ALIGNERS
-from .best_of_n import (collect_candidates, room_requests, score_candidates, select_winners, winner_pairs,
-                        with_room_copies)
+from .best_of_n import (collect_candidates, current_kb_requests, room_requests, score_candidates, select_winners,
+                        winner_pairs, with_copies)
 from .calibrate import calibrate
 from .evaluate import Evaluation, _record
 from .loop_config import LoopConfig
@@ -204,13 +204,19 @@ class ClosedLoop(Evaluation):
             tt = self.state["done"]["two_tower"]["path"]  # the production ranker, as the two_tower stage saved it
             # decided once (MiniLM's vectors may differ in the last bits between ranks' caches): every rank copies alike
             room = dist.on_main(room_requests, w, tt, [i for i, _ in pairs], [q for _, q in pairs])
-            pairs = with_room_copies(pairs, room, s.room_weight)
+            pairs = with_copies(pairs, room, s.room_weight)
+        current = None
+        if s.current_kb_weight > 1:
+            current = current_kb_requests(w, [i for i, _ in pairs])
+            pairs = with_copies(pairs, current, s.current_kb_weight)
         out = sft(reasoner, w, pairs, self.out / f"round{rnd}" / "rg_sft", s.sft)
         if dist.is_main():
             (self.out / f"round{rnd}" / "candidates.json").write_text(json.dumps(
                 {"indices": idx.tolist(), "candidates": cands, "rewards": scores}))
-        return {"path": str(out), "train_examples": train_examples(out), "winner_share": share, "mean_winner_reward": float(np.mean(
-            [r[k] for r, k in zip(scores, winners) if k >= 0])), **({} if room is None else {"room_share": float(room.mean())})}
+        shares = {"room_share": room, "current_kb_share": current}
+        return {"path": str(out), "train_examples": train_examples(out), "winner_share": share,
+                "mean_winner_reward": float(np.mean([r[k] for r, k in zip(scores, winners) if k >= 0])),
+                **{k: float(v.mean()) for k, v in shares.items() if v is not None}}
 
     def run(self, until: str | None = None) -> dict:
         """All rounds, or the stages up to and including ``until`` (``qe_rec`` for a cheap ranker experiment;
