@@ -32,6 +32,46 @@ from rgalign_rl.world import load_world  # noqa: E402
 from rgalign_rl.world.stats import split_user_stats  # noqa: E402
 
 
+class Calibration:
+    """The run's QE-Rec, calibrated on given queries exactly as the loop calibrates (its ``ranker`` settings: epochs,
+    KL weight on the new inputs, frozen towers, round 1's training requests); queries embedded by the warm snapshot,
+    as QE-Rec reads them. ``rows``: the requests whose queries :meth:`test_stats` takes (subset, valid, test)."""
+
+    def __init__(self, run: Path, max_requests: int | None = None):
+        metrics = json.loads((run / "metrics.json").read_text())
+        self.cfg, self.world = metrics["config"], load_world(metrics["world"])
+        done = json.loads((run / "state.json").read_text())["done"]
+        self.warm, rk = done["qe_rec"]["reasoner"], self.cfg["ranker"]
+        self.prev, self.enc, self.meta = load_ranker(done["qe_rec"]["path"])
+        self.snapshot, self.mode = self.meta["queries"].split(":", 1)[1], self.meta["query_mode"]
+        n = max_requests or rk.get("calib_max_requests")
+        self.subset = sample_subset(self.world.indices("train"), n, self.cfg["seed"] + 1)  # round 1's draw
+        self.test = self.world.indices("test")
+        self.rows = np.concatenate([self.subset, self.world.indices("valid"), self.test])
+        self.train = TrainConfig(**{**rk["train"], "epochs": rk["calib_epochs"], "kl_weight": rk["calib_kl_weight"]})
+        self.boot = bootstrap_weights(len(np.unique(self.world.user_codes[self.test])))
+
+    def warm_queries(self) -> tuple[list[str], list[str]]:
+        """(prompts, the warm reasoner's queries) of ``rows``."""
+        return reasoner_queries(self.world, self.warm, self.rows, max_new_tokens=self.cfg["reasoner"]["max_new_tokens"])
+
+    def test_stats(self, prompts: list[str], queries: list[str]):
+        """Test stats (split_user_stats) of the run's QE-Rec calibrated on ``queries`` (aligned with ``rows``)."""
+        w, prev = self.world, self.prev
+        emb = np.zeros((len(w.samples), prev.cfg.query_dim), np.float32)
+        emb[self.rows] = embed_queries(self.snapshot, prompts, queries, self.mode)
+        cal = dataclasses.replace(self.train, seed=self.cfg["seed"] + 1)
+        model, _, _ = train_ranker(w, prev.cfg.arch, emb, cal, reference=prev, ref_query=emb, init=prev,
+                                   encoder=self.enc, log=lambda *x: None, train_indices=self.subset,
+                                   query_text=prev.cfg.query_text, frozen_towers=bool(self.meta.get("nested_in")))
+        return split_user_stats(w, score(model, RankerData(w, self.enc, emb), self.test))
+
+    def cells(self, base, stats) -> dict[str, str]:
+        """Paired differences stats - base with their 95% CIs, formatted, per metric."""
+        d = paired_difference(base, stats, self.boot)
+        return {k: f"{d[k]['diff']:+.4f} [{d[k]['ci'][0]:+.4f}, {d[k]['ci'][1]:+.4f}]" for k in d}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run")
@@ -39,42 +79,24 @@ def main() -> None:
     ap.add_argument("--max-requests", type=int, help="training requests (default: the run's calib_max_requests)")
     a = ap.parse_args()
     torch.set_num_threads(2)
-    run = Path(a.run)
-    metrics = json.loads((run / "metrics.json").read_text())
-    cfg, world = metrics["config"], load_world(metrics["world"])
-    done = json.loads((run / "state.json").read_text())["done"]
-    warm, rk = done["qe_rec"]["reasoner"], cfg["ranker"]
-    prev, enc, meta = load_ranker(done["qe_rec"]["path"])
-    snapshot, mode = meta["queries"].split(":", 1)[1], meta["query_mode"]
-    n = a.max_requests or rk.get("calib_max_requests")
-    subset = sample_subset(world.indices("train"), n, cfg["seed"] + 1)  # round 1's calibration draw
-    rows = np.concatenate([subset, world.indices("valid"), world.indices("test")])
-    prompts, served = reasoner_queries(world, warm, rows, max_new_tokens=cfg["reasoner"]["max_new_tokens"])
+    cal = Calibration(Path(a.run), a.max_requests)
+    world, rows, test = cal.world, cal.rows, cal.test
+    prompts, served = cal.warm_queries()
     needs = ["; ".join(world.oracle.needs_of(int(i))) for i in rows]
     draw = np.random.default_rng(12345).random(len(world.samples))[rows]  # one draw per request, shared by every p
-    test = world.indices("test")
-    boot = bootstrap_weights(len(np.unique(world.user_codes[test])))
-    train = TrainConfig(**{**rk["train"], "epochs": rk["calib_epochs"], "kl_weight": rk["calib_kl_weight"]})
     base = None
     print("| p | need accuracy (test) | GAUC | expected GAUC | Δ GAUC vs p=0 [paired CI] | Δ expected GAUC vs p=0 |")
     print("|---|---|---|---|---|---|")
     for p in (float(x) for x in a.p.split(",")):
         queries = [nd if d < p and nd else q for q, nd, d in zip(served, needs, draw)]
-        emb = np.zeros((len(world.samples), prev.cfg.query_dim), np.float32)
-        emb[rows] = embed_queries(snapshot, prompts, queries, mode)
-        cal = dataclasses.replace(train, seed=cfg["seed"] + 1)
-        model, _, _ = train_ranker(world, prev.cfg.arch, emb, cal, reference=prev, ref_query=emb, init=prev, encoder=enc,
-                                   log=lambda *x: None, train_indices=subset, query_text=prev.cfg.query_text,
-                                   frozen_towers=bool(meta.get("nested_in")))
-        stats = split_user_stats(world, score(model, RankerData(world, enc, emb), test))
+        stats = cal.test_stats(prompts, queries)
         acc = need_accuracy(world, test, queries[-len(test):])["overall"]
         v = stats.value()
         if base is None:
             base = stats
-        d = paired_difference(base, stats, boot)
-        cell = lambda k: f"{d[k]['diff']:+.4f} [{d[k]['ci'][0]:+.4f}, {d[k]['ci'][1]:+.4f}]"  # noqa: E731
+        c = cal.cells(base, stats)
         print(f"| {p:.2f} | {100 * acc:.1f}% | {v['gauc']:.4f} | {v.get('expected_gauc', float('nan')):.4f} | "
-              f"{cell('gauc')} | {cell('expected_gauc') if 'expected_gauc' in d else '-'} |", flush=True)
+              f"{c['gauc']} | {c.get('expected_gauc', '-')} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -187,22 +187,26 @@ def test_room_requests_are_where_the_winner_names_another_intent_than_the_two_to
 
 
 @pytest.mark.slow(seconds=25)
-def test_rg_sft_repeats_the_requests_with_room_and_reports_where_the_two_tower_misses(tiny_world, one_process_run,
-                                                                                      tmp_path):
-    """best_of_n.room_weight=3 in the loop: RG-SFT trains on the same winners as the shared run's, those with room
-    three times (given = winners + 2 x room), records the share, and the stage's need accuracy has its
-    "two_tower_misses" part."""
+def test_rg_sft_repeats_the_requests_with_room_and_the_current_kb_and_reports_where_the_two_tower_misses(
+        tiny_world, one_process_run, tmp_path):
+    """best_of_n.room_weight=3 and current_kb_weight=2 in the loop: RG-SFT trains on the same winners as the shared
+    run's, those with room three times, then those served under the current KB (the tiny world's cold intents
+    launch inside training) once more: given = n + current, n = winners + 2 x room; both shares recorded, and the
+    stage's need accuracy has its "two_tower_misses" part."""
     from rgalign_rl.run import run
 
     base = json.loads((one_process_run[0] / "state.json").read_text())["done"]["round1/rg_sft"]
     out = copy_run(one_process_run[0], tmp_path / "room", keep=PREFIX)
-    run(CONFIG, str(tiny_world), str(out), overrides=["best_of_n.room_weight=3"], resume=True, until="rg_sft",
-        log=lambda *a: None)
+    run(CONFIG, str(tiny_world), str(out), overrides=["best_of_n.room_weight=3", "best_of_n.current_kb_weight=2"],
+        resume=True, until="rg_sft", log=lambda *a: None)
     st = json.loads((out / "state.json").read_text())["done"]["round1/rg_sft"]
     winners = base["train_examples"]["given"]
     room = round(st["room_share"] * winners)
     assert 0 < room < winners
-    assert st["train_examples"]["given"] == winners + 2 * room
+    n = winners + 2 * room
+    current = round(st["current_kb_share"] * n)
+    assert 0 < current < n
+    assert st["train_examples"]["given"] == n + current
     assert 0.0 <= st["need_accuracy"]["two_tower_misses"] <= 1.0
 
 
