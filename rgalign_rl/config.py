@@ -27,7 +27,7 @@ from typing import Annotated, Any
 import yaml
 
 __all__ = ["Annotated", "AtLeast", "Config", "ConfigError", "NonNegative", "OneOf", "Positive", "Range", "Share",
-           "build", "from_dict", "load_yaml", "raise_problems", "resolve_seeds"]
+           "build", "check_fields", "from_dict", "load_yaml", "raise_problems", "resolve_seeds"]
 
 
 class ConfigError(ValueError):
@@ -259,6 +259,18 @@ def build(cls, data: dict | None, where: str, problems: list[tuple[str, str]]):
     except (TypeError, ValueError) as e:  # a dataclass's own __post_init__ check
         problems.append((where, str(e)))
         return cls()
+
+
+def check_fields(obj, where: str) -> None:
+    """The loader's checks (type, range, enumeration) on dataclass ``obj`` built in code, not from a config file:
+    ValueError naming ``where.field`` for the first bad field (call it from the dataclass's ``__post_init__``)."""
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    for f in dataclasses.fields(obj):
+        if f.init and not dataclasses.is_dataclass(_bare(hints[f.name])):
+            try:
+                _checked(getattr(obj, f.name), hints[f.name])
+            except _Invalid as e:
+                raise ValueError(f"{where}.{f.name}: {e}") from None
 
 
 def raise_problems(problems: list[tuple[str, str]], origin: dict | None = None) -> None:

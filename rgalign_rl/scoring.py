@@ -26,7 +26,7 @@ import torch
 from .ranker.protocol import user_vectors
 from .ranker.train import NEG, RankerData, load_ranker
 from .neighbours import KINDS, NeighbourIndex
-from .config import Annotated, NonNegative, OneOf, Positive, Share
+from .config import Annotated, NonNegative, OneOf, Positive, Share, check_fields
 from .text_encoder import BACKENDS, encode_texts
 from .world import World
 
@@ -53,14 +53,8 @@ class ScorerConfig:
     # None: the loop's current QE-Rec (qe_rec, then each calibration's)
     ranker: str | None = None
 
-    def __post_init__(self) -> None:  # at config load, not minutes later when the first reward is built
-        if self.neighbour_space not in SPACES:
-            raise ValueError(f"reward.scorer.neighbour_space: {self.neighbour_space!r} is not one of "
-                             f"{', '.join(SPACES)}")
-        if self.neighbour_index not in KINDS:
-            raise ValueError(f"reward.scorer.neighbour_index: {self.neighbour_index!r} is not one of {', '.join(KINDS)}")
-        if self.text_encoder not in BACKENDS:
-            raise ValueError(f"reward.scorer.text_encoder: {self.text_encoder!r} is not one of {', '.join(BACKENDS)}")
+    def __post_init__(self) -> None:  # built in code too (the loader has checked a config file's values already)
+        check_fields(self, "reward.scorer")
         if self.text_encoder != "torch" and not all(map(find_spec, ("onnxruntime", "onnx"))):
             raise ValueError(f"reward.scorer.text_encoder: {self.text_encoder} needs pip install 'rgalign_rl[onnx]'")
 

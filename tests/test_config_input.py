@@ -3,6 +3,7 @@ one ``error:`` line naming the key (and the YAML's file and line where it set it
 status 2, no traceback, and nothing written -- no --out folder. Also: ``--until`` for every stage."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +236,16 @@ def test_until_every_stage_writes_the_stages_so_far_and_resume_continues(one_pro
     assert "Stopped early" not in (out / "report.md").read_text()
     r = rgalign("run", "--config", CONFIG, "--world", str(tiny_world), "--out", str(tmp_path / "x"), "--until", "nope")
     assert r.returncode == 2 and "--until nope: not a stage" in r.stderr and not (tmp_path / "x").exists()
+
+
+def test_a_scorer_config_built_in_code_gets_the_loaders_checks_naming_its_key():
+    """ScorerConfig(...) in a script: the same type, range and enumeration checks as a config file's, each error
+    naming reward.scorer.<field>; good values pass untouched."""
+    from rgalign_rl.scoring import ScorerConfig
+
+    for kwargs, message in [({"anchor_weight": 2.0}, "reward.scorer.anchor_weight: must be in [0, 1], got 2"),
+                            ({"neighbours": "5"}, "reward.scorer.neighbours: expected int, got '5' (str)"),
+                            ({"neighbour_index": "hnsw"}, "reward.scorer.neighbour_index: 'hnsw' is not one of")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            ScorerConfig(**kwargs)
+    assert ScorerConfig(neighbours=0, anchor_weight=1, ranker="r").anchor_weight == 1
