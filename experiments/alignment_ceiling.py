@@ -36,19 +36,19 @@ from rgalign_rl.align.diagnostics import nearest_needs, need_accuracy, need_rank
 from rgalign_rl.align.evaluate import scores_file  # noqa: E402
 
 
-def cross_fitted(x_train, y, weight, fold, x_rest):
-    """Predictions for every training row from the forest fitted on the other fold, and for ``x_rest`` from the
-    forest fitted on all of them."""
+def cross_fitted(x_fit, y, weight, fold_fit, x_train, fold_train, x_rest):
+    """Predictions for every training request (``x_train``) from the forest fitted on the other fold's rows, and for
+    ``x_rest`` from the forest fitted on all rows (``x_fit``, ``y``: the rows the forests learn from)."""
     from sklearn.ensemble import RandomForestClassifier
 
     def fit(m):
         return RandomForestClassifier(300, max_features=0.5, n_jobs=2, random_state=0).fit(
-            x_train[m], y[m], sample_weight=None if weight is None else weight[m])
+            x_fit[m], y[m], sample_weight=None if weight is None else weight[m])
 
     own = np.empty(len(x_train), dtype=object)
     for f in (0, 1):
-        own[fold == f] = fit(fold != f).predict(x_train[fold == f])
-    return own, fit(np.ones(len(x_train), bool)).predict(x_rest)
+        own[fold_train == f] = fit(fold_fit != f).predict(x_train[fold_train == f])
+    return own, fit(np.ones(len(x_fit), bool)).predict(x_rest)
 
 
 def main() -> None:
@@ -81,12 +81,7 @@ def main() -> None:
     }
     results = {"warm reasoner (the control)": (warm, cal.test_stats(prompts, warm))}
     for name, (xs, ys, wt, fold) in learners.items():
-        own, other = cross_fitted(xs, ys, wt, fold, x_rest)
-        if len(xs) != len(train):  # teacher rows: a request's prediction is its first row's (every row of it alike)
-            first = {}
-            for r, p in zip(at, own):
-                first.setdefault(r, p)
-            own = np.array([first.get(r, "") for r in range(len(train))], dtype=object)
+        own, other = cross_fitted(xs, ys, wt, fold, x_train, fold_of_request, x_rest)
         queries = [str(q) for q in np.concatenate([own, other])[at_rows]]
         results[name] = (queries, cal.test_stats(prompts, queries))
         print(f"{name}: done", file=sys.stderr, flush=True)

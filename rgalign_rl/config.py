@@ -267,8 +267,8 @@ def check_fields(obj, where: str) -> None:
     hints = typing.get_type_hints(type(obj), include_extras=True)
     for f in dataclasses.fields(obj):
         if f.init and not dataclasses.is_dataclass(_bare(hints[f.name])):
-            try:
-                _checked(getattr(obj, f.name), hints[f.name])
+            try:  # kept as the loader keeps it (an int where a float is asked is widened)
+                object.__setattr__(obj, f.name, _checked(getattr(obj, f.name), hints[f.name]))
             except _Invalid as e:
                 raise ValueError(f"{where}.{f.name}: {e}") from None
 

@@ -218,7 +218,8 @@ def test_current_kb_requests_start_when_the_newest_intent_first_appears_in_train
 
     from rgalign_rl.align.best_of_n import current_kb_requests
 
-    intents = INTENTS + [{"intent_id": "c", "text": "cancel"}, {"intent_id": "d", "text": "voucher"}]
+    # c last: a padding id (-1) read as an intent would make c "seen" at t = 100
+    intents = INTENTS + [{"intent_id": "d", "text": "voucher"}, {"intent_id": "c", "text": "cancel"}]
     rows = [sample(i, candidates=["a", "b"] + (["c"] if i >= 5 else []) + (["d"] if i >= 10 else []))
             for i in range(12)]  # t = 100 + i; train 0-7, valid 8-9, test 10-11
     world = load_world(write_world(tmp_path / "w", intents=intents, samples=rows))
@@ -226,3 +227,4 @@ def test_current_kb_requests_start_when_the_newest_intent_first_appears_in_train
     np.testing.assert_array_equal(current_kb_requests(world, np.arange(12)), np.arange(12) >= 5)
     flat = load_world(write_world(tmp_path / "flat"))
     assert current_kb_requests(flat, np.arange(12)).all()
+    assert current_kb_requests(world, []).shape == (0,)

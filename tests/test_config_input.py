@@ -248,4 +248,5 @@ def test_a_scorer_config_built_in_code_gets_the_loaders_checks_naming_its_key():
                             ({"neighbour_index": "hnsw"}, "reward.scorer.neighbour_index: 'hnsw' is not one of")]:
         with pytest.raises(ValueError, match=re.escape(message)):
             ScorerConfig(**kwargs)
-    assert ScorerConfig(neighbours=0, anchor_weight=1, ranker="r").anchor_weight == 1
+    ok = ScorerConfig(neighbours=0, anchor_weight=1, ranker="r")
+    assert ok.anchor_weight == 1.0 and isinstance(ok.anchor_weight, float)  # widened, as the loader widens it

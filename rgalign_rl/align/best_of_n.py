@@ -131,7 +131,7 @@ def current_kb_requests(world, indices) -> np.ndarray:
     np.minimum.at(first, ids[train][mask[train]], t_train[rows])
     seen = first[first < np.iinfo(np.int64).max]
     since = seen.max() if len(seen) else t_train.min()
-    return ts[np.asarray(indices)] >= since
+    return ts[np.asarray(indices, dtype=np.int64)] >= since
 
 
 def with_copies(pairs: list[tuple[int, str]], chosen: np.ndarray, weight: int) -> list[tuple[int, str]]:
