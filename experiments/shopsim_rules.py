@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rgalign_rl.world import load_world  # noqa: E402
 from rgalign_rl.world.shopsim.catalog import FEATURES, parse_intents  # noqa: E402
-from rgalign_rl.world.shopsim.simulator import EPOCH, _compare  # noqa: E402
+from rgalign_rl.world.shopsim.simulator import EPOCH, rule_holds, rule_priority  # noqa: E402
 
 
 def main() -> None:
@@ -40,17 +40,14 @@ def main() -> None:
     feats = [w.samples[int(i)]["features"] for i in rows]
     cols = {n: np.array([spec.index(f[n]) if kind == "cat" else f[n] for f in feats])
             for n, (kind, spec, _, _) in FEATURES.items()}
-    order = sorted(range(len(intents)), key=lambda k: (-len(intents[k]["rule"]), k))  # the most specific rule first
+    order = rule_priority(intents)
     truth = np.array([(w.oracle.needs_of(int(i)) or [""])[0] for i in rows])
     split = w.split
     print(f"{len(intents)} intents ({len(cold)} cold, launched on day {sorted(set(launch[launch > 0].tolist()))})")
     for use_day in (True, False):
         need = np.full(len(rows), -1)
         for k in order:
-            ok = np.ones(len(rows), bool)
-            for name, op, value in intents[k]["rule"]:
-                kind, spec = FEATURES[name][:2]
-                ok &= _compare(cols[name], op, spec.index(value) if kind == "cat" else value)
+            ok = rule_holds(intents[k]["rule"], cols)
             if use_day:
                 ok &= day >= launch[k]
             need = np.where((need < 0) & ok, k, need)

@@ -89,7 +89,7 @@ class ShopSim:
         self.zpop = (logw - logw.mean()) / (logw.std() + 1e-9)  # standardised log popularity (click logits)
         cold = self.rng.random(self.K) < (config.cold_share if config.semantic_gap else 0.0)
         self.launch_day = np.where(cold, config.cold_launch_day, 0)
-        self.priority = sorted(range(self.K), key=lambda k: (-len(self.intents[k]["rule"]), k))
+        self.priority = rule_priority(self.intents)
 
     # ---- features ------------------------------------------------------------------------------
     def _draw(self, name: str, n: int) -> np.ndarray:
@@ -142,12 +142,7 @@ class ShopSim:
             cols[name][rows] = np.where(ok, cur, new)
 
     def _match(self, cols: dict, k: int) -> np.ndarray:
-        ok = np.ones(len(cols["day"]), dtype=bool)
-        for name, op, value in self.intents[k]["rule"]:
-            kind, spec = FEATURES[name][:2]
-            v = spec.index(value) if kind == "cat" else value
-            ok &= _compare(cols[name], op, v)
-        return ok & (cols["day"] >= self.launch_day[k])
+        return rule_holds(self.intents[k]["rule"], cols) & (cols["day"] >= self.launch_day[k])
 
     # ---- the world -----------------------------------------------------------------------------
     def generate(self):
@@ -188,12 +183,7 @@ class ShopSim:
         return cols, user, user_bias, need, segment
 
     def _match_static(self, cols: dict, k: int) -> np.ndarray:
-        ok = np.ones(len(cols["day"]), dtype=bool)
-        for name, op, value in self.intents[k]["rule"]:
-            if FEATURES[name][2]:
-                kind, spec = FEATURES[name][:2]
-                ok &= _compare(cols[name], op, spec.index(value) if kind == "cat" else value)
-        return ok
+        return rule_holds(self.intents[k]["rule"], cols, traits_only=True)
 
     def _requests(self, cols, user, user_bias, need, segment):
         cfg, r = self.cfg, self.rng
@@ -297,6 +287,23 @@ def _pick(r: np.random.Generator, seq: list):
 
 def _compare(a: np.ndarray, op: str, v) -> np.ndarray:
     return {"=": a == v, "!=": a != v, ">=": a >= v, "<=": a <= v, ">": a > v, "<": a < v}[op]
+
+
+def rule_holds(rule: list[tuple], cols: dict, traits_only: bool = False) -> np.ndarray:
+    """[n] whether every condition of an intent's ``rule`` holds on feature columns ``cols`` (categories as codes);
+    ``traits_only``: only its conditions on stable user traits."""
+    ok = np.ones(len(next(iter(cols.values()))), dtype=bool)
+    for name, op, value in rule:
+        kind, spec, trait, _ = FEATURES[name]
+        if trait or not traits_only:
+            ok &= _compare(cols[name], op, spec.index(value) if kind == "cat" else value)
+    return ok
+
+
+def rule_priority(intents: list[dict]) -> list[int]:
+    """Intent positions in the order their rules decide a need: the most specific rule (most conditions) first,
+    then the earliest line."""
+    return sorted(range(len(intents)), key=lambda k: (-len(intents[k]["rule"]), k))
 
 
 def write_shopsim(out: str | Path, config: ShopSimConfig) -> Path:
